@@ -1,0 +1,86 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+/// <summary>One named leaf of an optimizer state: a tensor or a scalar.</summary>
+/// <param name="Path">Slash-separated path, e.g. <c>"1/mu/fc1.weight"</c> or <c>"0/count"</c>.</param>
+/// <param name="Tensor">The tensor, or null for a scalar leaf.</param>
+/// <param name="Scalar">The scalar, or null for a tensor leaf.</param>
+public readonly record struct StateLeaf(string Path, Tensor? Tensor, double? Scalar);
+
+/// <summary>
+/// The state of a transform: immutable data made of scalars and tensors. States are records named
+/// after the primitive that makes them (<see cref="TraceState"/> and so on).
+/// </summary>
+/// <remarks>
+/// <para><b>Ownership.</b> A state owns its tensor handles. <see cref="IGradientTransformation.Update"/>
+/// returns a state whose handles are all new, so the old state stays valid until its owner disposes it
+/// with <see cref="OptState.Dispose"/>, and disposing one never invalidates the other.</para>
+/// <para>Compare states leaf by leaf (<see cref="Leaves"/>), never with record equality: tensors compare by
+/// reference there.</para>
+/// </remarks>
+public interface IOptState
+{
+    /// <summary>Every leaf, depth first, in a fixed order. Tensor leaves are the state's own handles.</summary>
+    IEnumerable<StateLeaf> Leaves();
+
+    /// <summary>A state of the same structure whose tensors are <paramref name="f"/>(path, tensor).</summary>
+    IOptState MapTensors(Func<string, Tensor, Tensor> f);
+}
+
+/// <summary>The state of a stateless transform.</summary>
+public sealed class EmptyState : IOptState
+{
+    EmptyState() { }
+
+    /// <summary>The one instance.</summary>
+    public static EmptyState Instance { get; } = new();
+
+    /// <inheritdoc />
+    public IEnumerable<StateLeaf> Leaves() => Enumerable.Empty<StateLeaf>();
+
+    /// <inheritdoc />
+    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this;
+}
+
+/// <summary>Operations on any <see cref="IOptState"/>.</summary>
+public static class OptState
+{
+    /// <summary>Every tensor of the state, depth first.</summary>
+    public static IEnumerable<Tensor> Tensors(IOptState state) =>
+        state.Leaves().Where(l => l.Tensor is not null).Select(l => l.Tensor!);
+
+    /// <summary>Disposes every tensor handle of a state you own.</summary>
+    public static void Dispose(IOptState state)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        foreach (var t in Tensors(state)) t.Dispose();
+    }
+
+    /// <summary>A state of the same structure and values, with fresh copies of every tensor.</summary>
+    public static IOptState Clone(IOptState state) => state.MapTensors((_, t) => t.detach().clone());
+
+    /// <summary>Leaf helper for records: a scalar leaf.</summary>
+    public static StateLeaf Scalar(string name, double value) => new(name, null, value);
+
+    /// <summary>Leaf helper for records: the tensors of a tree under <paramref name="slot"/>.</summary>
+    public static IEnumerable<StateLeaf> Tree(string slot, TensorTree tree) =>
+        tree.Select(kv => new StateLeaf(Join(slot, kv.Key), kv.Value, null));
+
+    /// <summary>Leaf helper for records: the leaves of a nested state under <paramref name="prefix"/>.</summary>
+    public static IEnumerable<StateLeaf> Nested(string prefix, IOptState inner) =>
+        inner.Leaves().Select(l => l with { Path = Join(prefix, l.Path) });
+
+    /// <summary>Map helper for records: maps the tensors of a tree stored under <paramref name="slot"/>.</summary>
+    public static TensorTree MapTree(string slot, TensorTree tree, Func<string, Tensor, Tensor> f) =>
+        tree.Map((n, t) => f(Join(slot, n), t));
+
+    /// <summary>Map helper for records: maps a nested state stored under <paramref name="prefix"/>.</summary>
+    public static IOptState MapNested(string prefix, IOptState inner, Func<string, Tensor, Tensor> f) =>
+        inner.MapTensors((p, t) => f(Join(prefix, p), t));
+
+    static string Join(string a, string b) => a.Length == 0 ? b : a + "/" + b;
+}

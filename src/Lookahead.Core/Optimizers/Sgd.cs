@@ -1,0 +1,57 @@
+using System;
+using static Lookahead.Transforms;
+
+namespace Lookahead;
+
+/// <summary>
+/// Optimizers, each one composition of primitives (<see cref="Transforms"/>). Each validates its
+/// hyperparameters when built; the result is an immutable <see cref="IGradientTransformation"/> whose
+/// updates are added to the parameters.
+/// </summary>
+public static partial class Optim
+{
+    /// <summary>
+    /// Stochastic gradient descent with torch.optim.SGD's semantics: d = g + λθ; with momentum μ the
+    /// buffer starts as a copy of d, then b ← μb + (1−δ)d; the direction is b, or d + μb with Nesterov;
+    /// θ ← θ − η·direction.
+    /// </summary>
+    /// <param name="lr">η ≥ 0.</param>
+    /// <param name="momentum">μ ∈ [0, 1]; default 0.</param>
+    /// <param name="dampening">δ ∈ [0, 1]; default 0.</param>
+    /// <param name="weightDecay">λ ≥ 0, coupled (added to the gradient); default 0.</param>
+    /// <param name="nesterov">Nesterov's variant (needs μ &gt; 0 and δ = 0, as in torch).</param>
+    public static IGradientTransformation Sgd(double lr, double momentum = 0, double dampening = 0, double weightDecay = 0, bool nesterov = false)
+    {
+        Check.NonNegative(lr, nameof(lr), "learning rate");
+        Check.Unit(momentum, nameof(momentum));
+        Check.Unit(dampening, nameof(dampening));
+        Check.NonNegative(weightDecay, nameof(weightDecay));
+        if (nesterov && (momentum == 0 || dampening != 0))
+            throw new ArgumentException($"nesterov = true needs momentum > 0 and dampening = 0; got momentum = {momentum}, dampening = {dampening}", nameof(nesterov));
+        var buffer = Trace(momentum, dampening, startAtFirstUpdate: true);
+        var direction = momentum == 0 ? Identity()
+            : nesterov ? LookaheadShift(ShiftSchedule.Constant(1, momentum), buffer)
+            : buffer;
+        return Chain(AddDecayedWeights(weightDecay), direction, Scale(-lr));
+    }
+
+    /// <summary>
+    /// Heavy ball (Polyak 1964) in torch's convention: b₁ = g₁, bₜ = βbₜ₋₁ + (1−δ)gₜ, θ ← θ − η·b.
+    /// </summary>
+    /// <param name="lr">η ≥ 0.</param>
+    /// <param name="momentum">β ∈ [0, 1].</param>
+    /// <param name="dampening">δ ∈ [0, 1]; default 0.</param>
+    public static IGradientTransformation HeavyBall(double lr, double momentum, double dampening = 0) =>
+        Chain(
+            Trace(momentum, dampening, startAtFirstUpdate: true),
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+
+    /// <summary>
+    /// Nesterov SGD in torch's form: b as in <see cref="HeavyBall"/> (undamped), θ ← θ − η·(g + μb).
+    /// </summary>
+    /// <param name="lr">η ≥ 0.</param>
+    /// <param name="momentum">μ ∈ (0, 1].</param>
+    /// <param name="weightDecay">λ ≥ 0, coupled; default 0.</param>
+    public static IGradientTransformation NesterovSgd(double lr, double momentum, double weightDecay = 0) =>
+        Sgd(lr, momentum, 0, weightDecay, nesterov: true);
+}

@@ -1,0 +1,26 @@
+namespace Lookahead;
+
+public static partial class Transforms
+{
+    /// <summary>
+    /// Adds decayed weights: u ← u + λ·θ. Stateless. Placed after a preconditioner and before the
+    /// learning-rate scale it is decoupled weight decay (AdamW, Loshchilov &amp; Hutter 2019); placed
+    /// first in a chain it is the coupled L2 term of torch's <c>weight_decay</c> (g ← g + λ·θ).
+    /// </summary>
+    /// <param name="weightDecay">λ ≥ 0.</param>
+    public static IGradientTransformation AddDecayedWeights(double weightDecay) =>
+        new AddDecayedWeightsTransform(Check.NonNegative(weightDecay, nameof(weightDecay)));
+}
+
+sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptyState>
+{
+    public override string Name => $"add_decayed_weights({weightDecay})";
+    protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
+
+    public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
+    {
+        if (weightDecay == 0) return state;
+        for (int i = 0; i < updates.Count; i++) updates.Tensors[i].add_(parameters.Tensors[i], alpha: weightDecay);
+        return state;
+    }
+}

@@ -1,0 +1,105 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+/// <summary>
+/// Coefficients of <see cref="Transforms.LookaheadShift(IShiftSchedule, IGradientTransformation)"/> at each step.
+/// A schedule may carry one number from step to step (NAdam's running product of momentum factors).
+/// </summary>
+public interface IShiftSchedule
+{
+    /// <summary>The carried number before the first step.</summary>
+    double InitialCarry { get; }
+
+    /// <summary>The weights (a, b) of u = a·g + b·m at step t (1, 2, …) and the carry for the next step.</summary>
+    (double Gradient, double Momentum, double Carry) At(long step, double carry);
+}
+
+/// <summary>Schedules for the lookahead shift.</summary>
+public static class ShiftSchedule
+{
+    /// <summary>Constant weights: u = a·g + b·m.</summary>
+    public static IShiftSchedule Constant(double gradientWeight, double momentumWeight) =>
+        new ConstantShift(Check.Finite(gradientWeight, nameof(gradientWeight)), Check.Finite(momentumWeight, nameof(momentumWeight)));
+
+    /// <summary>
+    /// NAdam's (Dozat 2016; torch ≥ 2.0): μₜ = β₁(1 − ½·0.96^(tψ)), Πₜ = μ₁⋯μₜ,
+    /// a = (1−μₜ)/(1−Πₜ), b = μₜ₊₁/(1−Πₜ·μₜ₊₁).
+    /// </summary>
+    /// <param name="beta1">β₁ ∈ [0, 1).</param>
+    /// <param name="momentumDecay">ψ ≥ 0; torch's default 4e-3.</param>
+    public static IShiftSchedule NAdam(double beta1, double momentumDecay) =>
+        new NAdamShift(Check.UnitOpen(beta1, nameof(beta1)), Check.NonNegative(momentumDecay, nameof(momentumDecay)));
+
+    sealed record ConstantShift(double A, double B) : IShiftSchedule
+    {
+        public double InitialCarry => 0;
+        public (double, double, double) At(long step, double carry) => (A, B, carry);
+    }
+
+    sealed record NAdamShift(double Beta1, double Psi) : IShiftSchedule
+    {
+        public double InitialCarry => 1;
+        double Mu(long t) => Beta1 * (1 - 0.5 * Math.Pow(0.96, t * Psi));
+        public (double, double, double) At(long t, double product)
+        {
+            double mu = Mu(t), muNext = Mu(t + 1);
+            product *= mu;
+            return ((1 - mu) / (1 - product), muNext / (1 - product * muNext), product);
+        }
+    }
+}
+
+public static partial class Transforms
+{
+    /// <summary>
+    /// Lookahead shift: u = (1−ν)·g + ν·m, where m is the output of the <paramref name="momentum"/>
+    /// transform on g. ν = 1 is plain momentum, ν = 0 plain SGD; QHM (Ma &amp; Yarats 2019) uses any ν,
+    /// and the gradient "at the lookahead point" of Nesterov-type methods is this mix.
+    /// </summary>
+    /// <param name="nu">ν; any finite number (ν &gt; 1 looks further ahead).</param>
+    /// <param name="momentum">The transform that produces m, typically <see cref="Ema"/>.</param>
+    public static IGradientTransformation LookaheadShift(double nu, IGradientTransformation momentum) =>
+        LookaheadShift(ShiftSchedule.Constant(1 - Check.Finite(nu, nameof(nu)), nu), momentum);
+
+    /// <summary>
+    /// Lookahead shift with weights from a schedule: u = aₜ·g + bₜ·m. Torch's Nesterov SGD is
+    /// a = 1, b = μ over an undamped trace; NAdam is <see cref="ShiftSchedule.NAdam"/> over an EMA.
+    /// </summary>
+    public static IGradientTransformation LookaheadShift(IShiftSchedule schedule, IGradientTransformation momentum) =>
+        new LookaheadShiftTransform(Check.NotNull(schedule, nameof(schedule)), Check.NotNull(momentum, nameof(momentum)));
+}
+
+/// <summary>State of <see cref="Transforms.LookaheadShift(IShiftSchedule, IGradientTransformation)"/>.</summary>
+/// <param name="Count">Steps taken so far.</param>
+/// <param name="Carry">The schedule's carried number.</param>
+/// <param name="Momentum">State of the momentum transform.</param>
+public sealed record LookaheadShiftState(long Count, double Carry, IOptState Momentum) : IOptState
+{
+    /// <inheritdoc />
+    public IEnumerable<StateLeaf> Leaves() =>
+        new[] { OptState.Scalar("count", Count), OptState.Scalar("carry", Carry) }.Concat(OptState.Nested("momentum", Momentum));
+
+    /// <inheritdoc />
+    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Momentum = OptState.MapNested("momentum", Momentum, f) };
+}
+
+sealed class LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransformation momentum) : Transform<LookaheadShiftState>
+{
+    public override string Name => $"lookahead_shift({schedule}, {momentum.Name})";
+
+    protected override LookaheadShiftState InitState(TensorTree parameters) => new(0, schedule.InitialCarry, momentum.Init(parameters));
+
+    public override LookaheadShiftState Step(TensorTree updates, LookaheadShiftState state, TensorTree parameters, StepContext context)
+    {
+        long t = state.Count + 1;
+        var (a, b, carry) = schedule.At(t, state.Carry);
+        using var raw = updates.Map(u => u.clone());   // scratch: g, before the momentum transform overwrites the buffer
+        var inner = InPlace.Step(momentum, updates, state.Momentum, parameters, context);
+        for (int i = 0; i < updates.Count; i++) updates.Tensors[i].mul_(b).add_(raw.Tensors[i], alpha: a);
+        return new(t, carry, inner);
+    }
+}

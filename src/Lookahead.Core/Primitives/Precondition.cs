@@ -1,0 +1,171 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+/// <summary>Where the outer ε of <see cref="Transforms.Precondition"/> is added.</summary>
+public enum EpsilonPlacement
+{
+    /// <summary>On the bias-corrected root: D = sqrt(v̂) + ε (torch Adam, AdamW, NAdam, RMSprop, Adagrad).</summary>
+    Corrected,
+    /// <summary>On the uncorrected root: D = (sqrt(v) + ε)/sqrt(1−β₂ᵗ) (torch RAdam, MARS-M's AdamW branch).</summary>
+    Uncorrected,
+}
+
+/// <summary>Variance rectification of <see cref="Transforms.Precondition"/>.</summary>
+public enum Rectification
+{
+    /// <summary>None.</summary>
+    None,
+    /// <summary>
+    /// RAdam (Liu et al. 2020): with ρ∞ = 2/(1−β₂)−1 and ρₜ = ρ∞ − 2tβ₂ᵗ/(1−β₂ᵗ), the output is the
+    /// numerator alone while ρₜ ≤ 5, and numerator·rₜ/D after, rₜ = sqrt((ρₜ−4)(ρₜ−2)ρ∞/((ρ∞−4)(ρ∞−2)ρₜ)).
+    /// </summary>
+    RAdam,
+}
+
+/// <summary>Settings of the diagonal second-moment preconditioner (<see cref="Transforms.Precondition"/>).</summary>
+public sealed record PreconditionOptions
+{
+    /// <summary>β₂ ∈ [0, 1]: decay of the second moment; default 0.999.</summary>
+    public double Decay { get; init; } = 0.999;
+    /// <summary>True: v ← β₂·v + (1−β₂)·g² (Adam, RMSprop). False: v ← β₂·v + g² (undamped; with β₂ = 1 Adagrad's sum).</summary>
+    public bool Damped { get; init; } = true;
+    /// <summary>Divide v by 1−β₂ᵗ (Adam). Needs a damped moment with β₂ &lt; 1.</summary>
+    public bool BiasCorrection { get; init; } = true;
+    /// <summary>AMSGrad: divide by the running maximum of v instead of v.</summary>
+    public bool AmsGrad { get; init; }
+    /// <summary>ε outside the root; ≥ 0, default 1e-8.</summary>
+    public double Epsilon { get; init; } = 1e-8;
+    /// <summary>Where the outer ε goes; default <see cref="EpsilonPlacement.Corrected"/>.</summary>
+    public EpsilonPlacement EpsilonPlacement { get; init; } = EpsilonPlacement.Corrected;
+    /// <summary>ε inside the root, D = sqrt(v̂ + ε_root) + ε; ≥ 0, default 0.</summary>
+    public double EpsilonRoot { get; init; }
+    /// <summary>Centered (RMSprop): subtract the square of an EMA of g from v. Needs a damped moment.</summary>
+    public bool Centered { get; init; }
+    /// <summary>Initial value of v (Adagrad's <c>initial_accumulator_value</c>); ≥ 0, default 0.</summary>
+    public double InitialValue { get; init; }
+    /// <summary>Variance rectification; default none.</summary>
+    public Rectification Rectification { get; init; } = Rectification.None;
+}
+
+public static partial class Transforms
+{
+    /// <summary>
+    /// Diagonal second-moment preconditioner: v ← β₂·v + c·g² from the incoming updates g (c = 1−β₂
+    /// damped, 1 undamped), then u ← N(g) / D where N is the <paramref name="numerator"/> transform
+    /// (identity by default) and D = sqrt(v̂ + ε_root) + ε, v̂ = v/(1−β₂ᵗ) with bias correction, v
+    /// replaced by its running maximum for AMSGrad and by v − (EMA of g)² when centered.
+    /// </summary>
+    /// <remarks>
+    /// Adam (Kingma &amp; Ba 2015) is this with N = <see cref="Ema"/>(β₁, debias); RMSprop (Tieleman &amp;
+    /// Hinton 2012) with N = identity and no bias correction; Adagrad (Duchi et al. 2011) with an
+    /// undamped sum (β₂ = 1); AMSGrad (Reddi et al. 2018) with <see cref="PreconditionOptions.AmsGrad"/>.
+    /// The numerator is a transform rather than a chain predecessor because v must see the raw g.
+    /// </remarks>
+    /// <param name="options">See <see cref="PreconditionOptions"/>.</param>
+    /// <param name="numerator">N; null means identity.</param>
+    public static IGradientTransformation Precondition(PreconditionOptions options, IGradientTransformation? numerator = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Check.Unit(options.Decay, "Decay", "second-moment decay β₂");
+        Check.NonNegative(options.Epsilon, "Epsilon");
+        Check.NonNegative(options.EpsilonRoot, "EpsilonRoot");
+        Check.NonNegative(options.InitialValue, "InitialValue");
+        if (options.BiasCorrection && (!options.Damped || options.Decay >= 1))
+            throw new ArgumentException($"BiasCorrection needs a damped second moment with Decay in [0, 1); got Damped = {options.Damped}, Decay = {options.Decay}", nameof(options));
+        if (options.Centered && !options.Damped)
+            throw new ArgumentException("Centered needs a damped second moment (the mean is an EMA with the same decay)", nameof(options));
+        if (options.Rectification == Rectification.RAdam && (!options.Damped || options.Decay >= 1 || options.Decay <= 0))
+            throw new ArgumentException($"RAdam rectification needs a damped second moment with Decay in (0, 1); got Decay = {options.Decay}", nameof(options));
+        return new PreconditionTransform(options, numerator ?? Identity());
+    }
+}
+
+/// <summary>State of <see cref="Transforms.Precondition"/>.</summary>
+/// <param name="Count">Steps taken so far.</param>
+/// <param name="SecondMoment">v.</param>
+/// <param name="MaxSecondMoment">Running maximum of v (AMSGrad), else null.</param>
+/// <param name="Mean">EMA of g (centered), else null.</param>
+/// <param name="Numerator">State of the numerator transform.</param>
+public sealed record PreconditionState(long Count, TensorTree SecondMoment, TensorTree? MaxSecondMoment, TensorTree? Mean, IOptState Numerator) : IOptState
+{
+    /// <inheritdoc />
+    public IEnumerable<StateLeaf> Leaves()
+    {
+        yield return OptState.Scalar("count", Count);
+        foreach (var l in OptState.Tree("nu", SecondMoment)) yield return l;
+        if (MaxSecondMoment is not null) foreach (var l in OptState.Tree("nu_max", MaxSecondMoment)) yield return l;
+        if (Mean is not null) foreach (var l in OptState.Tree("mean", Mean)) yield return l;
+        foreach (var l in OptState.Nested("numerator", Numerator)) yield return l;
+    }
+
+    /// <inheritdoc />
+    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with
+    {
+        SecondMoment = OptState.MapTree("nu", SecondMoment, f),
+        MaxSecondMoment = MaxSecondMoment is null ? null : OptState.MapTree("nu_max", MaxSecondMoment, f),
+        Mean = Mean is null ? null : OptState.MapTree("mean", Mean, f),
+        Numerator = OptState.MapNested("numerator", Numerator, f),
+    };
+}
+
+sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformation numerator) : Transform<PreconditionState>
+{
+    public override string Name => $"precondition({o}, numerator={numerator.Name})";
+
+    protected override PreconditionState InitState(TensorTree parameters) => new(
+        0,
+        parameters.Map(p => full_like(p, o.InitialValue)),
+        o.AmsGrad ? parameters.Map(p => full_like(p, o.InitialValue)) : null,
+        o.Centered ? parameters.ZerosLike() : null,
+        numerator.Init(parameters));
+
+    public override PreconditionState Step(TensorTree updates, PreconditionState state, TensorTree parameters, StepContext context)
+    {
+        long t = state.Count + 1;
+        double beta = o.Decay;
+        for (int i = 0; i < updates.Count; i++)
+        {
+            Tensor g = updates.Tensors[i], v = state.SecondMoment.Tensors[i];
+            if (beta != 1) v.mul_(beta);
+            v.addcmul_(g, g, value: o.Damped ? 1 - beta : 1);
+            if (state.Mean is not null) state.Mean.Tensors[i].mul_(beta).add_(g, alpha: 1 - beta);
+            if (state.MaxSecondMoment is not null) state.MaxSecondMoment.Tensors[i].copy_(maximum(state.MaxSecondMoment.Tensors[i], v));
+        }
+
+        var numeratorState = InPlace.Step(numerator, updates, state.Numerator, parameters, context);
+        var next = state with { Count = t, Numerator = numeratorState };
+
+        double rect = 1;
+        if (o.Rectification == Rectification.RAdam)
+        {
+            double rhoInf = 2 / (1 - beta) - 1;
+            double betaT = Math.Pow(beta, t);
+            double rhoT = rhoInf - 2 * t * betaT / (1 - betaT);
+            if (rhoT <= 5) return next;
+            rect = Math.Sqrt((rhoT - 4) * (rhoT - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rhoT));
+        }
+
+        double sqrtCorrection = o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(beta, t)) : 1;
+        for (int i = 0; i < updates.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            Tensor u = updates.Tensors[i];
+            Tensor d = (state.MaxSecondMoment ?? state.SecondMoment).Tensors[i];
+            if (state.Mean is not null) d = d.addcmul(state.Mean.Tensors[i], state.Mean.Tensors[i], value: -1);
+            Tensor denom = o.EpsilonPlacement switch
+            {
+                // sqrt(v)/sqrt(bc) + ε, in that order as torch's Adam computes it; ε_root scaled so that it sits inside the corrected root.
+                EpsilonPlacement.Corrected => (o.EpsilonRoot == 0 ? d.sqrt() : d.add(o.EpsilonRoot * sqrtCorrection * sqrtCorrection).sqrt_())
+                    .div_(sqrtCorrection).add_(o.Epsilon),
+                _ => (o.EpsilonRoot == 0 ? d.sqrt() : d.add(o.EpsilonRoot).sqrt_()).add_(o.Epsilon).div_(sqrtCorrection),
+            };
+            u.div_(denom);
+            if (rect != 1) u.mul_(rect);
+        }
+        return next;
+    }
+}

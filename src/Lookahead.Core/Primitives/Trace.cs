@@ -1,0 +1,80 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+public static partial class Transforms
+{
+    /// <summary>
+    /// Momentum trace: m ← β·m + (1−δ)·u, then u ← m (divided by 1−βᵗ when <paramref name="debias"/>).
+    /// δ = β is the exponential moving average (<see cref="Ema"/>); δ = 0 the undamped heavy-ball
+    /// buffer; torch's SGD passes its <c>dampening</c> as δ and starts the buffer at the first update
+    /// (<paramref name="startAtFirstUpdate"/>: m₁ = u₁, not (1−δ)·u₁).
+    /// </summary>
+    /// <param name="decay">β ∈ [0, 1].</param>
+    /// <param name="dampening">δ ∈ [0, 1]; default 0 (undamped).</param>
+    /// <param name="debias">Divide by 1−βᵗ (Adam's bias correction). Needs δ = β &lt; 1 and a zero start.</param>
+    /// <param name="startAtFirstUpdate">torch's convention: the buffer is a copy of the first update.</param>
+    /// <remarks>Near-twin of <see cref="Ema"/>: the trace weights the newest update by 1−δ, the EMA by 1−β.
+    /// A zero-started undamped trace is the un-debiased EMA divided by 1−β.</remarks>
+    public static IGradientTransformation Trace(double decay, double dampening = 0, bool debias = false, bool startAtFirstUpdate = false)
+    {
+        Check.Unit(decay, nameof(decay), "momentum decay β");
+        Check.Unit(dampening, nameof(dampening), "dampening δ; the new update is weighted by 1−δ");
+        if (debias && dampening != decay)
+            throw new ArgumentException($"debias = true needs dampening = decay (an EMA); got decay = {decay}, dampening = {dampening}", nameof(debias));
+        if (debias && decay == 1)
+            throw new ArgumentOutOfRangeException(nameof(decay), decay, $"decay = {decay}: debias divides by 1−βᵗ, which needs β in [0, 1)");
+        if (debias && startAtFirstUpdate)
+            throw new ArgumentException("debias and startAtFirstUpdate are two answers to the same zero-start bias; choose one", nameof(startAtFirstUpdate));
+        return new TraceTransform(decay, dampening, debias, startAtFirstUpdate);
+    }
+
+    /// <summary>
+    /// Exponential moving average: m ← β·m + (1−β)·u, u ← m (÷ (1−βᵗ) when <paramref name="debias"/>).
+    /// The same primitive as <see cref="Trace"/> with dampening δ = β.
+    /// </summary>
+    /// <param name="decay">β ∈ [0, 1).</param>
+    /// <param name="debias">Adam's bias correction; default false.</param>
+    /// <param name="startAtFirstUpdate">m₁ = u₁ (torch's SGD convention) instead of (1−β)·u₁.</param>
+    public static IGradientTransformation Ema(double decay, bool debias = false, bool startAtFirstUpdate = false) =>
+        Trace(Check.UnitOpen(decay, nameof(decay), "EMA decay β"), decay, debias, startAtFirstUpdate);
+}
+
+/// <summary>State of <see cref="Transforms.Trace"/> and <see cref="Transforms.Ema"/>.</summary>
+/// <param name="Count">Steps taken so far.</param>
+/// <param name="Momentum">The buffer m, shaped like the parameters (zero before the first step).</param>
+public sealed record TraceState(long Count, TensorTree Momentum) : IOptState
+{
+    /// <inheritdoc />
+    public IEnumerable<StateLeaf> Leaves() =>
+        OptState.Tree("momentum", Momentum).Prepend(OptState.Scalar("count", Count));
+
+    /// <inheritdoc />
+    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Momentum = OptState.MapTree("momentum", Momentum, f) };
+}
+
+sealed class TraceTransform(double decay, double dampening, bool debias, bool startAtFirstUpdate) : Transform<TraceState>
+{
+    public override string Name =>
+        $"trace(decay={decay}, dampening={dampening}{(debias ? ", debias" : "")}{(startAtFirstUpdate ? ", start_at_first" : "")})";
+
+    protected override TraceState InitState(TensorTree parameters) => new(0, parameters.ZerosLike());
+
+    public override TraceState Step(TensorTree updates, TraceState state, TensorTree parameters, StepContext context)
+    {
+        long t = state.Count + 1;
+        double correction = debias ? 1 - Math.Pow(decay, t) : 1;
+        for (int i = 0; i < updates.Count; i++)
+        {
+            Tensor u = updates.Tensors[i], m = state.Momentum.Tensors[i];
+            if (startAtFirstUpdate && t == 1) m.copy_(u);
+            else m.mul_(decay).add_(u, alpha: 1 - dampening);
+            u.copy_(m);
+            if (debias) u.div_(correction);
+        }
+        return state with { Count = t };
+    }
+}
