@@ -60,6 +60,17 @@ public static class OptState
         foreach (var t in Tensors(state)) t.Dispose();
     }
 
+    /// <summary>
+    /// Detaches every tensor of the state from the dispose scope it was moved to (the caller's, if any), so
+    /// that a state returned inside a per-step scope outlives it. Returns the same state; dispose it
+    /// yourself with <see cref="Dispose"/>.
+    /// </summary>
+    public static T Detach<T>(T state) where T : IOptState
+    {
+        foreach (var t in Tensors(state)) t.DetachFromDisposeScope();
+        return state;
+    }
+
     /// <summary>A state of the same structure and values, with fresh copies of every tensor.</summary>
     public static IOptState Clone(IOptState state) => state.MapTensors((_, t) => t.detach().clone());
 

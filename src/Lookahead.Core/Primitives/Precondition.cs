@@ -155,7 +155,9 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
             using var scope = NewDisposeScope();
             Tensor u = updates.Tensors[i];
             Tensor d = (state.MaxSecondMoment ?? state.SecondMoment).Tensors[i];
-            if (state.Mean is not null) d = d.addcmul(state.Mean.Tensors[i], state.Mean.Tensors[i], value: -1);
+            // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
+            // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
+            if (state.Mean is not null) d = d.addcmul(state.Mean.Tensors[i], state.Mean.Tensors[i], value: -1).clamp_min_(0);
             Tensor denom = o.EpsilonPlacement switch
             {
                 // sqrt(v)/sqrt(bc) + ε, in that order as torch's Adam computes it; ε_root scaled so that it sits inside the corrected root.

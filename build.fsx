@@ -1,0 +1,54 @@
+// Build script: dotnet fsi build.fsx [target]   (targets: clean, build, test, demo; default: test)
+// System.Reactive pinned to a served version: Fake's dependency asks for 4.4.1, which the registry lacks.
+#r "nuget: System.Reactive, 5.0.0"
+#r "nuget: Fake.Core.Target, 5.20.3"
+
+open System
+open System.Diagnostics
+open System.IO
+open Fake.Core
+
+// FAKE 5 targets outside the fake runner need an execution context.
+let args =
+    match fsi.CommandLineArgs |> Array.skip 1 |> List.ofArray with
+    | target :: rest when not (target.StartsWith "-") -> "--target" :: target :: rest
+    | other -> other
+args
+|> Context.FakeExecutionContext.Create false "build.fsx"
+|> Context.RuntimeContext.Fake
+|> Context.setExecutionContext
+
+let root = __SOURCE_DIRECTORY__
+let configuration = Environment.environVarOrDefault "CONFIGURATION" "Release"
+
+/// Runs a command in the repository root, streaming its output; fails the target on a non-zero exit.
+let run (file: string) (arguments: string) =
+    let psi = ProcessStartInfo(file, arguments, WorkingDirectory = root, UseShellExecute = false)
+    use p = Process.Start psi
+    p.WaitForExit()
+    if p.ExitCode <> 0 then failwithf "'%s %s' exited with %d" file arguments p.ExitCode
+
+Target.create "clean" (fun _ ->
+    for dir in [ "src"; "tests"; "examples" ] do
+        for sub in Directory.EnumerateDirectories(Path.Combine(root, dir), "*", SearchOption.AllDirectories) |> Seq.toList do
+            let name = Path.GetFileName sub
+            if (name = "bin" || name = "obj") && Directory.Exists sub then Directory.Delete(sub, true))
+
+// The build also makes TorchSharp's native library loadable on this host (build/TorchSharpNative.targets).
+Target.create "build" (fun _ -> run "dotnet" (sprintf "build Lookahead.sln -c %s -nologo" configuration))
+
+// Ends with the line "N passed, N failed".
+Target.create "test" (fun _ ->
+    run "dotnet" (sprintf "run --project tests/Lookahead.Tests -c %s --no-build -- --no-spinner --colours 0" configuration))
+
+// The main job: an F# Interactive script that trains a small model on generated data.
+Target.create "demo" (fun _ -> run "dotnet" "fsi examples/train.fsx")
+
+Target.create "default" ignore
+
+open Fake.Core.TargetOperators
+"clean" ?=> "build" |> ignore
+"build" ==> "test" ==> "default" |> ignore
+"build" ==> "demo" |> ignore
+
+Target.runOrDefault "default"

@@ -1,0 +1,77 @@
+/// Trajectories and their comparison. A failure names the step, tensor and index, and both values.
+module Lookahead.Tests.Expect
+
+open System
+open Expecto
+open TorchSharp
+open Lookahead
+open Lookahead.Tests.Generators
+
+/// What a run produced, as plain arrays: per step, per tensor.
+type Trajectory =
+    { Names: string list
+      Updates: float[][] list
+      Params: float[][] list
+      /// State leaves (path, values) after each step; scalars are one-element arrays.
+      States: (string * float[])[] list }
+
+let stateLeaves (s: IOptState) =
+    s.Leaves()
+    |> Seq.map (fun l -> l.Path, (if isNull l.Tensor then [| l.Scalar.Value |] else values l.Tensor))
+    |> Array.ofSeq
+
+/// Runs tx over the problem: θ ← θ + u after each step, with `context k` as the step's context.
+let runWith (context: int -> StepContext) (tx: IGradientTransformation) (p: Problem) : Trajectory =
+    use _ = torch.NewDisposeScope()
+    let mutable parameters = tree p p.Params0
+    let mutable state = tx.Init parameters
+    let ups, ps, ss = ResizeArray(), ResizeArray(), ResizeArray()
+    p.Grads
+    |> List.iteri (fun k g ->
+        let struct (u, s) = tx.Update(tree p g, state, parameters, context k)
+        let next = Updates.Apply(parameters, u)
+        ups.Add(u.Tensors |> Seq.map values |> Array.ofSeq)
+        ps.Add(next.Tensors |> Seq.map values |> Array.ofSeq)
+        ss.Add(stateLeaves s)
+        parameters <- next
+        state <- s)
+    { Names = p.Names; Updates = List.ofSeq ups; Params = List.ofSeq ps; States = List.ofSeq ss }
+
+let run tx p = runWith (fun _ -> StepContext.Empty) tx p
+
+let private compareArrays (what: string) (eq: float -> float -> bool) (names: string list) (a: float[][] list) (b: float[][] list) =
+    if a.Length <> b.Length then failtestf "%s: %d steps vs %d" what a.Length b.Length
+    List.iteri2
+        (fun step (xa: float[][]) (xb: float[][]) ->
+            for t in 0 .. xa.Length - 1 do
+                for i in 0 .. xa.[t].Length - 1 do
+                    if not (eq xa.[t].[i] xb.[t].[i]) then
+                        failtestf "%s differ at step %d, tensor '%s', index %d: %.17g vs %.17g (diff %.3g)"
+                            what (step + 1) names.[t] i xa.[t].[i] xb.[t].[i] (xa.[t].[i] - xb.[t].[i]))
+        a b
+
+let bitEqual (x: float) (y: float) = BitConverter.DoubleToInt64Bits x = BitConverter.DoubleToInt64Bits y
+
+/// |a − b| ≤ atol + rtol·|b|.
+let within atol rtol (a: float) (b: float) = abs (a - b) <= atol + rtol * abs b
+
+/// Updates and parameters bit-identical at every step.
+let identical (a: Trajectory) (b: Trajectory) =
+    compareArrays "updates" bitEqual a.Names a.Updates b.Updates
+    compareArrays "parameters" bitEqual a.Names a.Params b.Params
+
+/// Updates and parameters within atol + rtol·|b| at every step.
+let close atol rtol (a: Trajectory) (b: Trajectory) =
+    compareArrays "updates" (within atol rtol) a.Names a.Updates b.Updates
+    compareArrays "parameters" (within atol rtol) a.Names a.Params b.Params
+
+/// Parameters only within atol + rtol·|b| at every step.
+let closeParams atol rtol (a: Trajectory) (b: Trajectory) =
+    compareArrays "parameters" (within atol rtol) a.Names a.Params b.Params
+
+/// Every tensor of two trees bit-identical.
+let treesIdentical (what: string) (a: TensorTree) (b: TensorTree) =
+    Expect.sequenceEqual (List.ofSeq a.Names) (List.ofSeq b.Names) (what + ": names")
+    for i in 0 .. a.Count - 1 do
+        let va, vb = values a.Tensors.[i], values b.Tensors.[i]
+        Expect.isTrue (Array.forall2 bitEqual va vb) (sprintf "%s: tensor '%s' changed" what a.Names.[i])

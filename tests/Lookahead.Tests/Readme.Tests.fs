@@ -1,0 +1,43 @@
+/// The README's examples are the code the tests compile and run.
+module Lookahead.Tests.Readme
+
+open System
+open System.IO
+open System.Reflection
+open Expecto
+
+let repoRoot =
+    Assembly.GetExecutingAssembly().GetCustomAttributes<AssemblyMetadataAttribute>()
+    |> Seq.find (fun a -> a.Key = "RepoRoot")
+    |> fun a -> Path.GetFullPath a.Value
+
+/// The lines of a file between `// README:<tag>-begin` and `// README:<tag>-end`.
+let region (file: string) (tag: string) =
+    let lines = File.ReadAllLines file
+    let b = lines |> Array.findIndex (fun l -> l.Trim() = sprintf "// README:%s-begin" tag)
+    let e = lines |> Array.findIndex (fun l -> l.Trim() = sprintf "// README:%s-end" tag)
+    lines.[b + 1 .. e - 1] |> Array.map (fun l -> l.TrimEnd()) |> String.concat "\n"
+
+/// The fenced code block of a language that follows a marker comment in the README.
+let readmeBlock (marker: string) (lang: string) =
+    let text = File.ReadAllText(Path.Combine(repoRoot, "README.md")).Replace("\r\n", "\n")
+    let at = text.IndexOf(sprintf "<!-- %s -->" marker)
+    if at < 0 then failtestf "README.md has no <!-- %s --> marker" marker
+    let start = text.IndexOf(sprintf "```%s\n" lang, at) + lang.Length + 4
+    let stop = text.IndexOf("\n```", start)
+    text.Substring(start, stop - start).Split('\n') |> Array.map (fun l -> l.TrimEnd()) |> String.concat "\n"
+
+[<Tests>]
+let tests =
+    testSequenced <| testList "README" [
+        test "the C# example in the README is the compiled example, and it trains" {
+            Expect.equal (readmeBlock "example:csharp" "csharp") (region (Path.Combine(repoRoot, "examples/Lookahead.Examples/Quickstart.cs")) "csharp") "README block = examples/Lookahead.Examples/Quickstart.cs"
+            let loss = Quickstart.Run()
+            Expect.isLessThan loss 0.02 "the line is fitted (noise variance 0.01)"
+        }
+        test "the F# example in the README is the compiled example, and it trains" {
+            Expect.equal (readmeBlock "example:fsharp" "fsharp") (region (Path.Combine(repoRoot, "tests/Lookahead.Tests/ReadmeExample.fs")) "fsharp") "README block = tests/Lookahead.Tests/ReadmeExample.fs"
+            let loss = ReadmeExample.trainLine ()
+            Expect.isLessThan loss 0.02 "the line is fitted (noise variance 0.01)"
+        }
+    ]

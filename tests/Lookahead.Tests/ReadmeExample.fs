@@ -1,0 +1,27 @@
+module Lookahead.Tests.ReadmeExample
+// README:fsharp-begin
+open TorchSharp
+open Lookahead.FSharp
+
+/// Fits y = 3x − 1 with AdamW behind a global-norm clip; returns the final loss.
+let trainLine () =
+    torch.manual_seed 0L |> ignore
+    let x = torch.randn(256L, 1L, dtype = torch.float64)
+    let y = 3.0 * x - 1.0 + 0.1 * torch.randn(256L, 1L, dtype = torch.float64)
+    let model = torch.nn.Linear(1L, 1L, dtype = torch.float64)
+    let optimizer =
+        Transform.chain [
+            Primitives.clipByGlobalNorm 1.0
+            AdamW.create { AdamW.defaults with lr = 0.05; weightDecay = 0.0 } ]
+    let mutable state = Transform.init optimizer (Tree.ofModule model)
+    let mutable loss = nan
+    for step in 1 .. 300 do
+        use _ = torch.NewDisposeScope()
+        model.zero_grad()
+        let l = torch.nn.functional.mse_loss(model.forward x, y)
+        l.backward()
+        state <- Training.stepModule optimizer Context.empty model state
+        loss <- l.item<float>()
+        if step % 100 = 0 then printfn "step %d: loss %.5f" step loss
+    loss
+// README:fsharp-end
