@@ -39,7 +39,7 @@ Target.create "build" (fun _ -> run "dotnet" (sprintf "build Lookahead.sln -c %s
 
 // Ends with the line "N passed, N failed".
 Target.create "test" (fun _ ->
-    run "dotnet" (sprintf "run --project tests/Lookahead.Tests -c %s --no-build -- --no-spinner --colours 0" configuration))
+    run "dotnet" (sprintf "run --project tests/Lookahead.Tests -c %s --no-build -- --sequenced --no-spinner --colours 0" configuration))
 
 // The main job: an F# Interactive script that trains a small model on generated data.
 Target.create "demo" (fun _ -> run "dotnet" "fsi examples/train.fsx")

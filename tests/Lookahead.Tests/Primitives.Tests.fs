@@ -135,7 +135,9 @@ let tests =
         property "RMSprop: plain and centered, with and without momentum"
             (gen {
                 let! p = genLongProblem
-                let! lr, alpha, eps = Gen.zip3 (genRate) (genDecay) (genEps)
+                // α ≥ 0.5: with α near 0 the centered variance is identically zero and D = ε, so the
+                // comparison would measure rounding residues amplified by 1/ε, not the rule.
+                let! lr, alpha, eps = Gen.zip3 genRate (Gen.choose (500, 999) |> Gen.map (fun i -> float i / 1000.0)) genEps
                 let! wd, mu = Gen.zip (Gen.elements [ 0.0; 0.01 ]) (Gen.elements [ 0.0; 0.5; 0.9 ])
                 let! centered = Gen.elements [ true; false ]
                 return p, lr * 0.1, alpha, eps, wd, mu, centered })
