@@ -1,4 +1,5 @@
-// Build script: dotnet fsi build.fsx [target]   (targets: clean, build, test, demo; default: test)
+// Build script: dotnet fsi build.fsx [target]
+// Targets (any case): clean, build, test (the default), demo (the main job).
 // System.Reactive pinned to a served version: Fake's dependency asks for 4.4.1, which the registry lacks.
 #r "nuget: System.Reactive, 5.0.0"
 #r "nuget: Fake.Core.Target, 5.20.3"
@@ -11,7 +12,7 @@ open Fake.Core
 // FAKE 5 targets outside the fake runner need an execution context.
 let args =
     match fsi.CommandLineArgs |> Array.skip 1 |> List.ofArray with
-    | target :: rest when not (target.StartsWith "-") -> "--target" :: target :: rest
+    | target :: rest when not (target.StartsWith "-") -> "--target" :: target.ToLowerInvariant() :: rest
     | other -> other
 args
 |> Context.FakeExecutionContext.Create false "build.fsx"

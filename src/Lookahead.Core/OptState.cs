@@ -72,7 +72,7 @@ public static class OptState
     }
 
     /// <summary>A state of the same structure and values, with fresh copies of every tensor.</summary>
-    public static IOptState Clone(IOptState state) => state.MapTensors((_, t) => t.detach().clone());
+    public static IOptState Clone(IOptState state) => state.MapTensors((_, t) => TensorTree.CloneDetached(t));
 
     /// <summary>Leaf helper for records: a scalar leaf.</summary>
     public static StateLeaf Scalar(string name, double value) => new(name, null, value);

@@ -111,7 +111,14 @@ public sealed class TensorTree : IReadOnlyList<KeyValuePair<string, Tensor>>, ID
         new(indices.Select(i => _names[i]).ToArray(), indices.Select(i => _tensors[i]).ToArray());
 
     /// <summary>A tree of fresh copies (owned by the caller).</summary>
-    public TensorTree Clone() => Map(t => t.detach().clone());
+    public TensorTree Clone() => Map(CloneDetached);
+
+    /// <summary>A copy of <paramref name="t"/> outside any autograd graph (the intermediate handle is disposed).</summary>
+    internal static Tensor CloneDetached(Tensor t)
+    {
+        using var detached = t.detach();
+        return detached.clone();
+    }
 
     /// <summary>A tree of fresh handles to the same storage (owned by the caller).</summary>
     public TensorTree Alias() => Map(t => t.alias());

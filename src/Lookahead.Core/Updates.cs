@@ -15,7 +15,7 @@ public static class Updates
         ArgumentNullException.ThrowIfNull(parameters);
         parameters.CheckMatches(updates, nameof(updates), nameof(parameters));
         using var noGrad = no_grad();
-        return parameters.Map((name, p) => p.detach().add(updates[name]));
+        return parameters.Map((name, p) => p.add(updates[name]));   // under no_grad: no graph, no detach needed
     }
 
     /// <summary>

@@ -130,10 +130,9 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
         for (int i = 0; i < updates.Count; i++)
         {
             Tensor g = updates.Tensors[i], v = state.SecondMoment.Tensors[i];
-            if (beta != 1) v.mul_(beta);
-            v.addcmul_(g, g, value: o.Damped ? 1 - beta : 1);
-            if (state.Mean is not null) state.Mean.Tensors[i].mul_(beta).add_(g, alpha: 1 - beta);
-            if (state.MaxSecondMoment is not null) state.MaxSecondMoment.Tensors[i].copy_(maximum(state.MaxSecondMoment.Tensors[i], v));
+            Kernels.Moments.AccumulateSquare(v, g, beta, o.Damped ? 1 - beta : 1);
+            if (state.Mean is not null) Kernels.Moments.Accumulate(state.Mean.Tensors[i], g, beta, 1 - beta);
+            if (state.MaxSecondMoment is not null) Kernels.Moments.RunningMax(state.MaxSecondMoment.Tensors[i], v);
         }
 
         var numeratorState = InPlace.Step(numerator, updates, state.Numerator, parameters, context);

@@ -71,7 +71,7 @@ sealed class TraceTransform(double decay, double dampening, bool debias, bool st
         {
             Tensor u = updates.Tensors[i], m = state.Momentum.Tensors[i];
             if (startAtFirstUpdate && t == 1) m.copy_(u);
-            else m.mul_(decay).add_(u, alpha: 1 - dampening);
+            else Kernels.Moments.Accumulate(m, u, decay, 1 - dampening);
             u.copy_(m);
             if (debias) u.div_(correction);
         }
