@@ -1,4 +1,5 @@
 using System;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Lookahead;
@@ -15,7 +16,8 @@ public static class Updates
         ArgumentNullException.ThrowIfNull(parameters);
         parameters.CheckMatches(updates, nameof(updates), nameof(parameters));
         using var noGrad = no_grad();
-        return parameters.Map((name, p) => p.add(updates[name]));   // under no_grad: no graph, no detach needed
+        using var one = 1.0.ToScalar();
+        return parameters.Map((name, p) => p.add(updates[name], one));   // under no_grad: no graph, no detach needed
     }
 
     /// <summary>
@@ -27,6 +29,7 @@ public static class Updates
         ArgumentNullException.ThrowIfNull(parameters);
         parameters.CheckMatches(updates, nameof(updates), nameof(parameters));
         using var noGrad = no_grad();
-        for (int i = 0; i < parameters.Count; i++) parameters.Tensors[i].add_(updates.Tensors[i]);
+        using var one = 1.0.ToScalar();
+        for (int i = 0; i < parameters.Count; i++) parameters.Tensors[i].add_(updates.Tensors[i], one);
     }
 }

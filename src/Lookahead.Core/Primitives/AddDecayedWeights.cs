@@ -1,3 +1,5 @@
+using TorchSharp;
+
 namespace Lookahead;
 
 public static partial class Transforms
@@ -20,7 +22,8 @@ sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptySta
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
         if (weightDecay == 0) return state;
-        for (int i = 0; i < updates.Count; i++) updates.Tensors[i].add_(parameters.Tensors[i], alpha: weightDecay);
+        using var lambda = weightDecay.ToScalar();
+        for (int i = 0; i < updates.Count; i++) updates.Tensors[i].add_(parameters.Tensors[i], alpha: lambda);
         return state;
     }
 }

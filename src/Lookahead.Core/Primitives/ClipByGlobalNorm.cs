@@ -1,4 +1,5 @@
 using System.Linq;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Lookahead;
@@ -30,7 +31,8 @@ sealed class ClipByGlobalNormTransform(double maxNorm) : Transform<EmptyState>
             .ToArray();
         var norm = stack(squares).sum().sqrt();
         // min(1, c/n); n = 0 gives c/0 = ∞ and hence the factor 1.
-        var factor = (maxNorm / norm).clamp_max(1.0);
+        using Scalar c = maxNorm.ToScalar(), one = 1.0.ToScalar();
+        var factor = norm.reciprocal().mul_(c).clamp_max_(one);
         foreach (var u in updates.Tensors) u.mul_(factor.to(u.dtype, u.device));
         return state;
     }

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Lookahead;
@@ -99,7 +100,8 @@ sealed class LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransform
         var (a, b, carry) = schedule.At(t, state.Carry);
         using var raw = updates.Map(u => u.clone());   // scratch: g, before the momentum transform overwrites the buffer
         var inner = InPlace.Step(momentum, updates, state.Momentum, parameters, context);
-        for (int i = 0; i < updates.Count; i++) updates.Tensors[i].mul_(b).add_(raw.Tensors[i], alpha: a);
+        using Scalar sa = a.ToScalar(), sb = b.ToScalar();
+        for (int i = 0; i < updates.Count; i++) updates.Tensors[i].mul_(sb).add_(raw.Tensors[i], alpha: sa);
         return new(t, carry, inner);
     }
 }

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Lookahead;
@@ -118,10 +119,16 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
 
     protected override PreconditionState InitState(TensorTree parameters) => new(
         0,
-        parameters.Map(p => full_like(p, o.InitialValue)),
-        o.AmsGrad ? parameters.Map(p => full_like(p, o.InitialValue)) : null,
+        Filled(parameters, o.InitialValue),
+        o.AmsGrad ? Filled(parameters, o.InitialValue) : null,
         o.Centered ? parameters.ZerosLike() : null,
         numerator.Init(parameters));
+
+    static TensorTree Filled(TensorTree parameters, double value)
+    {
+        using var s = value.ToScalar();
+        return parameters.Map(p => full_like(p, s));
+    }
 
     public override PreconditionState Step(TensorTree updates, PreconditionState state, TensorTree parameters, StepContext context)
     {
@@ -149,6 +156,9 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
         }
 
         double sqrtCorrection = o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(beta, t)) : 1;
+        using Scalar minusOne = (-1.0).ToScalar(), zero = 0.0.ToScalar(), eps = o.Epsilon.ToScalar(),
+            correction = sqrtCorrection.ToScalar(), rectification = rect.ToScalar(),
+            epsRoot = (o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot).ToScalar();
         for (int i = 0; i < updates.Count; i++)
         {
             using var scope = NewDisposeScope();
@@ -156,16 +166,15 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
             Tensor d = (state.MaxSecondMoment ?? state.SecondMoment).Tensors[i];
             // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
             // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
-            if (state.Mean is not null) d = d.addcmul(state.Mean.Tensors[i], state.Mean.Tensors[i], value: -1).clamp_min_(0);
+            if (state.Mean is not null) d = d.addcmul(state.Mean.Tensors[i], state.Mean.Tensors[i], value: minusOne).clamp_min_(zero);
             Tensor denom = o.EpsilonPlacement switch
             {
                 // sqrt(v)/sqrt(bc) + ε, in that order as torch's Adam computes it; ε_root scaled so that it sits inside the corrected root.
-                EpsilonPlacement.Corrected => (o.EpsilonRoot == 0 ? d.sqrt() : d.add(o.EpsilonRoot * sqrtCorrection * sqrtCorrection).sqrt_())
-                    .div_(sqrtCorrection).add_(o.Epsilon),
-                _ => (o.EpsilonRoot == 0 ? d.sqrt() : d.add(o.EpsilonRoot).sqrt_()).add_(o.Epsilon).div_(sqrtCorrection),
+                EpsilonPlacement.Corrected => (o.EpsilonRoot == 0 ? d.sqrt() : d.add(epsRoot).sqrt_()).div_(correction).add_(eps),
+                _ => (o.EpsilonRoot == 0 ? d.sqrt() : d.add(epsRoot).sqrt_()).add_(eps).div_(correction),
             };
             u.div_(denom);
-            if (rect != 1) u.mul_(rect);
+            if (rect != 1) u.mul_(rectification);
         }
         return next;
     }

@@ -1,4 +1,5 @@
 using System;
+using TorchSharp;
 
 namespace Lookahead;
 
@@ -23,7 +24,8 @@ sealed class ScaleTransform(double factor) : Transform<EmptyState>
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
-        foreach (var u in updates.Tensors) u.mul_(factor);
+        using var s = factor.ToScalar();
+        foreach (var u in updates.Tensors) u.mul_(s);
         return state;
     }
 }
@@ -49,7 +51,8 @@ sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) 
         double s = schedule(t);
         if (!double.IsFinite(s))
             throw new InvalidOperationException($"{Name}: the schedule returned {s} at step {t}; it must return a finite number");
-        foreach (var u in updates.Tensors) u.mul_(s);
+        using var scalar = s.ToScalar();
+        foreach (var u in updates.Tensors) u.mul_(scalar);
         return new(t);
     }
 }

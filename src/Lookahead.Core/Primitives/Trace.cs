@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Lookahead;
@@ -66,7 +67,7 @@ sealed class TraceTransform(double decay, double dampening, bool debias, bool st
     public override TraceState Step(TensorTree updates, TraceState state, TensorTree parameters, StepContext context)
     {
         long t = state.Count + 1;
-        double correction = debias ? 1 - Math.Pow(decay, t) : 1;
+        using var correction = (debias ? 1 - Math.Pow(decay, t) : 1).ToScalar();
         for (int i = 0; i < updates.Count; i++)
         {
             Tensor u = updates.Tensors[i], m = state.Momentum.Tensors[i];
