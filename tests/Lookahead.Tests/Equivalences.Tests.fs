@@ -7,11 +7,8 @@ open FsCheck.FSharp
 open Lookahead
 open Lookahead.FSharp
 open Lookahead.Tests.Generators
+open Lookahead.Tests.Expect
 
-let config = { FsCheckConfig.defaultConfig with maxTest = 100 }
-
-let property name (g: Gen<'a>) (f: 'a -> unit) =
-    testPropertyWithConfig config name (Prop.forAll (Arb.fromGen g) f)
 
 [<Tests>]
 let tests =

@@ -3,6 +3,8 @@ module Lookahead.Tests.Expect
 
 open System
 open Expecto
+open FsCheck
+open FsCheck.FSharp
 open TorchSharp
 open Lookahead
 open Lookahead.Tests.Generators
@@ -75,3 +77,10 @@ let treesIdentical (what: string) (a: TensorTree) (b: TensorTree) =
     for i in 0 .. a.Count - 1 do
         let va, vb = values a.Tensors.[i], values b.Tensors.[i]
         Expect.isTrue (Array.forall2 bitEqual va vb) (sprintf "%s: tensor '%s' changed" what a.Names.[i])
+
+/// 100 generated cases per property; a failure prints the seed that replays it.
+let config = { FsCheckConfig.defaultConfig with maxTest = 100 }
+
+/// A property over a generator of meaningful cases (no NaN or ∞).
+let property name (g: Gen<'a>) (f: 'a -> unit) =
+    testPropertyWithConfig config name (Prop.forAll (Arb.fromGen g) f)

@@ -8,11 +8,8 @@ open FsCheck.FSharp
 open TorchSharp
 open Lookahead
 open Lookahead.Tests.Generators
+open Lookahead.Tests.Expect
 
-let config = { FsCheckConfig.defaultConfig with maxTest = 100 }
-
-let property name (g: Gen<'a>) (f: 'a -> unit) =
-    testPropertyWithConfig config name (Prop.forAll (Arb.fromGen g) f)
 
 let private withPrimitives n = gen {
     let! p = genProblem

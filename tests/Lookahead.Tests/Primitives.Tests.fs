@@ -9,6 +9,7 @@ open FsCheck.FSharp
 open TorchSharp
 open Lookahead
 open Lookahead.Tests.Generators
+open Lookahead.Tests.Expect
 
 /// Independent references: plain loops over the flattened parameters, written from torch's rules.
 module Reference =
@@ -93,10 +94,6 @@ module Reference =
                 let mhat, vhat = m.[i] / (1.0 - b1 ** float t), v.[i] / (1.0 - b2 ** float t)
                 theta.[i] <- theta.[i] - lr * mhat / sqrt (vhat + epsRoot))
 
-let config = { FsCheckConfig.defaultConfig with maxTest = 100 }
-
-let property name (g: Gen<'a>) (f: 'a -> unit) =
-    testPropertyWithConfig config name (Prop.forAll (Arb.fromGen g) f)
 
 let tol = 1e-10, 1e-8
 
