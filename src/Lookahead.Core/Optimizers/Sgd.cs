@@ -41,10 +41,9 @@ public static partial class Optim
     /// <param name="lr">η ≥ 0.</param>
     /// <param name="momentum">β ∈ [0, 1].</param>
     /// <param name="dampening">δ ∈ [0, 1]; default 0.</param>
+    /// <remarks>As in torch, β = 0 means no buffer at all (dampening is then ignored).</remarks>
     public static IGradientTransformation HeavyBall(double lr, double momentum, double dampening = 0) =>
-        Chain(
-            Trace(momentum, dampening, startAtFirstUpdate: true),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+        Sgd(lr, momentum, dampening);
 
     /// <summary>
     /// Nesterov SGD in torch's form: b as in <see cref="HeavyBall"/> (undamped), θ ← θ − η·(g + μb).
