@@ -31,6 +31,10 @@ public static class Check
     public static double Unit(double value, string name, string? what = null) =>
         value >= 0 && value <= 1 ? value : throw Fail(name, value, "[0, 1]", what);
 
+    /// <summary>Requires a finite value ≤ <paramref name="max"/>.</summary>
+    public static double AtMost(double value, double max, string name, string? what = null) =>
+        double.IsFinite(value) && value <= max ? value : throw Fail(name, value, $"(-∞, {F(max)}]", what);
+
     /// <summary>Requires an integer ≥ <paramref name="min"/>.</summary>
     public static long AtLeast(long value, long min, string name, string? what = null) =>
         value >= min ? value : throw new ArgumentOutOfRangeException(name, value,

@@ -13,7 +13,7 @@ public sealed record ContextKey<T>(string Name)
 }
 
 /// <summary>The keys that Lookahead's own primitives read.</summary>
-public static class ContextKeys
+public static partial class ContextKeys
 {
     /// <summary>The loss at the current parameters on the current batch (Polyak-type steps read it).</summary>
     public static readonly ContextKey<double> Loss = new("loss");

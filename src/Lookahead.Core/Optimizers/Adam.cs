@@ -78,13 +78,14 @@ public static partial class Optim
     /// <param name="weightDecay">λ ≥ 0; default 0.</param>
     /// <param name="momentumDecay">ψ ≥ 0; default 4e-3.</param>
     /// <param name="decoupledWeightDecay">torch ≥ 2.1's option: θ ← θ(1−ηλ) instead of the L2 term.</param>
-    public static IGradientTransformation NAdam(double lr = 2e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, double momentumDecay = 4e-3, bool decoupledWeightDecay = false)
+    /// <param name="torch113">Reproduce torch 1.13's single-tensor NAdam (see <see cref="ShiftSchedule.NAdam"/>); default false.</param>
+    public static IGradientTransformation NAdam(double lr = 2e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, double momentumDecay = 4e-3, bool decoupledWeightDecay = false, bool torch113 = false)
     {
         Check.NonNegative(weightDecay, nameof(weightDecay));
         Check.UnitOpen(beta1, nameof(beta1));
         return Chain(
             AddDecayedWeights(decoupledWeightDecay ? 0 : weightDecay),
-            Precondition(AdamMoment(beta2, eps, false), LookaheadShift(ShiftSchedule.NAdam(beta1, momentumDecay), Ema(beta1))),
+            Precondition(AdamMoment(beta2, eps, false), LookaheadShift(ShiftSchedule.NAdam(beta1, momentumDecay, torch113), Ema(beta1))),
             AddDecayedWeights(decoupledWeightDecay ? weightDecay : 0),
             Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
     }

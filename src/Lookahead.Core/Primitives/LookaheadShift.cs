@@ -32,8 +32,10 @@ public static class ShiftSchedule
     /// </summary>
     /// <param name="beta1">β₁ ∈ [0, 1).</param>
     /// <param name="momentumDecay">ψ ≥ 0; torch's default 4e-3.</param>
-    public static IShiftSchedule NAdam(double beta1, double momentumDecay) =>
-        new NAdamShift(Check.UnitOpen(beta1, nameof(beta1)), Check.NonNegative(momentumDecay, nameof(momentumDecay)));
+    /// <param name="torch113">Reproduce torch 1.13's single-tensor NAdam, whose b has 1−Πₜ·μₜ·μₜ₊₁ in the
+    /// denominator (μₜ counted twice; fixed in torch 2.0, pytorch#92699). Only for replaying old runs.</param>
+    public static IShiftSchedule NAdam(double beta1, double momentumDecay, bool torch113 = false) =>
+        new NAdamShift(Check.UnitOpen(beta1, nameof(beta1)), Check.NonNegative(momentumDecay, nameof(momentumDecay)), torch113);
 
     sealed record ConstantShift(double A, double B) : IShiftSchedule
     {
@@ -41,7 +43,7 @@ public static class ShiftSchedule
         public (double, double, double) At(long step, double carry) => (A, B, carry);
     }
 
-    sealed record NAdamShift(double Beta1, double Psi) : IShiftSchedule
+    sealed record NAdamShift(double Beta1, double Psi, bool Torch113) : IShiftSchedule
     {
         public double InitialCarry => 1;
         double Mu(long t) => Beta1 * (1 - 0.5 * Math.Pow(0.96, t * Psi));
@@ -49,7 +51,7 @@ public static class ShiftSchedule
         {
             double mu = Mu(t), muNext = Mu(t + 1);
             product *= mu;
-            return ((1 - mu) / (1 - product), muNext / (1 - product * muNext), product);
+            return ((1 - mu) / (1 - product), muNext / (1 - (Torch113 ? product * mu : product) * muNext), product);
         }
     }
 }

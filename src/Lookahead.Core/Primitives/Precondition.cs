@@ -48,6 +48,13 @@ public sealed record PreconditionOptions
     public bool Centered { get; init; }
     /// <summary>Initial value of v (Adagrad's <c>initial_accumulator_value</c>); ≥ 0, default 0.</summary>
     public double InitialValue { get; init; }
+    /// <summary>Initial value of the running maximum (AMSGrad); null means <see cref="InitialValue"/>. ARSG starts it at ε so that ε acts as a floor of the denominator.</summary>
+    public double? MaxInitialValue { get; init; }
+    /// <summary>
+    /// ν₂ of QHAdam (Ma &amp; Yarats 2019): the denominator uses ν₂·v̂ + (1−ν₂)·g² in place of v̂ (the lookahead
+    /// shift applied to the second moment); finite, default 1.
+    /// </summary>
+    public double SecondMomentNu { get; init; } = 1;
     /// <summary>Variance rectification; default none.</summary>
     public Rectification Rectification { get; init; } = Rectification.None;
 }
@@ -75,6 +82,12 @@ public static partial class Transforms
         Check.NonNegative(options.Epsilon, "Epsilon");
         Check.NonNegative(options.EpsilonRoot, "EpsilonRoot");
         Check.NonNegative(options.InitialValue, "InitialValue");
+        if (options.MaxInitialValue is double m) Check.NonNegative(m, "MaxInitialValue");
+        Check.Finite(options.SecondMomentNu, "SecondMomentNu");
+        if (options.MaxInitialValue is not null && !options.AmsGrad)
+            throw new ArgumentException("MaxInitialValue needs AmsGrad = true (it starts the running maximum)", nameof(options));
+        if (options.SecondMomentNu != 1 && (options.Centered || options.Rectification != Rectification.None || options.AmsGrad))
+            throw new ArgumentException($"SecondMomentNu = {options.SecondMomentNu} cannot be combined with Centered, AmsGrad or a rectification", nameof(options));
         if (options.BiasCorrection && (!options.Damped || options.Decay >= 1))
             throw new ArgumentException($"BiasCorrection needs a damped second moment with Decay in [0, 1); got Damped = {options.Damped}, Decay = {options.Decay}", nameof(options));
         if (options.Centered && !options.Damped)
@@ -120,7 +133,7 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
     protected override PreconditionState InitState(TensorTree parameters) => new(
         0,
         Filled(parameters, o.InitialValue),
-        o.AmsGrad ? Filled(parameters, o.InitialValue) : null,
+        o.AmsGrad ? Filled(parameters, o.MaxInitialValue ?? o.InitialValue) : null,
         o.Centered ? parameters.ZerosLike() : null,
         numerator.Init(parameters));
 
@@ -132,50 +145,81 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
 
     public override PreconditionState Step(TensorTree updates, PreconditionState state, TensorTree parameters, StepContext context)
     {
-        long t = state.Count + 1;
-        double beta = o.Decay;
-        for (int i = 0; i < updates.Count; i++)
+        var raw = o.SecondMomentNu != 1 ? updates.Map(u => u.clone()) : null;   // scratch: QHAdam's (1−ν₂)·g² needs g after the numerator ran
+        try
         {
-            Tensor g = updates.Tensors[i], v = state.SecondMoment.Tensors[i];
-            Kernels.Moments.AccumulateSquare(v, g, beta, o.Damped ? 1 - beta : 1);
-            if (state.Mean is not null) Kernels.Moments.Accumulate(state.Mean.Tensors[i], g, beta, 1 - beta);
+            var accumulated = Accumulate(updates, state);
+            var numeratorState = InPlace.Step(numerator, updates, state.Numerator, parameters, context);
+            var next = accumulated with { Numerator = numeratorState };
+            Divide(updates, next, raw);
+            return next;
+        }
+        finally { raw?.Dispose(); }
+    }
+
+    /// <summary>The moment updates from the raw g, in place on the state's tensors; returns the state at the new count.</summary>
+    internal PreconditionState Accumulate(TensorTree g, PreconditionState state)
+    {
+        double beta = o.Decay;
+        for (int i = 0; i < g.Count; i++)
+        {
+            Tensor gi = g.Tensors[i], v = state.SecondMoment.Tensors[i];
+            Kernels.Moments.AccumulateSquare(v, gi, beta, o.Damped ? 1 - beta : 1);
+            if (state.Mean is not null) Kernels.Moments.Accumulate(state.Mean.Tensors[i], gi, beta, 1 - beta);
             if (state.MaxSecondMoment is not null) Kernels.Moments.RunningMax(state.MaxSecondMoment.Tensors[i], v);
         }
+        return state with { Count = state.Count + 1 };
+    }
 
-        var numeratorState = InPlace.Step(numerator, updates, state.Numerator, parameters, context);
-        var next = state with { Count = t, Numerator = numeratorState };
-
+    /// <summary>u ← u/D at step <c>state.Count</c> (u·rₜ/D or u itself under a rectification), in place.</summary>
+    /// <param name="u">The tensors to divide.</param>
+    /// <param name="state">The state after <see cref="Accumulate"/>.</param>
+    /// <param name="rawGradient">g, needed only when <see cref="PreconditionOptions.SecondMomentNu"/> ≠ 1.</param>
+    internal void Divide(TensorTree u, PreconditionState state, TensorTree? rawGradient)
+    {
+        long t = state.Count;
+        double beta = o.Decay;
         double rect = 1;
         if (o.Rectification == Rectification.RAdam)
         {
             double rhoInf = 2 / (1 - beta) - 1;
             double betaT = Math.Pow(beta, t);
             double rhoT = rhoInf - 2 * t * betaT / (1 - betaT);
-            if (rhoT <= 5) return next;
+            if (rhoT <= 5) return;
             rect = Math.Sqrt((rhoT - 4) * (rhoT - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rhoT));
         }
 
         double sqrtCorrection = o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(beta, t)) : 1;
+        double nu = o.SecondMomentNu;
         using Scalar minusOne = (-1.0).ToScalar(), zero = 0.0.ToScalar(), eps = o.Epsilon.ToScalar(),
-            correction = sqrtCorrection.ToScalar(), rectification = rect.ToScalar(),
+            correction = sqrtCorrection.ToScalar(), squareCorrection = (sqrtCorrection * sqrtCorrection).ToScalar(),
+            rectification = rect.ToScalar(), sNu = nu.ToScalar(), sOneMinusNu = (1 - nu).ToScalar(),
             epsRoot = (o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot).ToScalar();
-        for (int i = 0; i < updates.Count; i++)
+        for (int i = 0; i < u.Count; i++)
         {
             using var scope = NewDisposeScope();
-            Tensor u = updates.Tensors[i];
+            Tensor ui = u.Tensors[i];
             Tensor d = (state.MaxSecondMoment ?? state.SecondMoment).Tensors[i];
             // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
             // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
             if (state.Mean is not null) d = d.addcmul(state.Mean.Tensors[i], state.Mean.Tensors[i], value: minusOne).clamp_min_(zero);
-            Tensor denom = o.EpsilonPlacement switch
+            Tensor denom;
+            if (nu != 1)
+            {
+                // QHAdam: sqrt(ν₂·v̂ + (1−ν₂)·g²) + ε, with v̂ = v/(1−β₂ᵗ).
+                var g = rawGradient!.Tensors[i];
+                denom = d.div(squareCorrection).mul_(sNu).addcmul_(g, g, value: sOneMinusNu);
+                if (o.EpsilonRoot != 0) denom.add_(epsRoot);
+                denom = denom.sqrt_().add_(eps);
+            }
+            else denom = o.EpsilonPlacement switch
             {
                 // sqrt(v)/sqrt(bc) + ε, in that order as torch's Adam computes it; ε_root scaled so that it sits inside the corrected root.
                 EpsilonPlacement.Corrected => (o.EpsilonRoot == 0 ? d.sqrt() : d.add(epsRoot).sqrt_()).div_(correction).add_(eps),
                 _ => (o.EpsilonRoot == 0 ? d.sqrt() : d.add(epsRoot).sqrt_()).add_(eps).div_(correction),
             };
-            u.div_(denom);
-            if (rect != 1) u.mul_(rectification);
+            ui.div_(denom);
+            if (rect != 1) ui.mul_(rectification);
         }
-        return next;
     }
 }

@@ -15,7 +15,7 @@ public static partial class Transforms
     /// (<paramref name="startAtFirstUpdate"/>: m₁ = u₁, not (1−δ)·u₁).
     /// </summary>
     /// <param name="decay">β ∈ [0, 1].</param>
-    /// <param name="dampening">δ ∈ [0, 1]; default 0 (undamped).</param>
+    /// <param name="dampening">δ ≤ 1; default 0 (undamped). A negative δ weights the new update by more than 1 (MARS-M's efficient form).</param>
     /// <param name="debias">Divide by 1−βᵗ (Adam's bias correction). Needs δ = β &lt; 1 and a zero start.</param>
     /// <param name="startAtFirstUpdate">torch's convention: the buffer is a copy of the first update.</param>
     /// <remarks>Near-twin of <see cref="Ema"/>: the trace weights the newest update by 1−δ, the EMA by 1−β.
@@ -23,7 +23,7 @@ public static partial class Transforms
     public static IGradientTransformation Trace(double decay, double dampening = 0, bool debias = false, bool startAtFirstUpdate = false)
     {
         Check.Unit(decay, nameof(decay), "momentum decay β");
-        Check.Unit(dampening, nameof(dampening), "dampening δ; the new update is weighted by 1−δ");
+        Check.AtMost(dampening, 1, nameof(dampening), "dampening δ; the new update is weighted by 1−δ ≥ 0");
         if (debias && dampening != decay)
             throw new ArgumentException($"debias = true needs dampening = decay (an EMA); got decay = {decay}, dampening = {dampening}", nameof(debias));
         if (debias && decay == 1)

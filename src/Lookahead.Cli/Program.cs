@@ -1,0 +1,56 @@
+using System;
+using System.Linq;
+using Lookahead.Cli;
+
+string usage = """
+    lookahead — gradient optimizers as values
+
+    Usage:
+      lookahead replay PATH...   Replay reference optimizer cases (files, or folders of *.json) against
+                                 Lookahead's compositions; prints one line per case
+                                 'NAME max_abs=… max_rel=… ok|FAIL' and 'N passed, N failed'.
+                                 Exit code 1 if any case fails.
+      lookahead --help           This text.
+
+    Tolerance: |a − b| ≤ 1e-10 + 1e-8·|b| on every parameter after every step (and every torch.optim state slot).
+    Known optimizers: 
+    """ + string.Join(", ", Compatibility.Optimizers);
+
+if (args.Length == 0 || args[0] is "--help" or "-h" or "help")
+{
+    Console.WriteLine(usage);
+    return args.Length == 0 ? 2 : 0;
+}
+
+switch (args[0])
+{
+    case "replay":
+    {
+        if (args.Length < 2 || args.Skip(1).Any(a => a is "--help" or "-h"))
+        {
+            Console.WriteLine("Usage: lookahead replay PATH...  (case files or folders of *.json)");
+            return args.Length < 2 ? 2 : 0;
+        }
+        int passed = 0, failed = 0;
+        try
+        {
+            foreach (var file in Replay.CaseFiles(args.Skip(1)))
+            {
+                var r = Replay.Run(file);
+                Console.WriteLine(r.Line);
+                if (!r.Passed && r.Detail is not null) Console.WriteLine($"  {r.Detail}");
+                if (r.Passed) passed++; else failed++;
+            }
+        }
+        catch (System.IO.FileNotFoundException e)
+        {
+            Console.Error.WriteLine($"lookahead replay: {e.Message}");
+            return 2;
+        }
+        Console.WriteLine($"{passed} passed, {failed} failed");
+        return failed == 0 && passed > 0 ? 0 : 1;
+    }
+    default:
+        Console.Error.WriteLine($"lookahead: unknown command '{args[0]}'\n\n{usage}");
+        return 2;
+}

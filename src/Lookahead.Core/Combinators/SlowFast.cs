@@ -1,0 +1,64 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+public static partial class Transforms
+{
+    /// <summary>
+    /// Slow/fast weights (Zhang et al. 2019, "Lookahead Optimizer: k steps forward, 1 step back"; optax's
+    /// <c>lookahead</c>; ARSG's <c>nLA</c>/<c>alphaLA</c>): <paramref name="inner"/> moves the fast
+    /// weights; after every <paramref name="syncPeriod"/>-th step the slow weights φ move a fraction α toward
+    /// them, φ ← φ + α(θ − φ), and the fast weights restart from φ. Not to be confused with the
+    /// Nesterov-type <see cref="LookaheadShift(double, IGradientTransformation)"/>.
+    /// </summary>
+    /// <remarks>The slow weights start as a copy of the parameters given to <c>Init</c>. The inner state
+    /// (moments) is kept across synchronisations, as ARSG's code does.</remarks>
+    /// <param name="inner">The fast optimizer (its updates include the learning rate).</param>
+    /// <param name="syncPeriod">k ≥ 1.</param>
+    /// <param name="alpha">α ∈ [0, 1].</param>
+    public static IGradientTransformation SlowFastWeights(IGradientTransformation inner, int syncPeriod, double alpha) =>
+        new SlowFastTransform(Check.NotNull(inner, nameof(inner)), (int)Check.AtLeast(syncPeriod, 1, nameof(syncPeriod)), Check.Unit(alpha, nameof(alpha), "slow step size"));
+}
+
+/// <summary>State of <see cref="Transforms.SlowFastWeights"/>.</summary>
+/// <param name="Count">Steps taken so far.</param>
+/// <param name="Slow">The slow weights φ.</param>
+/// <param name="Inner">State of the fast optimizer.</param>
+public sealed record SlowFastState(long Count, TensorTree Slow, IOptState Inner) : IOptState
+{
+    /// <inheritdoc />
+    public IEnumerable<StateLeaf> Leaves() =>
+        OptState.Tree("slow", Slow).Prepend(OptState.Scalar("count", Count)).Concat(OptState.Nested("inner", Inner));
+
+    /// <inheritdoc />
+    public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
+        this with { Slow = OptState.MapTree("slow", Slow, f), Inner = OptState.MapNested("inner", Inner, f) };
+}
+
+sealed class SlowFastTransform(IGradientTransformation inner, int k, double alpha) : Transform<SlowFastState>
+{
+    public override string Name => $"slow_fast_weights({inner.Name}, k={k}, alpha={alpha})";
+
+    protected override SlowFastState InitState(TensorTree parameters) => new(0, parameters.Clone(), inner.Init(parameters));
+
+    public override SlowFastState Step(TensorTree updates, SlowFastState state, TensorTree parameters, StepContext context)
+    {
+        long t = state.Count + 1;
+        var innerState = InPlace.Step(inner, updates, state.Inner, parameters, context);
+        if (t % k == 0)
+        {
+            for (int i = 0; i < updates.Count; i++)
+            {
+                Tensor u = updates.Tensors[i], slow = state.Slow.Tensors[i];
+                u.add_(parameters.Tensors[i]);                          // the fast weights θ + u
+                Kernels.Moments.Accumulate(slow, u, 1 - alpha, alpha);  // φ ← (1−α)φ + α·θ_fast
+                u.copy_(slow).sub_(parameters.Tensors[i]);              // restart from φ
+            }
+        }
+        return new(t, state.Slow, innerState);
+    }
+}

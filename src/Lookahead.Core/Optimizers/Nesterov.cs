@@ -1,0 +1,168 @@
+using System;
+using static Lookahead.Transforms;
+
+namespace Lookahead;
+
+/// <summary>How weight decay enters QHM (qhoptim's <c>weight_decay_type</c>).</summary>
+public enum QhmWeightDecay
+{
+    /// <summary>Coupled: g ← g + λθ ("grad").</summary>
+    Gradient,
+    /// <summary>Decoupled: θ ← θ(1 − ηλ) ("direct").</summary>
+    Direct,
+}
+
+public static partial class Optim
+{
+    /// <summary>
+    /// The velocity form of (generalised) Nesterov momentum (Sutskever et al. 2013, eq. 1a/1b):
+    /// vₜ₊₁ = βvₜ − ε·∇f(θₜ + μvₜ), θₜ₊₁ = θₜ + vₜ₊₁. The transform is vₜ₊₁ from the gradient it is
+    /// given; the gradient must be evaluated at the lookahead point θ + μ·v, where v is the last update
+    /// (<see cref="ShiftedCoordinates.Shift"/>). In an ordinary loop (gradient at the parameters) use
+    /// <see cref="GeneralisedNesterov"/>, the same algorithm in the shifted coordinates θ′ = θ + μv.
+    /// </summary>
+    /// <param name="lr">ε ≥ 0.</param>
+    /// <param name="momentum">β ∈ [0, 1].</param>
+    public static IGradientTransformation NesterovVelocity(double lr, double momentum) =>
+        Chain(Trace(Check.Unit(momentum, nameof(momentum))), Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+
+    /// <summary>
+    /// Generalised Nesterov momentum in shifted coordinates θ′ = θ + μv (the generalised-Nesterov note,
+    /// eq. 13a/13b): v′ ← βv′ − ε(g + μ(g − g_prev)), θ′ ← θ′ + v′, with the gradient at θ′. μ = β is
+    /// Nesterov's lookahead (and torch's Nesterov SGD); MARS is μ = γβ/(1−β) with ε = η(1−β).
+    /// </summary>
+    /// <param name="lr">ε ≥ 0.</param>
+    /// <param name="momentum">β ∈ [0, 1].</param>
+    /// <param name="lookahead">μ, finite.</param>
+    public static IGradientTransformation GeneralisedNesterov(double lr, double momentum, double lookahead) =>
+        Chain(
+            GradientCorrection(Check.Finite(lookahead, nameof(lookahead), "lookahead μ")),
+            Trace(Check.Unit(momentum, nameof(momentum))),
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+
+    /// <summary>Nesterov momentum (Sutskever form, lookahead μ = β) in shifted coordinates: <see cref="GeneralisedNesterov"/>(ε, β, β).</summary>
+    public static IGradientTransformation Nesterov(double lr, double momentum) => GeneralisedNesterov(lr, momentum, momentum);
+
+    /// <summary>
+    /// Quasi-hyperbolic momentum (Ma &amp; Yarats 2019; qhoptim's QHM): b ← βb + (1−β)g (zero start),
+    /// θ ← θ − α[(1−ν)g + ν·b]. ν = 1 is SGD momentum with lr α(1−β); ν = β is torch's Nesterov SGD with lr α(1−β).
+    /// </summary>
+    /// <param name="lr">α ≥ 0.</param>
+    /// <param name="momentum">β ∈ [0, 1).</param>
+    /// <param name="nu">ν, finite.</param>
+    /// <param name="weightDecay">λ ≥ 0; default 0.</param>
+    /// <param name="weightDecayType">Coupled (default) or direct.</param>
+    public static IGradientTransformation Qhm(double lr, double momentum, double nu, double weightDecay = 0, QhmWeightDecay weightDecayType = QhmWeightDecay.Gradient)
+    {
+        Check.NonNegative(weightDecay, nameof(weightDecay));
+        return Chain(
+            AddDecayedWeights(weightDecayType == QhmWeightDecay.Gradient ? weightDecay : 0),
+            LookaheadShift(Check.Finite(nu, nameof(nu)), Ema(Check.UnitOpen(momentum, nameof(momentum)))),
+            AddDecayedWeights(weightDecayType == QhmWeightDecay.Direct ? weightDecay : 0),
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+    }
+
+    /// <summary>
+    /// QHAdam (Ma &amp; Yarats 2019): θ ← θ − α·(ν₁m̂ + (1−ν₁)g)/(sqrt(ν₂v̂ + (1−ν₂)g²) + ε), with Adam's
+    /// bias-corrected moments. ν = (1, 1) is Adam.
+    /// </summary>
+    /// <param name="lr">α ≥ 0; default 1e-3.</param>
+    /// <param name="beta1">β₁ ∈ [0, 1); default 0.9.</param>
+    /// <param name="beta2">β₂ ∈ [0, 1); default 0.999.</param>
+    /// <param name="nu1">ν₁; default 1.</param>
+    /// <param name="nu2">ν₂; default 1.</param>
+    /// <param name="eps">ε ≥ 0; default 1e-8.</param>
+    /// <param name="weightDecay">λ ≥ 0; default 0.</param>
+    /// <param name="decoupledWeightDecay">θ ← θ(1 − αλ) instead of the coupled g + λθ (QHAdamW).</param>
+    public static IGradientTransformation QhAdam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double nu1 = 1, double nu2 = 1, double eps = 1e-8, double weightDecay = 0, bool decoupledWeightDecay = false)
+    {
+        Check.NonNegative(weightDecay, nameof(weightDecay));
+        return Chain(
+            AddDecayedWeights(decoupledWeightDecay ? 0 : weightDecay),
+            Precondition(
+                AdamMoment(beta2, eps, false) with { SecondMomentNu = Check.Finite(nu2, nameof(nu2)) },
+                LookaheadShift(Check.Finite(nu1, nameof(nu1)), Ema(Check.UnitOpen(beta1, nameof(beta1)), debias: true))),
+            AddDecayedWeights(decoupledWeightDecay ? weightDecay : 0),
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+    }
+
+    /// <summary>
+    /// Remote stochastic gradient (RSG; Chen et al., ARSG paper eq. 4, the fast form): m̃ ← βm̃ + g (undamped),
+    /// θ ← θ − α(1−β)(1−μ)·m̃ − αμ·g: the gradient observed at a "remote" point μ ahead. Equals QHM with ν = 1−μ.
+    /// </summary>
+    /// <param name="lr">α ≥ 0.</param>
+    /// <param name="momentum">β ∈ [0, 1); the paper's default 0.999.</param>
+    /// <param name="mu">Observation factor μ ∈ [0, 1); default 0.1.</param>
+    /// <param name="weightDecay">λ ≥ 0, coupled; default 0.</param>
+    public static IGradientTransformation Rsg(double lr, double momentum = 0.999, double mu = 0.1, double weightDecay = 0) =>
+        Chain(
+            AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
+            RemoteObservation(momentum, mu),
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+
+    /// <summary>RSG's direction (1−β)(1−μ)·m̃ + μ·g over the undamped trace m̃: the lookahead shift of the fast form.</summary>
+    static IGradientTransformation RemoteObservation(double momentum, double mu)
+    {
+        Check.UnitOpen(momentum, nameof(momentum));
+        Check.UnitOpen(mu, nameof(mu), "observation factor");
+        return LookaheadShift(ShiftSchedule.Constant(mu, (1 - momentum) * (1 - mu)), Trace(momentum));
+    }
+
+    /// <summary>
+    /// ARSG (Chen et al., "An Adaptive Remote Stochastic Gradient Method", Algorithm 1; rationalspark/NAMSG's
+    /// <c>Arsg</c>). AMSGrad mode (default): v ← β₂v + g² (undamped), v_max ← max(v_max, v) started at
+    /// ε/(1−β₂) (ε is a floor, never added), θ ← θ − α·((1−β₁)(1−μ)m̃ + μg)/sqrt((1−β₂)·v_max); no bias
+    /// correction. Adam mode (<paramref name="amsgrad"/> = false): θ ← θ − α((1−μ)m̂ + μg)/(sqrt(v̂) + ε)
+    /// with bias-corrected moments, i.e. QHAdam(ν₁ = 1−μ, ν₂ = 1).
+    /// </summary>
+    /// <param name="lr">α ≥ 0; default 1e-3.</param>
+    /// <param name="beta1">β₁ ∈ [0, 1); default 0.999.</param>
+    /// <param name="beta2">β₂ ∈ [0, 1); default 0.99.</param>
+    /// <param name="eps">ε &gt; 0 in AMSGrad mode (the floor; 1e-3 is the paper's "fine mode"); default 1e-8.</param>
+    /// <param name="weightDecay">λ ≥ 0, coupled; default 0.</param>
+    /// <param name="mu">Observation factor μ ∈ [0, 1); default 0.1.</param>
+    /// <param name="amsgrad">AMSGrad-type preconditioner (default) or Adam's.</param>
+    public static IGradientTransformation Arsg(double lr = 1e-3, double beta1 = 0.999, double beta2 = 0.99, double eps = 1e-8, double weightDecay = 0, double mu = 0.1, bool amsgrad = true)
+    {
+        Check.NonNegative(weightDecay, nameof(weightDecay));
+        Check.NonNegative(lr, nameof(lr), "learning rate");
+        Check.UnitOpen(mu, nameof(mu), "observation factor");
+        if (!amsgrad)
+            return Chain(
+                AddDecayedWeights(weightDecay),
+                Precondition(AdamMoment(beta2, eps, false), LookaheadShift(1 - mu, Ema(Check.UnitOpen(beta1, nameof(beta1)), debias: true))),
+                Scale(-lr));
+        Check.UnitOpen(beta2, nameof(beta2));
+        return Chain(
+            AddDecayedWeights(weightDecay),
+            Precondition(ArsgPreconditioner(beta2, eps), RemoteObservation(beta1, mu)),
+            Scale(-lr / Math.Sqrt(1 - beta2)));
+    }
+
+    /// <summary>ARSG's preconditioner: undamped v, AMSGrad maximum started at ε/(1−β₂), no additive ε, no bias correction.</summary>
+    static PreconditionOptions ArsgPreconditioner(double beta2, double eps) => new()
+    {
+        Decay = beta2,
+        Damped = false,
+        BiasCorrection = false,
+        AmsGrad = true,
+        MaxInitialValue = Check.Positive(eps, nameof(eps), "ARSG's floor of the second moment") / (1 - beta2),
+        Epsilon = 0,
+    };
+
+    /// <summary>
+    /// ARSG with the observation-boost policy (OBSB, the ARSG paper §3): start with a small μ₀ (0.05); each
+    /// time the loss flattens (<see cref="BoostPolicy"/>), double μ (kept below 1) and divide the step by
+    /// <paramref name="stepDivisor"/> (about 4). Needs the loss in the context.
+    /// </summary>
+    public static IGradientTransformation ArsgObsb(double lr = 1e-3, double beta1 = 0.999, double beta2 = 0.99, double eps = 1e-8, double weightDecay = 0, double initialMu = 0.05, double stepDivisor = 4, BoostPolicy? policy = null, bool amsgrad = true)
+    {
+        Check.UnitOpen(initialMu, nameof(initialMu), "initial observation factor");
+        Check.Positive(stepDivisor, nameof(stepDivisor));
+        var p = policy ?? new BoostPolicy();
+        if (initialMu * Math.Pow(2, p.MaxLevel) >= 1)
+            throw new ArgumentOutOfRangeException(nameof(initialMu), initialMu, $"initialMu = {initialMu} doubled MaxLevel = {p.MaxLevel} times reaches μ ≥ 1; lower one of them");
+        _ = Arsg(lr, beta1, beta2, eps, weightDecay, initialMu, amsgrad);   // validate now, not at the first boost
+        return Boosted(level => Arsg(lr / Math.Pow(stepDivisor, level), beta1, beta2, eps, weightDecay, initialMu * Math.Pow(2, level), amsgrad), p, "arsg_obsb");
+    }
+}

@@ -1,0 +1,60 @@
+using static Lookahead.Transforms;
+
+namespace Lookahead;
+
+public static partial class Optim
+{
+    /// <summary>
+    /// Stochastic Polyak step (SPS, Loizou et al. 2021): θ ← θ − min(α, (f − f*)/(‖g‖² + ε))·g, where a
+    /// negative gap steps uphill. Needs the loss in the context (<see cref="ContextKeys.Loss"/>).
+    /// </summary>
+    /// <param name="maxLr">α ≥ 0, the largest step; default 1.</param>
+    /// <param name="lowerBound">f*; default 0.</param>
+    /// <param name="eps">ε ≥ 0 added to ‖g‖²; default 0.</param>
+    public static IGradientTransformation Sps(double maxLr = 1, double lowerBound = 0, double eps = 0) =>
+        PolyakTruncation(new PolyakOptions { Name = "sps", Model = PolyakModel.Stochastic, Positive = false, LearningRate = maxLr, LowerBound = lowerBound, Epsilon = eps });
+
+    /// <summary>SPS+ (Gower et al.): <see cref="Sps"/> with the gap truncated at zero, min(α, (f − f*)₊/‖g‖²). Equals MoMo with β = 0.</summary>
+    public static IGradientTransformation SpsPlus(double maxLr = 1, double lowerBound = 0, double eps = 0) =>
+        PolyakTruncation(new PolyakOptions { Name = "sps+", Model = PolyakModel.Stochastic, Positive = true, LearningRate = maxLr, LowerBound = lowerBound, Epsilon = eps });
+
+    /// <summary>
+    /// MoMo (Schaipp, Ohana, Eickenberg, Defazio, Gower 2024, "MoMo: Momentum Models for Adaptive Learning
+    /// Rates"; fabian-sp/MoMo <c>Momo</c>): SGD momentum d = EMA_β(g) with the step
+    /// τ = min(α/ρ, (h(f̄ − ρf*) + ⟨θ, d⟩ − hγ̄)₊/‖d‖²), θ ← (θ − τd)/(1 + αλ). Needs the loss in the context.
+    /// </summary>
+    /// <param name="lr">α ≥ 0; default 1.</param>
+    /// <param name="weightDecay">λ ≥ 0; default 0.</param>
+    /// <param name="beta">β ∈ [0, 1); default 0.9.</param>
+    /// <param name="lowerBound">f*; default 0.</param>
+    /// <param name="biasCorrection">Zero-started averages with ρ = 1 − βᵏ; default false.</param>
+    /// <param name="estimateLowerBound">Online estimate of f* (<c>use_fstar</c>); default false.</param>
+    public static IGradientTransformation Momo(double lr = 1, double weightDecay = 0, double beta = 0.9, double lowerBound = 0, bool biasCorrection = false, bool estimateLowerBound = false) =>
+        PolyakTruncation(new PolyakOptions
+        {
+            Name = "momo", LearningRate = lr, WeightDecay = weightDecay, Beta = beta, LowerBound = lowerBound,
+            BiasCorrection = biasCorrection, EstimateLowerBound = estimateLowerBound,
+        });
+
+    /// <summary>
+    /// MoMo-Adam (fabian-sp/MoMo <c>MomoAdam</c>): the MoMo step in Adam's norm, D = sqrt(v̂) + ε,
+    /// τ = min(α/ρ, (h(f̄ − ρf*) + ⟨θ, m⟩ − hγ̄)₊/⟨m, m/D⟩) with ρ = 1 − β₁ᵏ, θ ← (θ − τm/D)/(1 + αλ), or
+    /// θ(1 − αλ) − τm/D with <paramref name="divide"/> = false. Untruncated it is Adam (AdamW). Needs the loss.
+    /// </summary>
+    /// <param name="lr">α ≥ 0; default 1e-2.</param>
+    /// <param name="beta1">β₁ ∈ [0, 1); default 0.9.</param>
+    /// <param name="beta2">β₂ ∈ [0, 1); default 0.999.</param>
+    /// <param name="eps">ε ≥ 0; default 1e-8.</param>
+    /// <param name="weightDecay">λ ≥ 0; default 0.</param>
+    /// <param name="lowerBound">f*; default 0.</param>
+    /// <param name="divide">Proximal weight decay (default) or the AdamW form.</param>
+    /// <param name="estimateLowerBound">Online estimate of f*; default false.</param>
+    public static IGradientTransformation MomoAdam(double lr = 1e-2, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, double lowerBound = 0, bool divide = true, bool estimateLowerBound = false) =>
+        PolyakTruncation(new PolyakOptions
+        {
+            Name = "momo_adam", LearningRate = lr, WeightDecay = weightDecay, Beta = beta1, LowerBound = lowerBound,
+            BiasCorrection = true, EstimateLowerBound = estimateLowerBound,
+            WeightDecayForm = divide ? WeightDecayForm.Proximal : WeightDecayForm.Decoupled,
+            Preconditioner = AdamMoment(beta2, eps, false),
+        });
+}

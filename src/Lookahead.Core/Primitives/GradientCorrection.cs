@@ -1,0 +1,112 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+public static partial class ContextKeys
+{
+    /// <summary>
+    /// The gradient at the previous iterate θₜ₋₁ evaluated on the current minibatch, for the exact
+    /// variant of <see cref="Transforms.GradientCorrection(double, bool, bool)"/> (MARS's exact scheme:
+    /// a second backward pass per step).
+    /// </summary>
+    public static readonly ContextKey<TensorTree> PreviousIterateGradient = new("previous_iterate_gradient");
+}
+
+public static partial class Transforms
+{
+    /// <summary>
+    /// Gradient correction (variance reduction of MARS, Yuan et al. 2024; the extrapolation of the
+    /// generalised-Nesterov note): c = g + s·(g − g_prev), then, if <paramref name="clip"/>, c ← c/‖c‖
+    /// for each tensor whose Frobenius norm exceeds 1.
+    /// </summary>
+    /// <remarks>
+    /// <para>Approximate variant (default): g_prev is the previous step's incoming update, kept in the
+    /// state as a copy (never a reference to the caller's tensor) and zero before the first step, so
+    /// c₁ = (1+s)·g₁. Exact variant: g_prev is the gradient at the previous iterate on the current
+    /// batch, read from <see cref="ContextKeys.PreviousIterateGradient"/>; it may be absent only on
+    /// the first step (where it counts as zero, as in the official code).</para>
+    /// <para>MARS uses s = γβ/(1−β) (<see cref="MarsScale"/>); in the note's reading this is a lookahead
+    /// of μ = s. Applied after a momentum, the same map turns vₜ₊₁ into vₜ₊₁ + μ(vₜ₊₁ − vₜ) (the
+    /// note's form 7b).</para>
+    /// </remarks>
+    /// <param name="scale">s; any finite number.</param>
+    /// <param name="clip">Per-tensor unit-norm clipping of c.</param>
+    /// <param name="exact">Take g_prev from the context instead of the state.</param>
+    public static IGradientTransformation GradientCorrection(double scale, bool clip = false, bool exact = false) =>
+        new GradientCorrectionTransform(Check.Finite(scale, nameof(scale)), clip, exact);
+
+    /// <summary>MARS's correction scale s = γ·β/(1−β) (the note's lookahead μ; β = 0.9, γ = 1 gives 9).</summary>
+    /// <param name="gamma">γ ≥ 0.</param>
+    /// <param name="beta">β ∈ [0, 1).</param>
+    public static double MarsScale(double gamma, double beta) =>
+        Check.NonNegative(gamma, nameof(gamma)) * (Check.UnitOpen(beta, nameof(beta)) / (1 - beta));
+}
+
+/// <summary>State of <see cref="Transforms.GradientCorrection(double, bool, bool)"/>.</summary>
+/// <param name="Count">Steps taken so far.</param>
+/// <param name="PreviousGradient">g of the previous step (zero before the first); empty in the exact variant.</param>
+public sealed record GradientCorrectionState(long Count, TensorTree PreviousGradient) : IOptState
+{
+    /// <inheritdoc />
+    public IEnumerable<StateLeaf> Leaves() =>
+        OptState.Tree("previous_gradient", PreviousGradient).Prepend(OptState.Scalar("count", Count));
+
+    /// <inheritdoc />
+    public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
+        this with { PreviousGradient = OptState.MapTree("previous_gradient", PreviousGradient, f) };
+}
+
+sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : Transform<GradientCorrectionState>
+{
+    public override string Name => $"gradient_correction(scale={scale}{(clip ? ", clip" : "")}{(exact ? ", exact" : "")})";
+
+    protected override GradientCorrectionState InitState(TensorTree parameters) =>
+        new(0, exact ? TensorTree.Empty : parameters.ZerosLike());
+
+    public override GradientCorrectionState Step(TensorTree updates, GradientCorrectionState state, TensorTree parameters, StepContext context)
+    {
+        long t = state.Count + 1;
+        TensorTree? previous = state.PreviousGradient;
+        if (exact)
+        {
+            if (context.TryGet(ContextKeys.PreviousIterateGradient, out var fromContext))
+            {
+                // The context holds the whole model's tree; inside a partition this transform sees a part of it.
+                var missing = parameters.Names.Where(n => !fromContext.Contains(n)).ToArray();
+                if (missing.Length > 0)
+                    throw new ArgumentException($"{Name}: the context's '{ContextKeys.PreviousIterateGradient}' lacks [{string.Join(", ", missing)}]", nameof(context));
+                previous = TensorTree.Of(parameters.Names, parameters.Names.Select(n => fromContext[n]).ToArray());
+                parameters.CheckMatches(previous, $"context's {ContextKeys.PreviousIterateGradient}", "parameters");
+            }
+            else if (t == 1) previous = null;
+            else throw new ArgumentException(
+                $"{Name}: step {t} needs the context key '{ContextKeys.PreviousIterateGradient}' (the gradient at the previous iterate on this batch)", nameof(context));
+        }
+
+        using Scalar s = scale.ToScalar(), one = 1.0.ToScalar();
+        for (int i = 0; i < updates.Count; i++)
+        {
+            Tensor g = updates.Tensors[i];
+            // c = (g − g_prev)·s + g, in the official code's order.
+            if (previous is not null)
+            {
+                using var diff = g.sub(previous.Tensors[i]);
+                if (!exact) previous.Tensors[i].copy_(g);
+                g.add_(diff, alpha: s);
+            }
+            else g.add_(g, alpha: s);
+            if (clip)
+            {
+                // Divide by max(‖c‖, 1): the same numbers as "if ‖c‖ > 1: c /= ‖c‖", without a host round trip.
+                using var norm = g.norm();
+                using var divisor = norm.clamp_min(one);
+                g.div_(divisor);
+            }
+        }
+        return state with { Count = t };
+    }
+}

@@ -1,0 +1,199 @@
+using System;
+using System.Linq;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+/// <summary>Coefficients (a, b, c) of the odd polynomial p(x) = a·x + b·x³ + c·x⁵ that one Newton–Schulz step applies to every singular value.</summary>
+/// <param name="A">a.</param>
+/// <param name="B">b.</param>
+/// <param name="C">c.</param>
+public sealed record NewtonSchulzCoefficients(double A, double B, double C)
+{
+    /// <summary>
+    /// Muon's quintic (3.4445, −4.7750, 2.0315) (Jordan et al. 2024): fast to leave zero, but it does
+    /// not converge to 1; after 5 steps singular values lie in roughly (0.7, 1.2). Muon and MARS-M use it.
+    /// </summary>
+    public static NewtonSchulzCoefficients Muon { get; } = new(3.4445, -4.7750, 2.0315);
+
+    /// <summary>A convergent quintic (2, −1.5, 0.5): p(1) = 1 and p′(1) = 0, so enough steps reach the polar factor.</summary>
+    public static NewtonSchulzCoefficients Convergent { get; } = new(2, -1.5, 0.5);
+}
+
+/// <summary>How the products of a Newton–Schulz step are arranged (the same maths, different rounding).</summary>
+public enum NewtonSchulzArrangement
+{
+    /// <summary>Muon's: A = XXᵀ, B = b·A + (c·A)·A, X ← a·X + B·X; the Frobenius norm is taken after the cast to the compute dtype.</summary>
+    Muon,
+    /// <summary>MARS's: A = XXᵀ, B = A·X, X ← a·X + b·B + (c·A)·B; the norm is taken of the input, before the cast.</summary>
+    Mars,
+}
+
+/// <summary>What the orthogonaliser does with tensors of rank greater than 2.</summary>
+public enum HigherRankPolicy
+{
+    /// <summary>View as a matrix (shape[0], product of the rest), as Muon does with convolution kernels.</summary>
+    FlattenTrailing,
+    /// <summary>Treat leading dimensions as a batch of matrices formed by the last two.</summary>
+    Batch,
+    /// <summary>Reject them with an error naming the tensor.</summary>
+    Reject,
+}
+
+/// <summary>Settings of <see cref="Transforms.Orthogonalise"/>.</summary>
+public sealed record OrthogonaliserOptions
+{
+    /// <summary>Polynomial coefficients; default <see cref="NewtonSchulzCoefficients.Muon"/>.</summary>
+    public NewtonSchulzCoefficients Coefficients { get; init; } = NewtonSchulzCoefficients.Muon;
+    /// <summary>Arrangement of the products; default <see cref="NewtonSchulzArrangement.Muon"/>.</summary>
+    public NewtonSchulzArrangement Arrangement { get; init; } = NewtonSchulzArrangement.Muon;
+    /// <summary>Number of Newton–Schulz steps; ≥ 0, default 5.</summary>
+    public int Steps { get; init; } = 5;
+    /// <summary>ε of the Frobenius pre-normalisation X/(‖X‖_F + ε); ≥ 0, default 1e-7.</summary>
+    public double Epsilon { get; init; } = 1e-7;
+    /// <summary>Run the iteration in bfloat16 as the official Muon code does (the result is cast back); default false.</summary>
+    public bool BFloat16 { get; init; }
+    /// <summary>Replace Newton–Schulz by the exact polar factor U·Vᵀ from an SVD (a reference; slow).</summary>
+    public bool ExactPolar { get; init; }
+    /// <summary>Tensors of rank &gt; 2; default <see cref="HigherRankPolicy.FlattenTrailing"/>.</summary>
+    public HigherRankPolicy HigherRank { get; init; } = HigherRankPolicy.FlattenTrailing;
+}
+
+/// <summary>Learning-rate scalings by matrix shape, for orthogonalised updates (<see cref="Transforms.ScaleByShape"/>).</summary>
+public enum ShapeScaling
+{
+    /// <summary>√max(1, rows/cols) (Keller Jordan's Muon, MARS-Shampoo).</summary>
+    Muon,
+    /// <summary>0.2·√max(rows, cols) (Moonlight; MARS-M): matches AdamW's update RMS.</summary>
+    Moonlight,
+}
+
+public static partial class Transforms
+{
+    /// <summary>
+    /// Orthogonaliser: replaces each matrix update G by an approximation of its polar factor U·Vᵀ
+    /// (G = U·S·Vᵀ) with Newton–Schulz: X₀ = G/(‖G‖_F + ε), transposed when rows &gt; cols, then
+    /// <c>Steps</c> times X ← a·X + b·(XXᵀ)X + c·(XXᵀ)²X; transposed back. Muon (Jordan et al. 2024),
+    /// MARS-Shampoo and MARS-M (Yuan et al. 2024, 2025) apply it to their momentum. Stateless.
+    /// </summary>
+    /// <remarks>Scale-invariant up to ε: orthogonalising c·G gives the same result for any c &gt; 0.
+    /// Rank-0 and rank-1 tensors are an error naming the tensor: route them elsewhere with
+    /// <see cref="Partition(Func{ParameterInfo, bool}, IGradientTransformation, IGradientTransformation)"/>.</remarks>
+    public static IGradientTransformation Orthogonalise(OrthogonaliserOptions? options = null)
+    {
+        var o = options ?? new OrthogonaliserOptions();
+        Check.NotNull(o.Coefficients, "Coefficients");
+        Check.Finite(o.Coefficients.A, "Coefficients.A"); Check.Finite(o.Coefficients.B, "Coefficients.B"); Check.Finite(o.Coefficients.C, "Coefficients.C");
+        Check.AtLeast(o.Steps, 0, "Steps", "Newton–Schulz steps");
+        Check.NonNegative(o.Epsilon, "Epsilon");
+        return new OrthogonaliseTransform(o);
+    }
+
+    /// <summary>Multiplies each matrix update by a factor of its shape (rows, cols as the orthogonaliser sees them). Stateless.</summary>
+    public static IGradientTransformation ScaleByShape(ShapeScaling scaling, HigherRankPolicy higherRank = HigherRankPolicy.FlattenTrailing) =>
+        new ScaleByShapeTransform(scaling, higherRank);
+
+    /// <summary>The factor of <see cref="ScaleByShape"/> for a matrix of <paramref name="rows"/> × <paramref name="cols"/>.</summary>
+    public static double ShapeFactor(ShapeScaling scaling, long rows, long cols) => scaling switch
+    {
+        ShapeScaling.Muon => Math.Sqrt(Math.Max(1.0, (double)rows / cols)),
+        _ => 0.2 * Math.Sqrt(Math.Max(rows, cols)),
+    };
+
+    /// <summary>The (rows, cols) of a tensor as a matrix (or batch of matrices) under a policy; an error names the tensor otherwise.</summary>
+    internal static (long Rows, long Cols) MatrixShape(string name, Tensor t, HigherRankPolicy policy, string requiredBy)
+    {
+        var shape = t.shape;
+        if (shape.Length < 2)
+            throw new ArgumentException($"{requiredBy} needs matrices: tensor '{name}' has shape [{string.Join(", ", shape)}] (rank {shape.Length}); route rank < 2 tensors to another transform with Partition");
+        if (shape.Length == 2) return (shape[0], shape[1]);
+        return policy switch
+        {
+            HigherRankPolicy.FlattenTrailing => (shape[0], shape.Skip(1).Aggregate(1L, (a, b) => a * b)),
+            HigherRankPolicy.Batch => (shape[^2], shape[^1]),
+            _ => throw new ArgumentException($"{requiredBy}: tensor '{name}' has rank {shape.Length} and the policy is Reject; choose FlattenTrailing or Batch"),
+        };
+    }
+}
+
+sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptyState>
+{
+    public override string Name =>
+        $"orthogonalise({(o.ExactPolar ? "svd" : $"ns{o.Steps}, {o.Coefficients.A}/{o.Coefficients.B}/{o.Coefficients.C}, {o.Arrangement}")}, eps={o.Epsilon}{(o.BFloat16 ? ", bf16" : "")})";
+
+    protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
+
+    public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
+    {
+        for (int i = 0; i < updates.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            Tensor u = updates.Tensors[i];
+            var (rows, cols) = Transforms.MatrixShape(updates.Names[i], u, o.HigherRank, Name);
+            var matrix = u.shape.Length > 2 && o.HigherRank == HigherRankPolicy.FlattenTrailing ? u.reshape(rows, cols) : u;
+            u.copy_(Orthogonalise(matrix).reshape(u.shape));
+        }
+        return state;
+    }
+
+    /// <summary>The polar-factor approximation of a matrix (or batch of matrices); a new tensor in the input's dtype.</summary>
+    Tensor Orthogonalise(Tensor g)
+    {
+        var dtype = g.dtype;
+        bool tall = g.shape[^2] > g.shape[^1];
+        using Scalar eps = o.Epsilon.ToScalar(), a = o.Coefficients.A.ToScalar(), b = o.Coefficients.B.ToScalar(), c = o.Coefficients.C.ToScalar();
+        if (o.ExactPolar)
+        {
+            var (left, _, rightT) = linalg.svd(g, fullMatrices: false);
+            return left.matmul(rightT);
+        }
+        Tensor x;
+        if (o.Arrangement == NewtonSchulzArrangement.Mars)
+        {
+            // Norm of the input before any cast.
+            x = g.div(g.norm().add_(eps));
+            if (o.BFloat16) x = x.to(ScalarType.BFloat16);
+            if (tall) x = x.mT;
+        }
+        else
+        {
+            x = o.BFloat16 ? g.to(ScalarType.BFloat16) : g;
+            if (tall) x = x.mT;
+            x = x.div(linalg.matrix_norm(x, "fro", dims: new long[] { -2, -1 }, keepdim: true).add_(eps));
+        }
+        for (int k = 0; k < o.Steps; k++)
+        {
+            var gram = x.matmul(x.mT);
+            if (o.Arrangement == NewtonSchulzArrangement.Muon)
+            {
+                var poly = gram.mul(b).add_(gram.mul(c).matmul(gram));
+                x = x.mul(a).add_(poly.matmul(x));
+            }
+            else
+            {
+                var ax = gram.matmul(x);
+                x = x.mul(a).add_(ax.mul(b)).add_(gram.mul(c).matmul(ax));
+            }
+        }
+        if (tall) x = x.mT;
+        return x.dtype == dtype ? x : x.to(dtype);
+    }
+}
+
+sealed class ScaleByShapeTransform(ShapeScaling scaling, HigherRankPolicy policy) : Transform<EmptyState>
+{
+    public override string Name => $"scale_by_shape({scaling})";
+    protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
+
+    public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
+    {
+        for (int i = 0; i < updates.Count; i++)
+        {
+            var (rows, cols) = Transforms.MatrixShape(updates.Names[i], updates.Tensors[i], policy, Name);
+            using var s = Transforms.ShapeFactor(scaling, rows, cols).ToScalar();
+            updates.Tensors[i].mul_(s);
+        }
+        return state;
+    }
+}

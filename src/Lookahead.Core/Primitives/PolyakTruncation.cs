@@ -1,0 +1,243 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+/// <summary>The model of the loss that <see cref="Transforms.PolyakTruncation"/> truncates at the lower bound.</summary>
+public enum PolyakModel
+{
+    /// <summary>
+    /// MoMo's momentum model (Schaipp et al. 2024): the average of past linearisations, with EMAs
+    /// f̄ (losses), d (gradients) and γ̄ (⟨x, g⟩) of decay β.
+    /// </summary>
+    Momentum,
+    /// <summary>The plain stochastic model f(xₖ) + ⟨gₖ, x − xₖ⟩ of SPS (Loizou et al. 2021).</summary>
+    Stochastic,
+}
+
+/// <summary>How weight decay λ enters a Polyak step.</summary>
+public enum WeightDecayForm
+{
+    /// <summary>Proximal: x ← (x − τ·D⁻¹d)/(1 + αλ) (MoMo; MoMo-Adam with <c>divide = true</c>).</summary>
+    Proximal,
+    /// <summary>Decoupled: x ← x(1 − αλ) − τ·D⁻¹d (MoMo-Adam with <c>divide = false</c>, the AdamW form).</summary>
+    Decoupled,
+}
+
+/// <summary>Settings of <see cref="Transforms.PolyakTruncation"/>.</summary>
+public sealed record PolyakOptions
+{
+    /// <summary>Who is asking, for error messages (e.g. "momo"); default "polyak_truncation".</summary>
+    public string Name { get; init; } = "polyak_truncation";
+    /// <summary>α ≥ 0: the largest step (the user's learning rate); default 1.</summary>
+    public double LearningRate { get; init; } = 1;
+    /// <summary>The model; default <see cref="PolyakModel.Momentum"/>.</summary>
+    public PolyakModel Model { get; init; } = PolyakModel.Momentum;
+    /// <summary>β ∈ [0, 1) of the momentum model's averages; default 0.9.</summary>
+    public double Beta { get; init; } = 0.9;
+    /// <summary>
+    /// Momentum model only. False (MoMo's default): the averages start at the first values and ρ = 1.
+    /// True: they start at zero and ρ = 1 − βᵏ divides the cap and multiplies the lower bound (MoMo-Adam always).
+    /// </summary>
+    public bool BiasCorrection { get; init; }
+    /// <summary>The lower bound f* of the loss (finite); default 0.</summary>
+    public double LowerBound { get; init; }
+    /// <summary>Estimate the lower bound online, never below <see cref="LowerBound"/> (MoMo's <c>use_fstar</c>).</summary>
+    public bool EstimateLowerBound { get; init; }
+    /// <summary>Stochastic model only: truncate the gap at zero (SPS+; default) or let a negative gap step uphill (SPS).</summary>
+    public bool Positive { get; init; } = true;
+    /// <summary>λ ≥ 0; default 0.</summary>
+    public double WeightDecay { get; init; }
+    /// <summary>How λ enters; default <see cref="WeightDecayForm.Proximal"/>.</summary>
+    public WeightDecayForm WeightDecayForm { get; init; } = WeightDecayForm.Proximal;
+    /// <summary>A diagonal preconditioner D built from the raw gradients (MoMo-Adam: Adam's); null means D = I.</summary>
+    public PreconditionOptions? Preconditioner { get; init; }
+    /// <summary>Added to ‖d‖²_D before dividing (optax's SPS ε); ≥ 0, default 0.</summary>
+    public double Epsilon { get; init; }
+}
+
+public static partial class Transforms
+{
+    /// <summary>
+    /// Polyak truncation: the step τ = min(α/ρ, (h·(f̄ − ρ·f*) + ⟨x, d⟩ − h·γ̄)₊ / ‖d‖²_D), h = 1 + αλ,
+    /// applied as u = −τ·D⁻¹d (then the weight decay of <see cref="PolyakOptions.WeightDecayForm"/>).
+    /// It is the proximal step on a model of the loss truncated at the lower bound f*: with the momentum
+    /// model it is MoMo (Schaipp et al. 2024; MoMo-Adam with Adam's D), with the stochastic model SPS/SPS+
+    /// (Loizou et al. 2021; Gower et al.). Reads the loss from <see cref="ContextKeys.Loss"/>.
+    /// </summary>
+    /// <remarks>
+    /// <para>The direction d is an <see cref="Ema"/> of g (the momentum model) or g itself; D comes from the
+    /// <see cref="Precondition"/> primitive's moment kernels. ‖d‖²_D = ⟨d, D⁻¹d⟩ is summed over all tensors,
+    /// so the step is global. When ‖d‖²_D = 0 the step is 0.</para>
+    /// <para>All reductions stay on the parameters' device as 0-d float64 tensors: no host round trip per step.</para>
+    /// <para>Updates are the whole step (the learning rate is inside): do not follow it by a scale.</para>
+    /// </remarks>
+    public static IGradientTransformation PolyakTruncation(PolyakOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Check.NonNegative(options.LearningRate, "LearningRate", "largest step α");
+        Check.UnitOpen(options.Beta, "Beta");
+        Check.Finite(options.LowerBound, "LowerBound");
+        Check.NonNegative(options.WeightDecay, "WeightDecay");
+        Check.NonNegative(options.Epsilon, "Epsilon");
+        if (options.Preconditioner is { } p && (p.Rectification != Rectification.None || p.SecondMomentNu != 1))
+            throw new ArgumentException("PolyakTruncation's preconditioner must be a plain diagonal (no rectification, SecondMomentNu = 1)", nameof(options));
+        IGradientTransformation direction = options.Model == PolyakModel.Momentum
+            ? Ema(options.Beta, startAtFirstUpdate: !options.BiasCorrection)
+            : Identity();
+        var pre = options.Preconditioner is null ? null : (PreconditionTransform)Precondition(options.Preconditioner);
+        return new PolyakTruncationTransform(options, direction, pre);
+    }
+}
+
+/// <summary>State of <see cref="Transforms.PolyakTruncation"/>.</summary>
+/// <param name="Count">Steps taken so far.</param>
+/// <param name="LossAverage">f̄ (the latest loss for the stochastic model).</param>
+/// <param name="GradDotParams">γ̄, the average of ⟨xₖ, gₖ⟩ summed over tensors (0-d, float64).</param>
+/// <param name="LowerBound">The current lower-bound estimate (0-d, float64).</param>
+/// <param name="StepSize">The last step τ (0-d, float64), for diagnostics.</param>
+/// <param name="Direction">State of the direction EMA.</param>
+/// <param name="Preconditioner">State of the diagonal preconditioner (empty without one).</param>
+public sealed record PolyakTruncationState(long Count, double LossAverage, Tensor GradDotParams, Tensor LowerBound, Tensor StepSize, IOptState Direction, IOptState Preconditioner) : IOptState
+{
+    /// <inheritdoc />
+    public IEnumerable<StateLeaf> Leaves() =>
+        new[]
+        {
+            OptState.Scalar("count", Count), OptState.Scalar("loss_average", LossAverage),
+            new StateLeaf("grad_dot_params", GradDotParams, null), new StateLeaf("lower_bound", LowerBound, null),
+            new StateLeaf("step_size", StepSize, null),
+        }.Concat(OptState.Nested("direction", Direction)).Concat(OptState.Nested("preconditioner", Preconditioner));
+
+    /// <inheritdoc />
+    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with
+    {
+        GradDotParams = f("grad_dot_params", GradDotParams),
+        LowerBound = f("lower_bound", LowerBound),
+        StepSize = f("step_size", StepSize),
+        Direction = OptState.MapNested("direction", Direction, f),
+        Preconditioner = OptState.MapNested("preconditioner", Preconditioner, f),
+    };
+}
+
+sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation direction, PreconditionTransform? pre) : Transform<PolyakTruncationState>
+{
+    public override string Name => o.Name;
+
+    protected override PolyakTruncationState InitState(TensorTree parameters)
+    {
+        if (parameters.Count == 0) throw new ArgumentException($"{Name}: the parameter tree is empty", nameof(parameters));
+        var device = parameters.Tensors[0].device;
+        Tensor Number(double x) => tensor(x, dtype: ScalarType.Float64, device: device);
+        return new(0, 0, Number(0), Number(o.LowerBound), Number(0), direction.Init(parameters),
+            pre is null ? EmptyState.Instance : pre.Init(parameters));
+    }
+
+    /// <summary>Σᵢ ⟨aᵢ, bᵢ⟩ as a 0-d float64 tensor on <paramref name="device"/>.</summary>
+    static Tensor SumDots(TensorTree a, IReadOnlyList<Tensor> b, Device device)
+    {
+        var total = zeros(Array.Empty<long>(), ScalarType.Float64, device);
+        for (int i = 0; i < a.Count; i++)
+        {
+            using var x = a.Tensors[i].flatten();
+            using var y = b[i].flatten();
+            using var dot = x.dot(y);
+            using var wide = dot.to(ScalarType.Float64, device);
+            total.add_(wide);
+        }
+        return total;
+    }
+
+    public override PolyakTruncationState Step(TensorTree updates, PolyakTruncationState state, TensorTree parameters, StepContext context)
+    {
+        double f = context.Get(ContextKeys.Loss, Name);
+        if (!double.IsFinite(f)) throw new ArgumentException($"{Name}: the loss in the context is {f}; a Polyak step needs a finite loss", nameof(context));
+        long t = state.Count + 1;
+        var device = state.LowerBound.device;
+        bool momentum = o.Model == PolyakModel.Momentum;
+        double beta = momentum ? o.Beta : 0;
+        bool firstValueStart = momentum && !o.BiasCorrection && t == 1;
+        double rho = momentum && o.BiasCorrection ? 1 - Math.Pow(beta, t) : 1;
+        double c = o.LearningRate * o.WeightDecay, h = 1 + c;
+
+        using var scope = NewDisposeScope();
+        // ⟨x, g⟩ before the direction overwrites g; D's moments from the raw g.
+        var gDotX = SumDots(parameters, updates.Tensors, device);
+        var preState = pre is null ? null : pre.Accumulate(updates, (PreconditionState)state.Preconditioner);
+        var directionState = InPlace.Step(direction, updates, state.Direction, parameters, context);   // updates now hold d
+
+        double lossAverage;
+        Tensor gamma = state.GradDotParams;
+        if (!momentum || firstValueStart) { lossAverage = f; gamma.copy_(gDotX); }
+        else
+        {
+            lossAverage = beta * state.LossAverage + (1 - beta) * f;
+            Kernels.Moments.Accumulate(gamma, gDotX, beta, 1 - beta);
+        }
+
+        var preconditioned = updates.Tensors.Select(d => d).ToList();
+        if (pre is not null)
+        {
+            var copies = updates.Map(d => d.clone());
+            pre.Divide(copies, preState!, null);
+            preconditioned = copies.Tensors.ToList();
+        }
+        var norm = SumDots(updates, preconditioned, device);
+        if (o.Epsilon != 0) { using var e = o.Epsilon.ToScalar(); norm.add_(e); }
+
+        using Scalar sH = h.ToScalar(), sC = c.ToScalar(), sRho = rho.ToScalar(), sLoss = lossAverage.ToScalar(),
+            sCap = (o.LearningRate / rho).ToScalar(), zero = 0.0.ToScalar(), half = 0.5.ToScalar(), lb0 = o.LowerBound.ToScalar(),
+            sTwoHRho = (2 * h * rho).ToScalar(), sHRho = (h * rho).ToScalar();
+        // "extra" = ⟨x, d⟩ − h·γ̄: the momentum model's correction of the averaged linearisations. For the
+        // stochastic model d = g and γ̄ = ⟨x, g⟩, so it reduces to −c·⟨x, g⟩ (0 without weight decay).
+        Tensor extra, dotMinusGamma;
+        if (momentum)
+        {
+            var dot = SumDots(parameters, updates.Tensors, device);
+            extra = dot.sub(gamma.mul(sH));
+            dotMinusGamma = dot.sub(gamma);
+        }
+        else
+        {
+            extra = gDotX.mul(sC).neg_();
+            dotMinusGamma = zeros_like(gDotX);
+        }
+
+        Tensor lb = state.LowerBound;
+        if (o.EstimateLowerBound)
+        {
+            var cap = extra.add(sLoss, alpha: sH);                       // h·f̄ + ⟨x,d⟩ − h·γ̄
+            var lowered = cap.div(sTwoHRho).clamp_min_(lb0);
+            lb.copy_(where(cap.lt(lb.mul(sHRho)), lowered, lb));
+        }
+        // nom = h·(f̄ − ρ·f*) + extra
+        var nom = lb.mul(sRho).neg_().add_(sLoss).mul_(sH).add_(extra);
+        if (momentum || o.Positive) nom.clamp_min_(zero);
+        var tau = where(norm.gt(zero), nom.div(norm), zeros_like(nom)).clamp_max_(sCap);
+        state.StepSize.copy_(tau);
+        if (o.EstimateLowerBound)
+        {
+            // f* ← max((f̄ + ⟨x,d⟩ − γ̄ − τ·‖d‖²_D/2)/ρ, f*₀)
+            var estimate = tau.mul(norm).mul_(half).neg_().add_(dotMinusGamma).add_(sLoss).div_(sRho).clamp_min_(lb0);
+            lb.copy_(estimate);
+        }
+
+        var negTau = tau.neg();
+        using var sNegC = (-c).ToScalar();
+        for (int i = 0; i < updates.Count; i++)
+        {
+            Tensor u = updates.Tensors[i];
+            if (!ReferenceEquals(preconditioned[i], u)) u.copy_(preconditioned[i]);
+            u.mul_(negTau);
+            if (c != 0)
+            {
+                u.add_(parameters.Tensors[i], alpha: sNegC);
+                if (o.WeightDecayForm == WeightDecayForm.Proximal) u.div_(sH);
+            }
+        }
+        return state with { Count = t, LossAverage = lossAverage, Direction = directionState, Preconditioner = preState ?? state.Preconditioner };
+    }
+}
