@@ -1,0 +1,6 @@
+module Lookahead.Tests.SeedEquivalences
+
+open Expecto
+
+[<Tests>]
+let tests = testList "SeedEquivalences (placeholder)" []

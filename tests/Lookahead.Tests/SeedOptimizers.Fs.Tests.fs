@@ -1,0 +1,6 @@
+module Lookahead.Tests.SeedOptimizersFs
+
+open Expecto
+
+[<Tests>]
+let tests = testList "SeedOptimizersFs (placeholder)" []

@@ -1,0 +1,6 @@
+module Lookahead.Tests.SeedPrimitives
+
+open Expecto
+
+[<Tests>]
+let tests = testList "SeedPrimitives (placeholder)" []
