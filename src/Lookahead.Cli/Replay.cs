@@ -57,7 +57,20 @@ public static class Replay
             if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String) name = n.GetString()!;
             return Run(name, root);
         }
-        catch (Exception e) when (e is JsonException or CaseFormatException or CompatibilityException or IOException or ArgumentException or InvalidOperationException or FormatException)
+        catch (Exception e) when (IsCaseError(e))
+        {
+            return new(name, false, double.NaN, double.NaN, $"{e.GetType().Name}: {e.Message}");
+        }
+    }
+
+    static bool IsCaseError(Exception e) =>
+        e is JsonException or CaseFormatException or CompatibilityException or IOException or ArgumentException or InvalidOperationException or FormatException;
+
+    /// <summary>Replays a parsed case; never throws for a bad case (the result carries the error).</summary>
+    public static ReplayResult Run(string name, JsonElement root)
+    {
+        try { return RunCase(name, root); }
+        catch (Exception e) when (IsCaseError(e))
         {
             return new(name, false, double.NaN, double.NaN, $"{e.GetType().Name}: {e.Message}");
         }
@@ -95,8 +108,7 @@ public static class Replay
         return tensor(values, dtype: ScalarType.Float64).reshape(shape);
     }
 
-    /// <summary>Replays a parsed case.</summary>
-    public static ReplayResult Run(string name, JsonElement root)
+    static ReplayResult RunCase(string name, JsonElement root)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();

@@ -1,5 +1,6 @@
-/// Agreement with torch.optim: the reference trajectories in shared/oracle/cases, replayed.
-/// Tolerance |a − b| ≤ 1e-10 + 1e-8·|b| on every parameter and state value after every step.
+/// Agreement with the official implementations: every case in shared/oracle/cases replayed through the
+/// compatibility map of the `lookahead` tool (Lookahead.Cli.Replay). Tolerance |a − b| ≤ 1e-10 + 1e-8·|b| on
+/// every parameter after every step, and on every torch.optim state slot.
 module Lookahead.Tests.Oracle
 
 open System
@@ -7,9 +8,8 @@ open System.IO
 open System.Reflection
 open System.Text.Json
 open Expecto
-open TorchSharp
 open Lookahead
-open Lookahead.Tests.Generators
+open Lookahead.Cli
 
 let oracleDir =
     let fromEnv = Environment.GetEnvironmentVariable "LOOKAHEAD_ORACLE_DIR"
@@ -19,102 +19,67 @@ let oracleDir =
         |> Seq.find (fun a -> a.Key = "OracleDir")
         |> fun a -> Path.GetFullPath a.Value
 
-let private floats (e: JsonElement) = [| for x in e.EnumerateArray() -> x.GetDouble() |]
+let caseFiles () =
+    if Directory.Exists oracleDir then Directory.GetFiles(oracleDir, "*.json") |> Array.sort else [||]
 
-/// The Lookahead optimizer for a torch.optim case: a compatibility map from torch's constructor
-/// arguments. An argument it does not know, or a value it cannot honour, fails the test.
-let fromTorch (optimizer: string) (h: JsonElement) : IGradientTransformation =
-    let known = Collections.Generic.HashSet<string>()
-    let num (name: string) = known.Add name |> ignore; h.GetProperty(name).GetDouble()
-    let flag (name: string) = known.Add name |> ignore; h.GetProperty(name).GetBoolean()
-    let betas () = known.Add "betas" |> ignore; let b = floats (h.GetProperty "betas") in b.[0], b.[1]
-    let mustBeFalse (name: string) = let mutable v = Unchecked.defaultof<JsonElement> in if h.TryGetProperty(name, &v) && flag name then failtestf "%s: %s = true is not supported" optimizer name
-    // Execution-strategy flags that do not change the maths.
-    for ignored in [ "foreach"; "differentiable"; "capturable"; "fused" ] do known.Add ignored |> ignore
-    mustBeFalse "maximize"
-    let tx =
-        match optimizer with
-        | "torch.optim.SGD" ->
-            Optim.Sgd(num "lr", num "momentum", num "dampening", num "weight_decay", flag "nesterov")
-        | "torch.optim.Adam" ->
-            let b1, b2 = betas ()
-            Optim.Adam(num "lr", b1, b2, num "eps", num "weight_decay", flag "amsgrad")
-        | "torch.optim.AdamW" ->
-            let b1, b2 = betas ()
-            Optim.AdamW(num "lr", b1, b2, num "eps", num "weight_decay", flag "amsgrad")
-        | "torch.optim.NAdam" ->
-            let b1, b2 = betas ()
-            Optim.NAdam(num "lr", b1, b2, num "eps", num "weight_decay", num "momentum_decay")
-        | "torch.optim.RAdam" ->
-            let b1, b2 = betas ()
-            Optim.RAdam(num "lr", b1, b2, num "eps", num "weight_decay")
-        | "torch.optim.RMSprop" ->
-            Optim.RmsProp(num "lr", num "alpha", num "eps", num "weight_decay", num "momentum", flag "centered")
-        | "torch.optim.Adagrad" ->
-            Optim.Adagrad(num "lr", num "lr_decay", num "weight_decay", num "initial_accumulator_value", num "eps")
-        | other -> failtestf "no compatibility map for %s" other
-    for p in h.EnumerateObject() do
-        if not (known.Contains p.Name) then failtestf "%s: hyperparameter '%s' is not mapped" optimizer p.Name
-    tx
-
-/// Where torch keeps a state slot, and the slot of our state that holds the same numbers.
-let private stateSlot =
-    dict [ "momentum_buffer", "momentum"; "exp_avg", "momentum"; "exp_avg_sq", "nu"
-           "max_exp_avg_sq", "nu_max"; "sum", "nu"; "square_avg", "nu" ]
-
-let within (a: float) (b: float) = abs (a - b) <= 1e-10 + 1e-8 * abs b
-
-let replay (file: string) =
-    use doc = JsonDocument.Parse(File.ReadAllText file)
-    let root = doc.RootElement
-    let optimizer = root.GetProperty("optimizer").GetString()
-    let tx = fromTorch optimizer (root.GetProperty "hyperparameters")
-    let names = [ for p in root.GetProperty("params0").EnumerateArray() -> p.GetProperty("name").GetString() ]
-    let shapes = [ for p in root.GetProperty("params0").EnumerateArray() -> [| for d in p.GetProperty("shape").EnumerateArray() -> d.GetInt64() |] ]
-    let problem = { Names = names; Shapes = shapes; Params0 = []; Grads = [] }
-    use _ = torch.NewDisposeScope()
-    let mutable parameters =
-        tree problem [ for p in root.GetProperty("params0").EnumerateArray() -> floats (p.GetProperty "values") ]
-    let mutable state = tx.Init parameters
-    let grads = root.GetProperty("grads").EnumerateArray() |> Seq.toArray
-    let trajectory = root.GetProperty("trajectory").EnumerateArray() |> Seq.toArray
-    let states = root.GetProperty("state_after_step").EnumerateArray() |> Seq.toArray
-    let mutable worst = 0.0
-    let check what (ours: float[]) (theirs: float[]) =
-        Expect.equal ours.Length theirs.Length (what + ": length")
-        for i in 0 .. ours.Length - 1 do
-            worst <- max worst (abs (ours.[i] - theirs.[i]))
-            if not (within ours.[i] theirs.[i]) then
-                failtestf "%s: %s index %d: ours %.17g, torch %.17g" (Path.GetFileName file) what i ours.[i] theirs.[i]
-    for k in 0 .. grads.Length - 1 do
-        let g = tree problem [ for x in grads.[k].EnumerateArray() -> floats x ]
-        let struct (u, s) = tx.Update(g, state, parameters, StepContext.Empty)
-        parameters <- Updates.Apply(parameters, u)
-        state <- s
-        trajectory.[k].EnumerateArray() |> Seq.iteri (fun i x -> check (sprintf "step %d param %s" (k + 1) names.[i]) (values parameters.Tensors.[i]) (floats x))
-        let leaves = state.Leaves() |> Seq.toArray
-        for p in states.[k].EnumerateObject() do
-            for slot in p.Value.EnumerateObject() do
-                match stateSlot.TryGetValue slot.Name with
-                | true, ours ->
-                    let suffix = sprintf "/%s/%s" ours p.Name
-                    match leaves |> Array.filter (fun l -> l.Path.EndsWith suffix && not (isNull l.Tensor)) with
-                    | [| l |] -> check (sprintf "step %d state %s.%s" (k + 1) p.Name slot.Name) (values l.Tensor) (floats slot.Value)
-                    | found -> failtestf "state slot %s of %s: %d matching leaves" slot.Name p.Name found.Length
-                | _ -> ()
-    worst
-
-let cases =
-    [ "torch_sgd_momentum"; "torch_sgd_nesterov"; "torch_adam"; "torch_adam_amsgrad"; "torch_adamw"
-      "torch_nadam_foreach"; "torch_rmsprop"; "torch_adagrad" ]
+/// Replays `file` after `edit` changed its JSON (for the negative tests).
+let private replayEdited (file: string) (edit: Nodes.JsonObject -> unit) =
+    let node = Nodes.JsonNode.Parse(File.ReadAllText file).AsObject()
+    edit node
+    use doc = JsonDocument.Parse(node.ToJsonString())
+    Replay.Run("edited", doc.RootElement)
 
 [<Tests>]
 let tests =
-    testList "oracle: torch.optim reference trajectories (|a−b| ≤ 1e-10 + 1e-8·|b|)" [
-        for name in cases ->
-            test name {
-                let file = Path.Combine(oracleDir, name + ".json")
-                Expect.isTrue (File.Exists file) (sprintf "oracle case %s not found (set LOOKAHEAD_ORACLE_DIR)" file)
-                replay file |> ignore
+    testList "oracle: official implementations' trajectories (|a−b| ≤ 1e-10 + 1e-8·|b|)" [
+        yield test "every case of the handed-over set is present" {
+            Expect.isTrue (Directory.Exists oracleDir) (sprintf "oracle folder %s not found (set LOOKAHEAD_ORACLE_DIR)" oracleDir)
+            Expect.isGreaterThanOrEqual (caseFiles ()).Length 30 "the oracle folder holds the 30 handed-over cases"
+        }
+        for file in caseFiles () do
+            yield test (Path.GetFileNameWithoutExtension file) {
+                let r = Replay.Run file
+                if not r.Passed then failtestf "%s\n%s" r.Line r.Detail
             }
+
+        yield testList "the compatibility map refuses to guess" [
+            let adam = Path.Combine(oracleDir, "torch_adam.json")
+            test "an unknown hyperparameter is an error naming it" {
+                let r = replayEdited adam (fun n -> n["hyperparameters"].AsObject()["lookahead_magic"] <- Nodes.JsonValue.Create 3.0)
+                Expect.isFalse r.Passed "must fail"
+                Expect.stringContains r.Detail "'lookahead_magic' is not mapped" "names the hyperparameter"
+            }
+            test "a missing hyperparameter is an error naming it" {
+                let r = replayEdited adam (fun n -> n["hyperparameters"].AsObject().Remove "eps" |> ignore)
+                Expect.isFalse r.Passed "must fail"
+                Expect.stringContains r.Detail "'eps' is missing" "names the hyperparameter"
+            }
+            test "an unknown optimizer is an error naming it" {
+                let r = replayEdited adam (fun n -> n["optimizer"] <- Nodes.JsonValue.Create "torch.optim.Adamax")
+                Expect.isFalse r.Passed "must fail"
+                Expect.stringContains r.Detail "torch.optim.Adamax" "names the optimizer"
+            }
+            test "maximize = true is refused, not ignored" {
+                let r = replayEdited adam (fun n -> n["hyperparameters"].AsObject()["maximize"] <- Nodes.JsonValue.Create true)
+                Expect.isFalse r.Passed "must fail"
+                Expect.stringContains r.Detail "maximize" "names the flag"
+            }
+            test "a case missing its gradients is an error naming the field" {
+                let r = replayEdited adam (fun n -> n.Remove "grads" |> ignore)
+                Expect.isFalse r.Passed "must fail"
+                Expect.stringContains r.Detail "'grads' is missing" "names the field"
+            }
+            test "a wrong reference value is caught (the replay can fail)" {
+                let r = replayEdited adam (fun n ->
+                    let v = n["trajectory"].[19].[0].[3]
+                    n["trajectory"].[19].[0].[3] <- Nodes.JsonValue.Create (v.GetValue<float>() + 1e-6))
+                Expect.isFalse r.Passed "a 1e-6 change of one value must fail"
+                Expect.stringContains r.Detail "step 20 parameter W index 3" "names the step, tensor and index"
+            }
+            test "a MARS case with another mars_type is an error" {
+                let r = replayEdited (Path.Combine(oracleDir, "mars_adamw_defaults.json")) (fun n -> n["hyperparameters"].AsObject()["mars_type"] <- Nodes.JsonValue.Create "mars-sgd")
+                Expect.isFalse r.Passed "must fail"
+                Expect.stringContains r.Detail "mars-sgd" "names the value"
+            }
+        ]
     ]
