@@ -65,7 +65,8 @@ public sealed record GradientStream(TensorTree InitialParameters, IReadOnlyList<
 /// A convex quadratic per tensor: f(θ) = Σᵢ ½(θᵢ − cᵢ)ᵀAᵢ(θᵢ − cᵢ) + f₀ over the flattened tensors, with
 /// Aᵢ symmetric positive semi-definite; the gradient is Aᵢ(θᵢ − cᵢ).
 /// </summary>
-public sealed class QuadraticProblem : IGradientOracle
+/// <remarks>The problem owns copies of its tensors, outside any dispose scope; dispose it when done.</remarks>
+public sealed class QuadraticProblem : IGradientOracle, IDisposable
 {
     readonly Tensor[] _a, _c;
     readonly double _offset;
@@ -73,10 +74,18 @@ public sealed class QuadraticProblem : IGradientOracle
     /// <summary>A problem from its parts (tensors are copied).</summary>
     public QuadraticProblem(TensorTree initialParameters, IReadOnlyList<Tensor> curvatures, IReadOnlyList<Tensor> centres, double offset = 0)
     {
-        InitialParameters = initialParameters.Clone();
-        _a = curvatures.Select(t => t.detach().clone()).ToArray();
-        _c = centres.Select(t => t.detach().reshape(-1).clone()).ToArray();
+        using var noGrad = no_grad();
+        InitialParameters = initialParameters.Map(t => t.detach().clone().DetachFromDisposeScope());
+        _a = curvatures.Select(t => t.detach().clone().DetachFromDisposeScope()).ToArray();
+        _c = centres.Select(t => t.detach().reshape(-1).clone().DetachFromDisposeScope()).ToArray();
         _offset = offset;
+    }
+
+    /// <summary>Frees the problem's tensors.</summary>
+    public void Dispose()
+    {
+        InitialParameters.Dispose();
+        foreach (var t in _a.Concat(_c)) t.Dispose();
     }
 
     /// <summary>
@@ -275,7 +284,8 @@ public static class Equivalence
             }).ToArray();
             var losses = Enumerable.Range(0, o.Steps).Select(_ => o.LossLow + random.NextDouble() * (o.LossHigh - o.LossLow)).ToArray();
             var oracles = new List<(string, IGradientOracle)> { ("gradient stream", new GradientStream(theta0, grads, losses)) };
-            if (o.Quadratic) oracles.Add(("quadratic", QuadraticProblem.Random(theta0, generator)));
+            using var quadratic = o.Quadratic ? QuadraticProblem.Random(theta0, generator) : null;
+            if (quadratic is not null) oracles.Add(("quadratic", quadratic));
             foreach (var (kind, oracle) in oracles)
             {
                 var r = Compare(a, b, oracle, o.Steps, o.Tolerance);
