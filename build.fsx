@@ -1,5 +1,6 @@
 // Build script: dotnet fsi build.fsx [target]
-// Targets (any case): clean, build, test (the default), demo (the main job).
+// Targets (any case): clean, build, test (the default), demo (the main job),
+// replay (the official implementations' trajectories; LOOKAHEAD_ORACLE_DIR overrides the folder).
 // System.Reactive pinned to a served version: Fake's dependency asks for 4.4.1, which the registry lacks.
 #r "nuget: System.Reactive, 5.0.0"
 #r "nuget: Fake.Core.Target, 5.20.3"
@@ -45,11 +46,17 @@ Target.create "test" (fun _ ->
 // The main job: an F# Interactive script that trains a small model on generated data.
 Target.create "demo" (fun _ -> run "dotnet" "fsi examples/train.fsx")
 
+// Replays every reference case through the compatibility map; ends with "N passed, N failed".
+Target.create "replay" (fun _ ->
+    let cases = Environment.environVarOrDefault "LOOKAHEAD_ORACLE_DIR" (Path.Combine(root, "..", "shared", "oracle", "cases"))
+    run "dotnet" (sprintf "run --project src/Lookahead.Cli -c %s --no-build -- replay \"%s\"" configuration cases))
+
 Target.create "default" ignore
 
 open Fake.Core.TargetOperators
 "clean" ?=> "build" |> ignore
 "build" ==> "test" ==> "default" |> ignore
 "build" ==> "demo" |> ignore
+"build" ==> "replay" |> ignore
 
 Target.runOrDefault "default"

@@ -16,7 +16,10 @@ let region (file: string) (tag: string) =
     let lines = File.ReadAllLines file
     let b = lines |> Array.findIndex (fun l -> l.Trim() = sprintf "// README:%s-begin" tag)
     let e = lines |> Array.findIndex (fun l -> l.Trim() = sprintf "// README:%s-end" tag)
-    lines.[b + 1 .. e - 1] |> Array.map (fun l -> l.TrimEnd()) |> String.concat "\n"
+    let body = lines.[b + 1 .. e - 1] |> Array.map (fun l -> l.TrimEnd())
+    // Dedent by the common indentation, so a region inside a method reads as the README shows it.
+    let indent = body |> Array.filter (fun l -> l <> "") |> Array.map (fun l -> l.Length - l.TrimStart().Length) |> Array.fold min Int32.MaxValue
+    body |> Array.map (fun l -> if l = "" then l else l.Substring indent) |> String.concat "\n"
 
 /// The fenced code block of a language that follows a marker comment in the README.
 let readmeBlock (marker: string) (lang: string) =
@@ -34,6 +37,12 @@ let tests =
             Expect.equal (readmeBlock "example:csharp" "csharp") (region (Path.Combine(repoRoot, "examples/Lookahead.Examples/Quickstart.cs")) "csharp") "README block = examples/Lookahead.Examples/Quickstart.cs"
             let loss = Quickstart.Run()
             Expect.isLessThan loss 0.02 "the line is fitted (noise variance 0.01)"
+        }
+        test "the equivalence-checker example in the README is compiled code, and it passes" {
+            Expect.equal (readmeBlock "example:equivalence" "csharp") (region (Path.Combine(repoRoot, "examples/Lookahead.Examples/EquivalenceExample.cs")) "equivalence") "README block = examples/Lookahead.Examples/EquivalenceExample.cs"
+            let report = EquivalenceExample.Run()
+            Expect.isTrue report.Passed (string report)
+            Expect.equal report.Cases 50 "all 50 cases ran"
         }
         test "the F# example in the README is the compiled example, and it trains" {
             Expect.equal (readmeBlock "example:fsharp" "fsharp") (region (Path.Combine(repoRoot, "tests/Lookahead.Tests/ReadmeExample.fs")) "fsharp") "README block = tests/Lookahead.Tests/ReadmeExample.fs"

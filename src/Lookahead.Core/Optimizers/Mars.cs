@@ -83,7 +83,8 @@ public static partial class Optim
     static IGradientTransformation OrthogonalStep(double lr, double weightDecay, int nsSteps, ShapeScaling scaling, bool bf16) =>
         Chain(
             Orthogonalise(new OrthogonaliserOptions { Steps = (int)Check.AtLeast(nsSteps, 0, nameof(nsSteps)), BFloat16 = bf16 }),
-            ScaleByShape(scaling),
+            // Keller Jordan's Muon scales its bfloat16 result in bfloat16; MARS-M folds the factor into the learning rate.
+            ScaleByShape(scaling, bfloat16: bf16 && scaling == ShapeScaling.Muon),
             AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
             Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
 

@@ -91,8 +91,11 @@ public static partial class Transforms
     }
 
     /// <summary>Multiplies each matrix update by a factor of its shape (rows, cols as the orthogonaliser sees them). Stateless.</summary>
-    public static IGradientTransformation ScaleByShape(ShapeScaling scaling, HigherRankPolicy higherRank = HigherRankPolicy.FlattenTrailing) =>
-        new ScaleByShapeTransform(scaling, higherRank);
+    /// <param name="scaling">Which factor.</param>
+    /// <param name="higherRank">How rank &gt; 2 tensors are seen as matrices.</param>
+    /// <param name="bfloat16">Multiply in bfloat16, as Keller Jordan's Muon does with its bfloat16 Newton–Schulz output.</param>
+    public static IGradientTransformation ScaleByShape(ShapeScaling scaling, HigherRankPolicy higherRank = HigherRankPolicy.FlattenTrailing, bool bfloat16 = false) =>
+        new ScaleByShapeTransform(scaling, higherRank, bfloat16);
 
     /// <summary>The factor of <see cref="ScaleByShape"/> for a matrix of <paramref name="rows"/> × <paramref name="cols"/>.</summary>
     public static double ShapeFactor(ShapeScaling scaling, long rows, long cols) => scaling switch
@@ -181,9 +184,9 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
     }
 }
 
-sealed class ScaleByShapeTransform(ShapeScaling scaling, HigherRankPolicy policy) : Transform<EmptyState>
+sealed class ScaleByShapeTransform(ShapeScaling scaling, HigherRankPolicy policy, bool bfloat16) : Transform<EmptyState>
 {
-    public override string Name => $"scale_by_shape({scaling})";
+    public override string Name => $"scale_by_shape({scaling}{(bfloat16 ? ", bf16" : "")})";
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
@@ -192,7 +195,9 @@ sealed class ScaleByShapeTransform(ShapeScaling scaling, HigherRankPolicy policy
         {
             var (rows, cols) = Transforms.MatrixShape(updates.Names[i], updates.Tensors[i], policy, Name);
             using var s = Transforms.ShapeFactor(scaling, rows, cols).ToScalar();
-            updates.Tensors[i].mul_(s);
+            if (!bfloat16) { updates.Tensors[i].mul_(s); continue; }
+            using var low = updates.Tensors[i].to(ScalarType.BFloat16);
+            updates.Tensors[i].copy_(low.mul_(s));
         }
         return state;
     }
