@@ -58,6 +58,51 @@ module Primitives =
     [<CompiledName("LookaheadShift")>]
     let lookaheadShift (nu: float) (momentum: IGradientTransformation) = Transforms.LookaheadShift(nu, momentum)
 
+    /// Gradient correction c = g + s·(g − g_prev), with g_prev the previous step's incoming update (zero at first).
+    [<CompiledName("GradientCorrection")>]
+    let gradientCorrection (scale: float) = Transforms.GradientCorrection scale
+
+    /// Settings of the general gradient correction.
+    type GradientCorrectionSettings =
+        { /// s, the weight of the difference g − g_prev.
+          scale: float
+          /// Divide each corrected tensor by its Frobenius norm when that norm exceeds 1.
+          clip: bool
+          /// Read g_prev from the context key PreviousIterateGradient instead of keeping it in the state.
+          exact: bool }
+
+    /// The general gradient correction: optional per-tensor unit-norm clipping and the exact (two-gradient) scheme.
+    [<CompiledName("GradientCorrectionWith")>]
+    let gradientCorrectionWith (s: GradientCorrectionSettings) = Transforms.GradientCorrection(s.scale, s.clip, s.exact)
+
+    /// The correction weight MARS uses, γ·β/(1−β).
+    [<CompiledName("MarsScale")>]
+    let marsScale (gamma: float) (beta: float) = Transforms.MarsScale(gamma, beta)
+
+    /// Newton–Schulz (or exact SVD) polar factor of every matrix update; rank < 2 tensors are rejected.
+    [<CompiledName("Orthogonalise")>]
+    let orthogonalise (options: OrthogonaliserOptions) = Transforms.Orthogonalise options
+
+    /// Multiplies each matrix update by a factor of its shape; tensors of rank > 2 are viewed as (shape[0], rest).
+    [<CompiledName("ScaleByShape")>]
+    let scaleByShape (scaling: ShapeScaling) = Transforms.ScaleByShape scaling
+
+    /// Multiplies each matrix update by a factor of its shape, with an explicit policy for rank > 2.
+    [<CompiledName("ScaleByShapeWith")>]
+    let scaleByShapeWith (higherRank: HigherRankPolicy) (scaling: ShapeScaling) = Transforms.ScaleByShape(scaling, higherRank)
+
+    /// The Polyak step on a loss model truncated at a lower bound (SPS, SPS+, MoMo, MoMo-Adam); needs the loss in the context.
+    [<CompiledName("PolyakTruncation")>]
+    let polyakTruncation (options: PolyakOptions) = Transforms.PolyakTruncation options
+
+    /// Slow and fast weights: inner drives the fast weights; every k-th step the slow ones move α toward them and the fast ones restart there.
+    [<CompiledName("SlowFastWeights")>]
+    let slowFastWeights (k: int) (alpha: float) (inner: IGradientTransformation) = Transforms.SlowFastWeights(inner, k, alpha)
+
+    /// Runs factory ℓ at level ℓ = 0, 1, …, going up a level when the windowed loss stops improving; needs the loss in the context.
+    [<CompiledName("Boosted")>]
+    let boosted (policy: BoostPolicy) (factory: int -> IGradientTransformation) = Transforms.Boosted(Func<_, _> factory, policy)
+
 /// Predicates on parameters, for Transform.partitionBy.
 [<RequireQualifiedAccess>]
 module Param =
@@ -72,3 +117,7 @@ module Param =
     /// Rank is at least r.
     [<CompiledName("RankAtLeast")>]
     let rankAtLeast (r: int) (i: ParameterInfo) = i.Rank >= r
+
+    /// The matrices of a network's hidden layers: rank ≥ 2 and not an embedding or output head (Muon's and MARS-M's routing).
+    [<CompiledName("HiddenMatrices")>]
+    let hiddenMatrices (i: ParameterInfo) = Optim.HiddenMatrices.Invoke i
