@@ -53,9 +53,10 @@ module Equivalence =
             invalidArg (nameof losses) (sprintf "%d gradients but %d losses: give one loss per step" gradients.Length losses.Length)
         GradientStream(initialParameters, Array.ofList gradients, Array.ofList losses)
 
-    /// A random convex quadratic for the parameters' shapes, condition number about κ, drawn from a seeded generator.
+    /// A random convex quadratic for the parameters' shapes, condition number about κ, drawn from a seeded
+    /// generator. It owns its tensors: bind it with `use`.
     [<CompiledName("Quadratic")>]
-    let quadratic (seed: int64) (conditionNumber: float) (parameters: TensorTree) : IGradientOracle =
+    let quadratic (seed: int64) (conditionNumber: float) (parameters: TensorTree) : QuadraticProblem =
         use generator = new torch.Generator(uint64 seed)
         QuadraticProblem.Random(parameters, generator, conditionNumber)
 
