@@ -399,13 +399,10 @@ let private orthogonaliserTests =
                 let separately = ms |> List.map (orth (OrthogonaliserOptions()) [| int64 r; int64 c |]) |> Array.concat
                 Ref.arraysClose "batch" 1e-12 0.0 batched separately)
 
-        // BUG (pending): with the MARS arrangement the pre-normalisation divides by g.norm(), the Frobenius norm of the
-        // WHOLE tensor, so under HigherRankPolicy.Batch every matrix of the batch is scaled by the norm of all of them
-        // (the Muon arrangement uses matrix_norm over the last two dimensions, per matrix). Newton–Schulz with 5 steps
-        // is not scale-invariant in its starting scale, so a small matrix batched with a large one is not orthogonalised:
-        // input [2; 2; 2] = diag(1, 0.5) and 1e4·diag(1, 0.5) gives, for the first matrix, about (0.043, 0.022) on the
-        // diagonal (≈ 485·x₀ from x₀ ≈ (8.9e-5, 4.5e-5)) instead of the ≈ (0.689, 1.114) that the same matrix gets alone.
-        ptest "rank 3, Batch ≡ each matrix on its own, MARS arrangement too (1e-12)" {
+        // Regression (found by this suite): the MARS arrangement used to pre-normalise by the norm of the WHOLE
+        // tensor, so under HigherRankPolicy.Batch a small matrix batched with a large one was not orthogonalised:
+        // diag(1, 0.5) next to 1e4·diag(1, 0.5) came out ≈ (0.043, 0.022) instead of ≈ (0.689, 1.114).
+        test "rank 3, Batch ≡ each matrix on its own, MARS arrangement too (1e-12)" {
             let m1 = [| 1.0; 0.0; 0.0; 0.5 |]
             let m2 = m1 |> Array.map ((*) 1e4)
             let mars = OrthogonaliserOptions(Arrangement = NewtonSchulzArrangement.Mars)

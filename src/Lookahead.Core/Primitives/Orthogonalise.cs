@@ -154,8 +154,8 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
         Tensor x;
         if (o.Arrangement == NewtonSchulzArrangement.Mars)
         {
-            // Norm of the input before any cast.
-            x = g.div(g.norm().add_(eps));
+            // Norm of the input before any cast; per matrix when a batch of them is orthogonalised.
+            x = g.div(linalg.matrix_norm(g, "fro", dims: new long[] { -2, -1 }, keepdim: true).add_(eps));
             if (o.BFloat16) x = x.to(ScalarType.BFloat16);
             if (tall) x = x.mT;
         }
