@@ -91,6 +91,10 @@ module Primitives =
     [<CompiledName("ScaleByShapeWith")>]
     let scaleByShapeWith (higherRank: HigherRankPolicy) (scaling: ShapeScaling) = Transforms.ScaleByShape(scaling, higherRank)
 
+    /// ARSG's preconditioner: undamped second moment, running maximum started at ε/(1−β₂), no additive ε.
+    [<CompiledName("ArsgPrecondition")>]
+    let arsgPrecondition (beta2: float) (eps: float) (numerator: IGradientTransformation) = Transforms.ArsgPrecondition(beta2, eps, numerator)
+
     /// The Polyak step on a loss model truncated at a lower bound (SPS, SPS+, MoMo, MoMo-Adam); needs the loss in the context.
     [<CompiledName("PolyakTruncation")>]
     let polyakTruncation (options: PolyakOptions) = Transforms.PolyakTruncation options

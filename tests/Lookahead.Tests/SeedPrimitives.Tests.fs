@@ -578,9 +578,33 @@ let private boostedTests =
         }
     ]
 
+let private arsgPreconditionTests =
+    testList "ARSG preconditioner" [
+        property "u = g/sqrt(v_max), v undamped, v_max started at ε/(1−β₂): against a loop (1e-10 + 1e-8·|b|)"
+            (gen { let! p = genProblem in let! b2 = Gen.elements [ 0.0; 0.5; 0.9; 0.99; 0.999 ] in let! eps = Gen.elements [ 1e-8; 1e-3; 0.5 ] in return p, b2, eps })
+            (fun (p, b2, eps) ->
+                let n = p.Params0 |> List.sumBy (fun x -> x.Length)
+                let v = Array.zeroCreate n
+                let vmax = Array.create n (eps / (1.0 - b2))
+                let expected =
+                    [ for g in p.Grads ->
+                        let g = Ref.flatten g
+                        let u = Array.init n (fun i ->
+                            v.[i] <- b2 * v.[i] + g.[i] * g.[i]
+                            vmax.[i] <- max vmax.[i] v.[i]
+                            g.[i] / sqrt vmax.[i])
+                        Ref.unflatten p u ]
+                let actual = Expect.run (Transforms.ArsgPrecondition(b2, eps)) p
+                Ref.closeUpdates tolA tolR p.Names actual.Updates expected)
+        test "ε must be positive (it is the floor)" {
+            throwsArgument (fun () -> Transforms.ArsgPrecondition(0.99, 0.0) |> ignore) [ "eps" ]
+        }
+    ]
+
 [<Tests>]
 let tests =
     testList "seed primitives" [
+        arsgPreconditionTests
         gradientCorrectionTests
         orthogonaliserTests
         polyakTests

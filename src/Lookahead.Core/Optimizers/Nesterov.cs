@@ -132,23 +132,11 @@ public static partial class Optim
                 AddDecayedWeights(weightDecay),
                 Precondition(AdamMoment(beta2, eps, false), LookaheadShift(1 - mu, Ema(Check.UnitOpen(beta1, nameof(beta1)), debias: true))),
                 Scale(-lr));
-        Check.UnitOpen(beta2, nameof(beta2));
         return Chain(
             AddDecayedWeights(weightDecay),
-            Precondition(ArsgPreconditioner(beta2, eps), RemoteObservation(beta1, mu)),
+            ArsgPrecondition(beta2, eps, RemoteObservation(beta1, mu)),
             Scale(-lr / Math.Sqrt(1 - beta2)));
     }
-
-    /// <summary>ARSG's preconditioner: undamped v, AMSGrad maximum started at ε/(1−β₂), no additive ε, no bias correction.</summary>
-    static PreconditionOptions ArsgPreconditioner(double beta2, double eps) => new()
-    {
-        Decay = beta2,
-        Damped = false,
-        BiasCorrection = false,
-        AmsGrad = true,
-        MaxInitialValue = Check.Positive(eps, nameof(eps), "ARSG's floor of the second moment") / (1 - beta2),
-        Epsilon = 0,
-    };
 
     /// <summary>
     /// ARSG with the observation-boost policy (OBSB, the ARSG paper §3): start with a small μ₀ (0.05); each
