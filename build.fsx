@@ -1,6 +1,7 @@
 // Build script: dotnet fsi build.fsx [target]
 // Targets (any case): clean, build, test (the default), demo (the main job),
-// replay (the official implementations' trajectories; LOOKAHEAD_ORACLE_DIR overrides the folder).
+// replay (the official implementations' trajectories from ../shared/oracle/cases, else the vendored
+// tests/oracle/cases; LOOKAHEAD_ORACLE_DIR overrides the folder).
 // System.Reactive pinned to a served version: Fake's dependency asks for 4.4.1, which the registry lacks.
 #r "nuget: System.Reactive, 5.0.0"
 #r "nuget: Fake.Core.Target, 5.20.3"
@@ -48,7 +49,9 @@ Target.create "demo" (fun _ -> run "dotnet" "fsi examples/train.fsx")
 
 // Replays every reference case through the compatibility map; ends with "N passed, N failed".
 Target.create "replay" (fun _ ->
-    let cases = Environment.environVarOrDefault "LOOKAHEAD_ORACLE_DIR" (Path.Combine(root, "..", "shared", "oracle", "cases"))
+    let shared = Path.Combine(root, "..", "shared", "oracle", "cases")
+    let fallback = if Directory.Exists shared then shared else Path.Combine(root, "tests", "oracle", "cases")
+    let cases = Environment.environVarOrDefault "LOOKAHEAD_ORACLE_DIR" fallback
     run "dotnet" (sprintf "run --project src/Lookahead.Cli -c %s --no-build -- replay \"%s\"" configuration cases))
 
 Target.create "default" ignore

@@ -11,13 +11,17 @@ open Expecto
 open Lookahead
 open Lookahead.Cli
 
+/// LOOKAHEAD_ORACLE_DIR if set; else shared/oracle/cases next to the checkout (it may hold more cases than
+/// were handed over); else the copy vendored in tests/oracle/cases.
 let oracleDir =
     let fromEnv = Environment.GetEnvironmentVariable "LOOKAHEAD_ORACLE_DIR"
-    if not (String.IsNullOrEmpty fromEnv) then fromEnv
-    else
+    let metadata key =
         Assembly.GetExecutingAssembly().GetCustomAttributes<AssemblyMetadataAttribute>()
-        |> Seq.find (fun a -> a.Key = "OracleDir")
+        |> Seq.find (fun a -> a.Key = key)
         |> fun a -> Path.GetFullPath a.Value
+    if not (String.IsNullOrEmpty fromEnv) then fromEnv
+    elif Directory.Exists(metadata "OracleDir") then metadata "OracleDir"
+    else metadata "VendoredOracleDir"
 
 let caseFiles () =
     if Directory.Exists oracleDir then Directory.GetFiles(oracleDir, "*.json") |> Array.sort else [||]
