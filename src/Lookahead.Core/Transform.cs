@@ -133,3 +133,16 @@ public static class InPlace
         return next;
     }
 }
+
+/// <summary>
+/// A transform built from other transforms. The runner walks this to find where parameters are routed
+/// (partitions), so that parameters routed alike are laid out next to each other.
+/// </summary>
+public interface IComposite
+{
+    /// <summary>The transforms this one runs.</summary>
+    IEnumerable<IGradientTransformation> Children { get; }
+
+    /// <summary>The label this transform routes <paramref name="parameter"/> to, or null if it does not route.</summary>
+    string? Route(ParameterInfo parameter) => null;
+}

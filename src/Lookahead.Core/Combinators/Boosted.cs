@@ -61,8 +61,10 @@ public sealed record BoostedState(long Count, int Level, double WindowSum, int W
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Inner = OptState.MapNested("inner", Inner, f) };
 }
 
-sealed class BoostedTransform(Func<int, IGradientTransformation> factory, BoostPolicy policy, string name) : Transform<BoostedState>
+sealed class BoostedTransform(Func<int, IGradientTransformation> factory, BoostPolicy policy, string name) : Transform<BoostedState>, IComposite
 {
+    public IEnumerable<IGradientTransformation> Children => new[] { At(0) };
+
     public override string Name => $"{name}(window={policy.Window}, tolerance={policy.Tolerance}, max_level={policy.MaxLevel})";
 
     IGradientTransformation At(int level) =>

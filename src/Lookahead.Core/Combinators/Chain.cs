@@ -68,8 +68,10 @@ public sealed record NamedChainState(IReadOnlyList<KeyValuePair<string, IOptStat
         new NamedChainState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNested(kv.Key, kv.Value, f))).ToArray());
 }
 
-sealed class ChainTransform(IGradientTransformation[] stages) : Transform<ChainState>
+sealed class ChainTransform(IGradientTransformation[] stages) : Transform<ChainState>, IComposite
 {
+    public System.Collections.Generic.IEnumerable<IGradientTransformation> Children => stages;
+
     public override string Name => "chain(" + string.Join(", ", stages.Select(s => s.Name)) + ")";
 
     protected override ChainState InitState(TensorTree parameters) => new(stages.Select(s => s.Init(parameters)).ToArray());
@@ -85,8 +87,10 @@ sealed class ChainTransform(IGradientTransformation[] stages) : Transform<ChainS
     }
 }
 
-sealed class NamedChainTransform((string Name, IGradientTransformation Transform)[] stages) : Transform<NamedChainState>
+sealed class NamedChainTransform((string Name, IGradientTransformation Transform)[] stages) : Transform<NamedChainState>, IComposite
 {
+    public System.Collections.Generic.IEnumerable<IGradientTransformation> Children => stages.Select(s => s.Transform);
+
     public override string Name => "named_chain(" + string.Join(", ", stages.Select(s => $"{s.Name}: {s.Transform.Name}")) + ")";
 
     protected override NamedChainState InitState(TensorTree parameters) =>

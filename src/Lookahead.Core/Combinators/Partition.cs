@@ -81,8 +81,11 @@ public sealed record PartitionState(IReadOnlyList<KeyValuePair<string, IOptState
         new PartitionState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNested(kv.Key, kv.Value, f))).ToArray());
 }
 
-sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : Transform<PartitionState>
+sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : Transform<PartitionState>, IComposite
 {
+    public IEnumerable<IGradientTransformation> Children => parts.Select(p => p.Transform);
+    public string? Route(ParameterInfo parameter) => label(parameter);
+
     public override string Name => "partition(" + string.Join(", ", parts.Select(p => $"{p.Label}: {p.Transform.Name}")) + ")";
 
     List<int>[] Groups(TensorTree parameters)

@@ -39,8 +39,10 @@ public sealed record SlowFastState(long Count, TensorTree Slow, IOptState Inner)
         this with { Slow = OptState.MapTree("slow", Slow, f), Inner = OptState.MapNested("inner", Inner, f) };
 }
 
-sealed class SlowFastTransform(IGradientTransformation inner, int k, double alpha) : Transform<SlowFastState>
+sealed class SlowFastTransform(IGradientTransformation inner, int k, double alpha) : Transform<SlowFastState>, IComposite
 {
+    public IEnumerable<IGradientTransformation> Children => new[] { inner };
+
     public override string Name => $"slow_fast_weights({inner.Name}, k={k}, alpha={alpha})";
 
     protected override SlowFastState InitState(TensorTree parameters) => new(0, parameters.Clone(), inner.Init(parameters));

@@ -33,8 +33,10 @@ public sealed record WhenState(long Count, long Applied, IOptState Inner) : IOpt
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Inner = OptState.MapNested("inner", Inner, f) };
 }
 
-sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTransformation inner, string name) : Transform<WhenState>
+sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTransformation inner, string name) : Transform<WhenState>, IComposite
 {
+    public IEnumerable<IGradientTransformation> Children => new[] { inner };
+
     public override string Name => $"when({name}, {inner.Name})";
     protected override WhenState InitState(TensorTree parameters) => new(0, 0, inner.Init(parameters));
 

@@ -31,10 +31,6 @@ public static class Moments
         return v.addcmul_(x, x, value: w);
     }
 
-    /// <summary>m ← max(m, x), in place on <paramref name="m"/>.</summary>
-    public static Tensor RunningMax(Tensor m, Tensor x)
-    {
-        using var larger = maximum(m, x);
-        return m.copy_(larger);
-    }
+    /// <summary>m ← max(m, x), in place on <paramref name="m"/> (a clamp from below by x: no temporary).</summary>
+    public static Tensor RunningMax(Tensor m, Tensor x) => m.clamp_(x, null!);
 }

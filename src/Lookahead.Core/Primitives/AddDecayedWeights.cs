@@ -23,7 +23,7 @@ sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptySta
     {
         if (weightDecay == 0) return state;
         using var lambda = weightDecay.ToScalar();
-        for (int i = 0; i < updates.Count; i++) updates.Tensors[i].add_(parameters.Tensors[i], alpha: lambda);
+        foreach (var group in Buffers.Groups(context, updates, parameters)) group[0].add_(group[1], alpha: lambda);
         return state;
     }
 }

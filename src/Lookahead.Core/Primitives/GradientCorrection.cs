@@ -87,26 +87,30 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
                 $"{Name}: step {t} needs the context key '{ContextKeys.PreviousIterateGradient}' (the gradient at the previous iterate on this batch)", nameof(context));
         }
 
-        using Scalar s = scale.ToScalar(), one = 1.0.ToScalar();
-        for (int i = 0; i < updates.Count; i++)
+        using Scalar s = scale.ToScalar(), one = 1.0.ToScalar(), minusOne = (-1.0).ToScalar();
+        // c = (g − g_prev)·s + g, in the official code's order; elementwise, so over contiguous groups.
+        var groups = previous is null ? Buffers.Groups(context, updates) : Buffers.Groups(context, updates, previous);
+        foreach (var group in groups)
         {
-            Tensor g = updates.Tensors[i];
-            // c = (g − g_prev)·s + g, in the official code's order.
-            if (previous is not null)
+            Tensor g = group[0];
+            if (previous is null) { g.add_(g, alpha: s); continue; }
+            var diff = Buffers.Rent(context, g);
+            try
             {
-                using var diff = g.sub(previous.Tensors[i]);
-                if (!exact) previous.Tensors[i].copy_(g);
+                diff.copy_(g).add_(group[1], alpha: minusOne);
+                if (!exact) group[1].copy_(g);
                 g.add_(diff, alpha: s);
             }
-            else g.add_(g, alpha: s);
-            if (clip)
-            {
-                // Divide by max(‖c‖, 1): the same numbers as "if ‖c‖ > 1: c /= ‖c‖", without a host round trip.
-                using var norm = g.norm();
-                using var divisor = norm.clamp_min(one);
-                g.div_(divisor);
-            }
+            finally { Buffers.Return(context, diff); }
         }
+        if (clip)
+            foreach (var g in updates.Tensors)
+            {
+                // Per tensor: divide by max(‖c‖, 1), the same numbers as "if ‖c‖ > 1: c /= ‖c‖", without a host round trip.
+                using var norm = g.norm();
+                norm.clamp_min_(one);
+                g.div_(norm);
+            }
         return state with { Count = t };
     }
 }

@@ -90,8 +90,10 @@ public sealed record LookaheadShiftState(long Count, double Carry, IOptState Mom
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Momentum = OptState.MapNested("momentum", Momentum, f) };
 }
 
-sealed class LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransformation momentum) : Transform<LookaheadShiftState>
+sealed class LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransformation momentum) : Transform<LookaheadShiftState>, IComposite
 {
+    public IEnumerable<IGradientTransformation> Children => new[] { momentum };
+
     public override string Name => $"lookahead_shift({schedule}, {momentum.Name})";
 
     protected override LookaheadShiftState InitState(TensorTree parameters) => new(0, schedule.InitialCarry, momentum.Init(parameters));
@@ -100,10 +102,20 @@ sealed class LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransform
     {
         long t = state.Count + 1;
         var (a, b, carry) = schedule.At(t, state.Carry);
-        using var raw = updates.Map(u => u.clone());   // scratch: g, before the momentum transform overwrites the buffer
-        var inner = InPlace.Step(momentum, updates, state.Momentum, parameters, context);
-        using Scalar sa = a.ToScalar(), sb = b.ToScalar();
-        for (int i = 0; i < updates.Count; i++) updates.Tensors[i].mul_(sb).add_(raw.Tensors[i], alpha: sa);
-        return new(t, carry, inner);
+        // Scratch: g, kept while the momentum transform overwrites the buffer.
+        var groups = Buffers.Groups(context, updates);
+        var raw = new Tensor[groups.Count];
+        for (int k = 0; k < groups.Count; k++) raw[k] = Buffers.Rent(context, groups[k][0]).copy_(groups[k][0]);
+        try
+        {
+            var inner = InPlace.Step(momentum, updates, state.Momentum, parameters, context);
+            using Scalar sa = a.ToScalar(), sb = b.ToScalar();
+            for (int k = 0; k < groups.Count; k++) groups[k][0].mul_(sb).add_(raw[k], alpha: sa);
+            return new(t, carry, inner);
+        }
+        finally
+        {
+            foreach (var r in raw) Buffers.Return(context, r);
+        }
     }
 }

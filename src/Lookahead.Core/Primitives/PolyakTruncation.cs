@@ -136,14 +136,14 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
             pre is null ? EmptyState.Instance : pre.Init(parameters));
     }
 
-    /// <summary>Σᵢ ⟨aᵢ, bᵢ⟩ as a 0-d float64 tensor on <paramref name="device"/>.</summary>
-    static Tensor SumDots(TensorTree a, IReadOnlyList<Tensor> b, Device device)
+    /// <summary>Σ ⟨a, b⟩ over the groups of (a, b), as a 0-d float64 tensor on <paramref name="device"/>.</summary>
+    static Tensor SumDots(StepContext context, TensorTree a, TensorTree b, Device device)
     {
         var total = zeros(Array.Empty<long>(), ScalarType.Float64, device);
-        for (int i = 0; i < a.Count; i++)
+        foreach (var group in Buffers.Groups(context, a, b))
         {
-            using var x = a.Tensors[i].flatten();
-            using var y = b[i].flatten();
+            using var x = group[0].flatten();
+            using var y = group[1].flatten();
             using var dot = x.dot(y);
             using var wide = dot.to(ScalarType.Float64, device);
             total.add_(wide);
@@ -165,8 +165,8 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
 
         using var scope = NewDisposeScope();
         // ⟨x, g⟩ before the direction overwrites g; D's moments from the raw g.
-        var gDotX = SumDots(parameters, updates.Tensors, device);
-        var preState = pre is null ? null : pre.Accumulate(updates, (PreconditionState)state.Preconditioner);
+        var gDotX = SumDots(context, parameters, updates, device);
+        var preState = pre is null ? null : pre.Accumulate(updates, (PreconditionState)state.Preconditioner, context);
         var directionState = InPlace.Step(direction, updates, state.Direction, parameters, context);   // updates now hold d
 
         double lossAverage;
@@ -178,14 +178,16 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
             Kernels.Moments.Accumulate(gamma, gDotX, beta, 1 - beta);
         }
 
-        var preconditioned = updates.Tensors.Select(d => d).ToList();
+        // D⁻¹d in scratch buffers (d itself without a preconditioner).
+        var preconditioned = updates;
         if (pre is not null)
         {
-            var copies = updates.Map(d => d.clone());
-            pre.Divide(copies, preState!, null);
-            preconditioned = copies.Tensors.ToList();
+            preconditioned = TensorTree.Of(updates.Names, updates.Tensors.Select(d => Buffers.Rent(context, d).copy_(d)).ToArray());
+            pre.Divide(preconditioned, preState!, null, context);
         }
-        var norm = SumDots(updates, preconditioned, device);
+        try
+        {
+        var norm = SumDots(context, updates, preconditioned, device);
         if (o.Epsilon != 0) { using var e = o.Epsilon.ToScalar(); norm.add_(e); }
 
         using Scalar sH = h.ToScalar(), sC = c.ToScalar(), sRho = rho.ToScalar(), sLoss = lossAverage.ToScalar(),
@@ -196,7 +198,7 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
         Tensor extra, dotMinusGamma;
         if (momentum)
         {
-            var dot = SumDots(parameters, updates.Tensors, device);
+            var dot = SumDots(context, parameters, updates, device);
             extra = dot.sub(gamma.mul(sH));
             dotMinusGamma = dot.sub(gamma);
         }
@@ -227,17 +229,23 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
 
         var negTau = tau.neg();
         using var sNegC = (-c).ToScalar();
-        for (int i = 0; i < updates.Count; i++)
+        var trees = pre is null ? new[] { updates, parameters } : new[] { updates, parameters, preconditioned };
+        foreach (var group in Buffers.Groups(context, trees))
         {
-            Tensor u = updates.Tensors[i];
-            if (!ReferenceEquals(preconditioned[i], u)) u.copy_(preconditioned[i]);
+            Tensor u = group[0];
+            if (pre is not null) u.copy_(group[2]);
             u.mul_(negTau);
             if (c != 0)
             {
-                u.add_(parameters.Tensors[i], alpha: sNegC);
+                u.add_(group[1], alpha: sNegC);
                 if (o.WeightDecayForm == WeightDecayForm.Proximal) u.div_(sH);
             }
         }
         return state with { Count = t, LossAverage = lossAverage, Direction = directionState, Preconditioner = preState ?? state.Preconditioner };
+        }
+        finally
+        {
+            if (pre is not null) foreach (var r in preconditioned.Tensors) Buffers.Return(context, r);
+        }
     }
 }

@@ -126,8 +126,10 @@ public sealed record PreconditionState(long Count, TensorTree SecondMoment, Tens
     };
 }
 
-sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformation numerator) : Transform<PreconditionState>
+sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformation numerator) : Transform<PreconditionState>, IComposite
 {
+    public IEnumerable<IGradientTransformation> Children => new[] { numerator };
+
     public override string Name => $"precondition({o}, numerator={numerator.Name})";
 
     protected override PreconditionState InitState(TensorTree parameters) => new(
@@ -145,28 +147,35 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
 
     public override PreconditionState Step(TensorTree updates, PreconditionState state, TensorTree parameters, StepContext context)
     {
-        var raw = o.SecondMomentNu != 1 ? updates.Map(u => u.clone()) : null;   // scratch: QHAdam's (1−ν₂)·g² needs g after the numerator ran
+        // Scratch: QHAdam's (1−ν₂)·g² needs g after the numerator ran.
+        var raw = o.SecondMomentNu != 1 ? TensorTree.Of(updates.Names, updates.Tensors.Select(u => Buffers.Rent(context, u).copy_(u)).ToArray()) : null;
         try
         {
-            var accumulated = Accumulate(updates, state);
+            var accumulated = Accumulate(updates, state, context);
             var numeratorState = InPlace.Step(numerator, updates, state.Numerator, parameters, context);
             var next = accumulated with { Numerator = numeratorState };
-            Divide(updates, next, raw);
+            Divide(updates, next, raw, context);
             return next;
         }
-        finally { raw?.Dispose(); }
+        finally
+        {
+            if (raw is not null) foreach (var r in raw.Tensors) Buffers.Return(context, r);
+        }
     }
 
     /// <summary>The moment updates from the raw g, in place on the state's tensors; returns the state at the new count.</summary>
-    internal PreconditionState Accumulate(TensorTree g, PreconditionState state)
+    internal PreconditionState Accumulate(TensorTree g, PreconditionState state, StepContext context)
     {
         double beta = o.Decay;
-        for (int i = 0; i < g.Count; i++)
+        var trees = new List<TensorTree> { g, state.SecondMoment };
+        if (state.Mean is not null) trees.Add(state.Mean);
+        if (state.MaxSecondMoment is not null) trees.Add(state.MaxSecondMoment);
+        foreach (var group in Buffers.Groups(context, trees.ToArray()))
         {
-            Tensor gi = g.Tensors[i], v = state.SecondMoment.Tensors[i];
+            Tensor gi = group[0], v = group[1];
             Kernels.Moments.AccumulateSquare(v, gi, beta, o.Damped ? 1 - beta : 1);
-            if (state.Mean is not null) Kernels.Moments.Accumulate(state.Mean.Tensors[i], gi, beta, 1 - beta);
-            if (state.MaxSecondMoment is not null) Kernels.Moments.RunningMax(state.MaxSecondMoment.Tensors[i], v);
+            if (state.Mean is not null) Kernels.Moments.Accumulate(group[2], gi, beta, 1 - beta);
+            if (state.MaxSecondMoment is not null) Kernels.Moments.RunningMax(group[^1], v);
         }
         return state with { Count = state.Count + 1 };
     }
@@ -175,7 +184,8 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
     /// <param name="u">The tensors to divide.</param>
     /// <param name="state">The state after <see cref="Accumulate"/>.</param>
     /// <param name="rawGradient">g, needed only when <see cref="PreconditionOptions.SecondMomentNu"/> ≠ 1.</param>
-    internal void Divide(TensorTree u, PreconditionState state, TensorTree? rawGradient)
+    /// <param name="context">The step's context (for scratch buffers).</param>
+    internal void Divide(TensorTree u, PreconditionState state, TensorTree? rawGradient, StepContext context)
     {
         long t = state.Count;
         double beta = o.Decay;
@@ -195,31 +205,39 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
             correction = sqrtCorrection.ToScalar(), squareCorrection = (sqrtCorrection * sqrtCorrection).ToScalar(),
             rectification = rect.ToScalar(), sNu = nu.ToScalar(), sOneMinusNu = (1 - nu).ToScalar(),
             epsRoot = (o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot).ToScalar();
-        for (int i = 0; i < u.Count; i++)
+        var trees = new List<TensorTree> { u, state.MaxSecondMoment ?? state.SecondMoment };
+        if (state.Mean is not null) trees.Add(state.Mean);
+        if (nu != 1) trees.Add(rawGradient!);
+        foreach (var group in Buffers.Groups(context, trees.ToArray()))
         {
-            using var scope = NewDisposeScope();
-            Tensor ui = u.Tensors[i];
-            Tensor d = (state.MaxSecondMoment ?? state.SecondMoment).Tensors[i];
-            // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
-            // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
-            if (state.Mean is not null) d = d.addcmul(state.Mean.Tensors[i], state.Mean.Tensors[i], value: minusOne).clamp_min_(zero);
-            Tensor denom;
-            if (nu != 1)
+            Tensor ui = group[0];
+            // The denominator D is built in a scratch buffer: sqrt(v)/sqrt(bc) + ε (torch Adam's order), or
+            // (sqrt(v) + ε)/sqrt(bc) (ε on the uncorrected root), ε_root inside the root, QHAdam's mix, centering.
+            var denom = Buffers.Rent(context, ui).copy_(group[1]);
+            try
             {
-                // QHAdam: sqrt(ν₂·v̂ + (1−ν₂)·g²) + ε, with v̂ = v/(1−β₂ᵗ).
-                var g = rawGradient!.Tensors[i];
-                denom = d.div(squareCorrection).mul_(sNu).addcmul_(g, g, value: sOneMinusNu);
-                if (o.EpsilonRoot != 0) denom.add_(epsRoot);
-                denom = denom.sqrt_().add_(eps);
+                // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
+                // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
+                if (state.Mean is not null) denom.addcmul_(group[2], group[2], value: minusOne).clamp_min_(zero);
+                if (nu != 1)
+                {
+                    // QHAdam: sqrt(ν₂·v̂ + (1−ν₂)·g²) + ε, with v̂ = v/(1−β₂ᵗ).
+                    var g = group[^1];
+                    denom.div_(squareCorrection).mul_(sNu).addcmul_(g, g, value: sOneMinusNu);
+                    if (o.EpsilonRoot != 0) denom.add_(epsRoot);
+                    denom.sqrt_().add_(eps);
+                }
+                else
+                {
+                    if (o.EpsilonRoot != 0) denom.add_(epsRoot);
+                    denom.sqrt_();
+                    if (o.EpsilonPlacement == EpsilonPlacement.Corrected) denom.div_(correction).add_(eps);
+                    else denom.add_(eps).div_(correction);
+                }
+                ui.div_(denom);
+                if (rect != 1) ui.mul_(rectification);
             }
-            else denom = o.EpsilonPlacement switch
-            {
-                // sqrt(v)/sqrt(bc) + ε, in that order as torch's Adam computes it; ε_root scaled so that it sits inside the corrected root.
-                EpsilonPlacement.Corrected => (o.EpsilonRoot == 0 ? d.sqrt() : d.add(epsRoot).sqrt_()).div_(correction).add_(eps),
-                _ => (o.EpsilonRoot == 0 ? d.sqrt() : d.add(epsRoot).sqrt_()).add_(eps).div_(correction),
-            };
-            ui.div_(denom);
-            if (rect != 1) ui.mul_(rectification);
+            finally { Buffers.Return(context, denom); }
         }
     }
 }

@@ -25,7 +25,7 @@ sealed class ScaleTransform(double factor) : Transform<EmptyState>
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
         using var s = factor.ToScalar();
-        foreach (var u in updates.Tensors) u.mul_(s);
+        foreach (var group in Buffers.Groups(context, updates)) group[0].mul_(s);
         return state;
     }
 }
@@ -52,7 +52,7 @@ sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) 
         if (!double.IsFinite(s))
             throw new InvalidOperationException($"{Name}: the schedule returned {s} at step {t}; it must return a finite number");
         using var scalar = s.ToScalar();
-        foreach (var u in updates.Tensors) u.mul_(scalar);
+        foreach (var group in Buffers.Groups(context, updates)) group[0].mul_(scalar);
         return new(t);
     }
 }

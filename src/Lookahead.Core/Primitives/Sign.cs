@@ -14,7 +14,7 @@ sealed class SignTransform : Transform<EmptyState>
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
-        foreach (var u in updates.Tensors) u.sign_();
+        foreach (var group in Buffers.Groups(context, updates)) group[0].sign_();
         return state;
     }
 }

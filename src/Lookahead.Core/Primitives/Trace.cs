@@ -68,9 +68,9 @@ sealed class TraceTransform(double decay, double dampening, bool debias, bool st
     {
         long t = state.Count + 1;
         using var correction = (debias ? 1 - Math.Pow(decay, t) : 1).ToScalar();
-        for (int i = 0; i < updates.Count; i++)
+        foreach (var group in Buffers.Groups(context, updates, state.Momentum))
         {
-            Tensor u = updates.Tensors[i], m = state.Momentum.Tensors[i];
+            Tensor u = group[0], m = group[1];
             if (startAtFirstUpdate && t == 1) m.copy_(u);
             else Kernels.Moments.Accumulate(m, u, decay, 1 - dampening);
             u.copy_(m);

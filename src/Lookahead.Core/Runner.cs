@@ -1,0 +1,289 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+/// <summary>Settings of a <see cref="Runner"/>.</summary>
+public sealed record RunnerOptions
+{
+    /// <summary>
+    /// Leave the gradients untouched (the default): the step copies them into the runner's update buffer
+    /// first. False lets the transform work in the gradient buffer itself, saving one pass over memory per
+    /// step; the gradients then hold the applied updates after the step.
+    /// </summary>
+    public bool KeepGradients { get; init; } = true;
+
+    /// <summary>
+    /// Before each <see cref="Runner.Step(StepContext?)"/>, check that every parameter's <c>.grad</c> is still
+    /// the runner's buffer and copy it in if not (e.g. after a <c>zero_grad</c> that set it to null and a new
+    /// backward pass); default true. Reading <c>.grad</c> makes a short-lived tensor handle per parameter.
+    /// </summary>
+    public bool VerifyGradientBinding { get; init; } = true;
+}
+
+/// <summary>
+/// The allocation-free execution path: runs a transform's in-place step on buffers the runner owns and
+/// reuses, with parameters, gradients, updates and state laid out as flat contiguous buffers (one per dtype
+/// and device; each tensor a view), so an elementwise primitive is one kernel call per buffer.
+/// </summary>
+/// <remarks>
+/// <para><b>Same semantics as the pure path.</b> The runner executes the same <see cref="Transform{TState}.Step"/>
+/// that <see cref="IGradientTransformation.Update"/> runs on copies: a transform stays a value. The tests
+/// prove both paths give the same trajectories for every optimizer of the library.</para>
+/// <para><b>Layout.</b> At construction the parameters are copied into a flat buffer and re-pointed to their
+/// views (<c>set_</c>; values unchanged), their <c>.grad</c> set to views of a flat gradient buffer (autograd
+/// accumulates into it in place), and the transform's state re-laid out the same way. Parameters routed
+/// alike by partitions are adjacent, so a partition's part is also one contiguous run.</para>
+/// <para><b>Steady state.</b> After the first step a step creates no parameter-sized tensor: temporaries come
+/// from the <see cref="Workspace"/>'s scratch buffers, which are reused (at most one per dtype and device for
+/// the library's elementwise optimizers).</para>
+/// <para><b>Ownership.</b> The runner owns its state and buffers; <see cref="Dispose"/> frees them. Parameters
+/// stay the caller's objects (now backed by the runner's storage, which they keep alive).</para>
+/// </remarks>
+public sealed class Runner : IDisposable
+{
+    readonly IGradientTransformation _transform;
+    readonly RunnerOptions _options;
+    readonly Workspace _workspace = new();
+    readonly List<Tensor> _buffers = new();
+    readonly TensorTree _parameters, _gradients, _updates;
+    readonly Dictionary<string, int> _position;
+    IOptState _state;
+    bool _disposed;
+
+    /// <summary>Binds <paramref name="transform"/> to a module's parameters (and their gradients).</summary>
+    public Runner(IGradientTransformation transform, nn.Module module, RunnerOptions? options = null)
+        : this(transform, TensorTree.FromParameters(Check.NotNull(module, nameof(module))), options) { }
+
+    /// <summary>
+    /// Binds <paramref name="transform"/> to <paramref name="parameters"/> (borrowed; re-pointed to the runner's
+    /// storage). Gradients come from each parameter's <c>.grad</c> (<see cref="Step(StepContext?)"/>) or are
+    /// passed in (<see cref="Step(TensorTree, StepContext?)"/>).
+    /// </summary>
+    public Runner(IGradientTransformation transform, TensorTree parameters, RunnerOptions? options = null)
+    {
+        _transform = Check.NotNull(transform, nameof(transform));
+        ArgumentNullException.ThrowIfNull(parameters);
+        if (parameters.Count == 0) throw new ArgumentException("the parameter tree is empty", nameof(parameters));
+        _options = options ?? new RunnerOptions();
+        using var noGrad = no_grad();
+
+        // Runner order: by dtype and device, then by the labels partitions give, then as given.
+        var order = Enumerable.Range(0, parameters.Count)
+            .OrderBy(i => parameters.Tensors[i].dtype).ThenBy(i => parameters.Tensors[i].device.ToString(), StringComparer.Ordinal)
+            .ThenBy(i => Signature(transform, Info(parameters.Names[i], parameters.Tensors[i])), StringComparer.Ordinal)
+            .ThenBy(i => i).ToArray();
+        var names = order.Select(i => parameters.Names[i]).ToArray();
+        var tensors = order.Select(i => parameters.Tensors[i]).ToArray();
+        _position = names.Select((n, k) => (n, k)).ToDictionary(x => x.n, x => x.k);
+
+        var grads = new Tensor[tensors.Length];
+        var updates = new Tensor[tensors.Length];
+        foreach (var run in Runs(tensors))
+        {
+            var (flatP, flatG, flatU) = (Flat(run, tensors), Flat(run, tensors, zero: true), Flat(run, tensors));
+            long offset = 0;
+            foreach (int k in run)
+            {
+                var p = tensors[k];
+                long n = p.numel();
+                var pv = View(flatP, offset, p.shape);
+                pv.copy_(p);
+                p.set_(pv);
+                _workspace.Register(p, flatP, offset);
+                grads[k] = View(flatG, offset, p.shape);
+                _workspace.Register(grads[k], flatG, offset);
+                if (p.requires_grad) p.grad = grads[k];
+                updates[k] = View(flatU, offset, p.shape);
+                _workspace.Register(updates[k], flatU, offset);
+                offset += n;
+            }
+        }
+        _parameters = TensorTree.Of(names, tensors);
+        _gradients = TensorTree.Of(names, grads);
+        _updates = _options.KeepGradients ? TensorTree.Of(names, updates) : _gradients;
+
+        IOptState initial;
+        using (var scope = NewDisposeScope())
+        {
+            initial = transform.Init(_parameters);
+            scope.MoveToOuter(OptState.Tensors(initial).Cast<IDisposable>());
+        }
+        _state = Relayout(initial);
+    }
+
+    static ParameterInfo Info(string name, Tensor t) => new(name, t.shape, t.dtype);
+
+    /// <summary>The labels the partitions inside <paramref name="tx"/> give a parameter, depth first.</summary>
+    static string Signature(IGradientTransformation tx, ParameterInfo p)
+    {
+        if (tx is not IComposite c) return "";
+        var route = c.Route(p);
+        var parts = c.Children.Select(child => Signature(child, p)).Where(s => s.Length > 0);
+        return string.Join("/", (route is null ? parts : parts.Prepend(route)));
+    }
+
+    /// <summary>Index runs of equal dtype and device, in runner order.</summary>
+    static IEnumerable<int[]> Runs(Tensor[] tensors) =>
+        Enumerable.Range(0, tensors.Length).GroupBy(k => (tensors[k].dtype, tensors[k].device.ToString())).Select(g => g.ToArray());
+
+    Tensor Flat(int[] run, Tensor[] tensors, bool zero = false)
+    {
+        long total = run.Sum(k => tensors[k].numel());
+        var first = tensors[run[0]];
+        var flat = (zero ? zeros(total, first.dtype, first.device) : empty(total, first.dtype, first.device)).DetachFromDisposeScope();
+        _buffers.Add(flat);
+        return flat;
+    }
+
+    Tensor View(Tensor flat, long offset, long[] shape)
+    {
+        using var span = flat.narrow(0, offset, shape.Aggregate(1L, (a, b) => a * b));
+        var view = span.view(shape).DetachFromDisposeScope();
+        _buffers.Add(view);
+        return view;
+    }
+
+    /// <summary>
+    /// Moves every state tensor shaped like a parameter into a flat buffer per state slot (dtype, device),
+    /// in runner order, so the state is contiguous like the parameters. Other leaves stay as they are.
+    /// </summary>
+    IOptState Relayout(IOptState state)
+    {
+        var slots = new Dictionary<(string Slot, ScalarType, string), List<(string Path, Tensor T, int Position)>>();
+        foreach (var leaf in state.Leaves())
+        {
+            if (leaf.Tensor is not { } t) continue;
+            int cut = leaf.Path.LastIndexOf('/');
+            string slot = cut < 0 ? "" : leaf.Path[..cut], name = leaf.Path[(cut + 1)..];
+            if (!_position.TryGetValue(name, out int k)) continue;
+            var p = _parameters.Tensors[k];
+            if (!t.shape.SequenceEqual(p.shape) || t.dtype != p.dtype || t.device.ToString() != p.device.ToString()) continue;
+            var key = (slot, t.dtype, t.device.ToString());
+            if (!slots.TryGetValue(key, out var list)) slots[key] = list = new();
+            list.Add((leaf.Path, t, k));
+        }
+        var moved = new Dictionary<string, Tensor>();
+        foreach (var list in slots.Values)
+        {
+            var sorted = list.OrderBy(x => x.Position).ToArray();
+            long total = sorted.Sum(x => x.T.numel());
+            var flat = empty(total, sorted[0].T.dtype, sorted[0].T.device).DetachFromDisposeScope();
+            _buffers.Add(flat);
+            long offset = 0;
+            foreach (var (path, t, _) in sorted)
+            {
+                var view = View(flat, offset, t.shape);
+                view.copy_(t);
+                _workspace.Register(view, flat, offset);
+                moved[path] = view;
+                offset += t.numel();
+            }
+        }
+        var next = state.MapTensors((path, t) => moved.TryGetValue(path, out var v) ? v : t);
+        foreach (var (path, t) in state.Leaves().Where(l => l.Tensor is not null).Select(l => (l.Path, l.Tensor!)))
+            if (moved.ContainsKey(path)) t.Dispose();
+        return next;
+    }
+
+    /// <summary>The parameters, in the runner's order (the caller's tensor objects).</summary>
+    public TensorTree Parameters => _parameters;
+
+    /// <summary>The gradient buffers (each parameter's <c>.grad</c> when it requires grad).</summary>
+    public TensorTree Gradients => _gradients;
+
+    /// <summary>The current state (owned by the runner; valid until the next step or <see cref="Dispose"/>).</summary>
+    public IOptState State => _state;
+
+    /// <summary>Steps taken.</summary>
+    public long StepCount { get; private set; }
+
+    /// <summary>The workspace (scratch statistics).</summary>
+    public Workspace Workspace => _workspace;
+
+    /// <summary>Zeroes the gradient buffers in place (one kernel per flat buffer).</summary>
+    public void ZeroGrad()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var noGrad = no_grad();
+        foreach (var group in _workspace.Groups(new[] { _gradients })) group[0].zero_();
+    }
+
+    /// <summary>One step with the gradients accumulated in the parameters' <c>.grad</c> (the runner's buffers).</summary>
+    public void Step(StepContext? context = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_options.VerifyGradientBinding) Rebind();
+        Run(context ?? StepContext.Empty, copyFrom: _options.KeepGradients ? _gradients : null);
+    }
+
+    /// <summary>One step with the given gradients (borrowed; matched to the parameters by name).</summary>
+    public void Step(TensorTree gradients, StepContext? context = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(gradients);
+        _parameters.CheckMatches(gradients.Count == _parameters.Count ? TensorTree.Of(_parameters.Names, _parameters.Names.Select(n => gradients.Contains(n) ? gradients[n] : throw new ArgumentException($"gradients lack '{n}'", nameof(gradients))).ToArray()) : gradients, nameof(gradients), "parameters");
+        using var noGrad = no_grad();
+        for (int k = 0; k < _updates.Count; k++) _updates.Tensors[k].copy_(gradients[_updates.Names[k]]);
+        Run(context ?? StepContext.Empty, copyFrom: null);
+    }
+
+    void Rebind()
+    {
+        using var noGrad = no_grad();
+        for (int k = 0; k < _parameters.Count; k++)
+        {
+            var p = _parameters.Tensors[k];
+            if (!p.requires_grad) continue;
+            using var g = p.grad;
+            if (g is null)
+                throw new InvalidOperationException($"parameter '{_parameters.Names[k]}' has no gradient: run backward before Step, or pass the gradients");
+            if (SameStorage(g, _gradients.Tensors[k])) continue;
+            _gradients.Tensors[k].copy_(g);
+            p.grad = _gradients.Tensors[k];
+        }
+    }
+
+    static bool SameStorage(Tensor a, Tensor b) =>
+        a.dtype == b.dtype && a.storage_offset() == b.storage_offset() && a.shape.SequenceEqual(b.shape) &&
+        DataPointer(a) is var pa && pa != IntPtr.Zero && pa == DataPointer(b);
+
+    /// <summary>The address of a tensor's storage, or zero for dtypes this check does not cover (they are then re-copied).</summary>
+    static IntPtr DataPointer(Tensor t) => t.dtype switch
+    {
+        ScalarType.Float32 => t.storage<float>().data_ptr(),
+        ScalarType.Float64 => t.storage<double>().data_ptr(),
+        _ => IntPtr.Zero,
+    };
+
+    void Run(StepContext context, TensorTree? copyFrom)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        if (copyFrom is not null)
+            foreach (var group in _workspace.Groups(new[] { _updates, copyFrom })) group[0].copy_(group[1]);
+        var before = OptState.Tensors(_state).ToHashSet(ReferenceEqualityComparer.Instance);
+        var next = InPlace.Step(_transform, _updates, _state, _parameters, context.With(ContextKeys.Workspace, _workspace));
+        var after = OptState.Tensors(next).ToList();
+        foreach (var t in after) if (!before.Contains(t)) t.DetachFromDisposeScope();
+        var kept = after.ToHashSet(ReferenceEqualityComparer.Instance);
+        foreach (var t in before.Cast<Tensor>()) if (!kept.Contains(t)) { _workspace.Unregister(t); t.Dispose(); }
+        _state = next;
+        foreach (var group in _workspace.Groups(new[] { _parameters, _updates })) group[0].add_(group[1]);
+        StepCount++;
+    }
+
+    /// <summary>Frees the state and the runner's buffers (parameters keep their values and storage).</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        var buffers = _buffers.ToHashSet(ReferenceEqualityComparer.Instance);
+        foreach (var t in OptState.Tensors(_state)) if (!buffers.Contains(t)) t.Dispose();
+        foreach (var t in _buffers) t.Dispose();
+        _workspace.Dispose();
+    }
+}

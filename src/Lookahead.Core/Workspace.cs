@@ -1,0 +1,189 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+public static partial class ContextKeys
+{
+    /// <summary>The <see cref="Workspace"/> of the runner executing the step, if any (set by <see cref="Runner"/>).</summary>
+    public static readonly ContextKey<Workspace> Workspace = new("workspace");
+}
+
+/// <summary>
+/// What an allocation-free execution path lends to the primitives' in-place steps: scratch buffers that are
+/// reused from step to step, and the flat layout of the buffers it owns, so that one elementwise primitive
+/// is one kernel call per contiguous group of tensors instead of one per tensor.
+/// </summary>
+/// <remarks>
+/// <para>Primitives reach it through <see cref="Buffers"/>, never directly: without a workspace in the
+/// context (the pure <see cref="IGradientTransformation.Update"/>) the same code allocates and frees
+/// temporaries and walks tensor by tensor. The arithmetic is the same in both paths.</para>
+/// <para><b>Ownership.</b> The workspace owns its scratch buffers and the flat views it hands out;
+/// <see cref="Dispose"/> frees them. Tensors registered with <see cref="Register"/> stay the caller's.</para>
+/// <para>Not thread-safe: one workspace per runner, used by one step at a time.</para>
+/// </remarks>
+public sealed class Workspace : IDisposable
+{
+    readonly Dictionary<(string Shape, ScalarType DType, string Device), Stack<Tensor>> _free = new();
+    readonly List<Tensor> _owned = new();
+    readonly Dictionary<IntPtr, (Tensor Flat, long Offset, long Count)> _layout = new();
+    readonly Dictionary<int, List<(IntPtr[] Handles, IReadOnlyList<Tensor[]> Groups)>> _groups = new();
+    int _rented;
+
+    /// <summary>Scratch tensors allocated so far (they are reused; in a steady state this stops growing).</summary>
+    public int ScratchAllocations { get; private set; }
+
+    /// <summary>Bytes held in scratch buffers.</summary>
+    public long ScratchBytes { get; private set; }
+
+    static (string, ScalarType, string) KeyOf(Tensor like) => (string.Join(",", like.shape), like.dtype, like.device.ToString());
+
+    /// <summary>A buffer shaped like <paramref name="like"/> (contents undefined) until <see cref="Return"/>.</summary>
+    public Tensor Rent(Tensor like)
+    {
+        var key = KeyOf(like);
+        _rented++;
+        if (_free.TryGetValue(key, out var stack) && stack.Count > 0) return stack.Pop();
+        var t = empty_like(like).DetachFromDisposeScope();
+        _owned.Add(t);
+        ScratchAllocations++;
+        ScratchBytes += t.numel() * t.ElementSize;
+        return t;
+    }
+
+    /// <summary>Gives back a buffer from <see cref="Rent"/>.</summary>
+    public void Return(Tensor buffer)
+    {
+        var key = KeyOf(buffer);
+        if (!_free.TryGetValue(key, out var stack)) _free[key] = stack = new();
+        stack.Push(buffer);
+        _rented--;
+    }
+
+    /// <summary>Buffers rented and not yet returned (0 between steps).</summary>
+    public int Outstanding => _rented;
+
+    /// <summary>Declares that <paramref name="view"/> is elements [offset, offset + numel) of the contiguous 1-D tensor <paramref name="flat"/>.</summary>
+    public void Register(Tensor view, Tensor flat, long offset)
+    {
+        ArgumentNullException.ThrowIfNull(view);
+        ArgumentNullException.ThrowIfNull(flat);
+        if (flat.dim() != 1 || !flat.is_contiguous()) throw new ArgumentException("flat must be a contiguous 1-D tensor", nameof(flat));
+        _layout[view.Handle] = (flat, offset, view.numel());
+        _groups.Clear();
+    }
+
+    /// <summary>Forgets a registered view (its handle may be reused after it is disposed).</summary>
+    public void Unregister(Tensor view)
+    {
+        if (_layout.Remove(view.Handle)) _groups.Clear();
+    }
+
+    /// <summary>
+    /// Index-aligned groups over <paramref name="trees"/> (equal lengths, like-shaped tensors): each group holds
+    /// one tensor per tree, either a flat view over a run of tensors that are adjacent in every tree, or the
+    /// tensors of one index. Cached per set of tensors.
+    /// </summary>
+    public IReadOnlyList<Tensor[]> Groups(IReadOnlyList<TensorTree> trees)
+    {
+        int n = trees[0].Count;
+        var handles = new IntPtr[n * trees.Count];
+        int hash = 17, h = 0;
+        foreach (var tree in trees)
+        {
+            if (tree.Count != n) throw new ArgumentException($"trees of {n} and {tree.Count} tensors cannot be grouped index by index");
+            foreach (var t in tree.Tensors) { handles[h++] = t.Handle; hash = hash * 31 + t.Handle.GetHashCode(); }
+        }
+        // Tensors the workspace did not lay out (e.g. a tree from the context) are walked one by one, uncached.
+        if (!handles.All(_layout.ContainsKey)) return PerIndex(trees);
+        if (_groups.TryGetValue(hash, out var bucket))
+            foreach (var (known, cached) in bucket)
+                if (known.AsSpan().SequenceEqual(handles)) return cached;
+
+        var groups = new List<Tensor[]>();
+        int i = 0;
+        while (i < n)
+        {
+            int j = i + 1;
+            while (j < n && trees.All(tree => Adjacent(tree.Tensors[j - 1], tree.Tensors[j]))) j++;
+            if (j - i == 1) groups.Add(trees.Select(tree => tree.Tensors[i]).ToArray());
+            else
+            {
+                var views = trees.Select(tree =>
+                {
+                    var (flat, offset, _) = _layout[tree.Tensors[i].Handle];
+                    long total = 0;
+                    for (int k = i; k < j; k++) total += tree.Tensors[k].numel();
+                    var view = flat.narrow(0, offset, total).DetachFromDisposeScope();
+                    _owned.Add(view);
+                    return view;
+                }).ToArray();
+                groups.Add(views);
+            }
+            i = j;
+        }
+        if (!_groups.TryGetValue(hash, out bucket)) _groups[hash] = bucket = new();
+        bucket.Add((handles, groups));
+        return groups;
+    }
+
+    internal static IReadOnlyList<Tensor[]> PerIndex(IReadOnlyList<TensorTree> trees)
+    {
+        int n = trees[0].Count;
+        var groups = new Tensor[n][];
+        for (int i = 0; i < n; i++)
+        {
+            var g = new Tensor[trees.Count];
+            for (int k = 0; k < trees.Count; k++) g[k] = trees[k].Tensors[i];
+            groups[i] = g;
+        }
+        return groups;
+    }
+
+    bool Adjacent(Tensor a, Tensor b) =>
+        _layout.TryGetValue(a.Handle, out var la) && _layout.TryGetValue(b.Handle, out var lb) &&
+        ReferenceEquals(la.Flat, lb.Flat) && la.Offset + la.Count == lb.Offset;
+
+    /// <summary>Frees the scratch buffers and flat views.</summary>
+    public void Dispose()
+    {
+        foreach (var t in _owned) t.Dispose();
+        _owned.Clear();
+        _free.Clear();
+        _layout.Clear();
+        _groups.Clear();
+    }
+}
+
+/// <summary>
+/// How a primitive's in-place step gets scratch buffers and walks its tensors: through the step's
+/// <see cref="Workspace"/> if there is one, else with plain allocations and a walk tensor by tensor.
+/// </summary>
+public static class Buffers
+{
+    /// <summary>A scratch buffer shaped like <paramref name="like"/>; give it back with <see cref="Return"/>.</summary>
+    public static Tensor Rent(StepContext context, Tensor like) =>
+        context.TryGet(ContextKeys.Workspace, out var ws) ? ws.Rent(like) : empty_like(like);
+
+    /// <summary>Gives back a buffer from <see cref="Rent"/> (without a workspace it is disposed).</summary>
+    public static void Return(StepContext context, Tensor buffer)
+    {
+        if (context.TryGet(ContextKeys.Workspace, out var ws)) ws.Return(buffer);
+        else buffer.Dispose();
+    }
+
+    /// <summary>
+    /// The index-aligned groups of like-shaped trees an elementwise step loops over: flat views over
+    /// contiguous runs when a workspace laid them out, else one group per tensor index.
+    /// </summary>
+    public static IReadOnlyList<Tensor[]> Groups(StepContext context, params TensorTree[] trees)
+    {
+        if (context.TryGet(ContextKeys.Workspace, out var ws)) return ws.Groups(trees);
+        foreach (var tree in trees)
+            if (tree.Count != trees[0].Count) throw new ArgumentException($"trees of {trees[0].Count} and {tree.Count} tensors cannot be grouped index by index");
+        return Workspace.PerIndex(trees);
+    }
+}
