@@ -183,7 +183,7 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
         if (pre is not null)
         {
             preconditioned = TensorTree.Of(updates.Names, updates.Tensors.Select(d => Buffers.Rent(context, d).copy_(d)).ToArray());
-            pre.Divide(preconditioned, preState!, null, context);
+            pre.Divide(preconditioned, preState!, context);
         }
         try
         {

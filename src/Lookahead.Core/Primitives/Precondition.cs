@@ -147,19 +147,27 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
 
     public override PreconditionState Step(TensorTree updates, PreconditionState state, TensorTree parameters, StepContext context)
     {
-        // Scratch: QHAdam's (1−ν₂)·g² needs g after the numerator ran.
-        var raw = o.SecondMomentNu != 1 ? TensorTree.Of(updates.Names, updates.Tensors.Select(u => Buffers.Rent(context, u).copy_(u)).ToArray()) : null;
-        try
+        var accumulated = Accumulate(updates, state, context);
+        if (o.SecondMomentNu == 1)
         {
-            var accumulated = Accumulate(updates, state, context);
             var numeratorState = InPlace.Step(numerator, updates, state.Numerator, parameters, context);
             var next = accumulated with { Numerator = numeratorState };
-            Divide(updates, next, raw, context);
+            Divide(updates, next, context);
+            return next;
+        }
+        // QHAdam's D needs the raw g: build it before the numerator overwrites the buffer, divide after.
+        var groups = Buffers.Groups(context, Trees(updates, accumulated));
+        var denominators = new Tensor[groups.Count];
+        try
+        {
+            for (int k = 0; k < groups.Count; k++) denominators[k] = Denominator(groups[k], accumulated.Count, context);
+            var next = accumulated with { Numerator = InPlace.Step(numerator, updates, state.Numerator, parameters, context) };
+            for (int k = 0; k < groups.Count; k++) groups[k][0].div_(denominators[k]);
             return next;
         }
         finally
         {
-            if (raw is not null) foreach (var r in raw.Tensors) Buffers.Return(context, r);
+            foreach (var d in denominators) if (d is not null) Buffers.Return(context, d);
         }
     }
 
@@ -180,64 +188,60 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
         return state with { Count = state.Count + 1 };
     }
 
+    /// <summary>The trees a denominator reads, index-aligned: (u, v or v_max, [mean]).</summary>
+    static TensorTree[] Trees(TensorTree u, PreconditionState state) =>
+        state.Mean is null ? new[] { u, state.MaxSecondMoment ?? state.SecondMoment } : new[] { u, state.MaxSecondMoment ?? state.SecondMoment, state.Mean };
+
     /// <summary>u ← u/D at step <c>state.Count</c> (u·rₜ/D or u itself under a rectification), in place.</summary>
-    /// <param name="u">The tensors to divide.</param>
-    /// <param name="state">The state after <see cref="Accumulate"/>.</param>
-    /// <param name="rawGradient">g, needed only when <see cref="PreconditionOptions.SecondMomentNu"/> ≠ 1.</param>
-    /// <param name="context">The step's context (for scratch buffers).</param>
-    internal void Divide(TensorTree u, PreconditionState state, TensorTree? rawGradient, StepContext context)
+    internal void Divide(TensorTree u, PreconditionState state, StepContext context)
     {
-        long t = state.Count;
-        double beta = o.Decay;
         double rect = 1;
         if (o.Rectification == Rectification.RAdam)
         {
-            double rhoInf = 2 / (1 - beta) - 1;
-            double betaT = Math.Pow(beta, t);
-            double rhoT = rhoInf - 2 * t * betaT / (1 - betaT);
+            double beta = o.Decay, rhoInf = 2 / (1 - beta) - 1, betaT = Math.Pow(beta, state.Count);
+            double rhoT = rhoInf - 2 * state.Count * betaT / (1 - betaT);
             if (rhoT <= 5) return;
             rect = Math.Sqrt((rhoT - 4) * (rhoT - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rhoT));
         }
-
-        double sqrtCorrection = o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(beta, t)) : 1;
-        double nu = o.SecondMomentNu;
-        using Scalar minusOne = (-1.0).ToScalar(), zero = 0.0.ToScalar(), eps = o.Epsilon.ToScalar(),
-            correction = sqrtCorrection.ToScalar(), squareCorrection = (sqrtCorrection * sqrtCorrection).ToScalar(),
-            rectification = rect.ToScalar(), sNu = nu.ToScalar(), sOneMinusNu = (1 - nu).ToScalar(),
-            epsRoot = (o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot).ToScalar();
-        var trees = new List<TensorTree> { u, state.MaxSecondMoment ?? state.SecondMoment };
-        if (state.Mean is not null) trees.Add(state.Mean);
-        if (nu != 1) trees.Add(rawGradient!);
-        foreach (var group in Buffers.Groups(context, trees.ToArray()))
+        using var rectification = rect.ToScalar();
+        foreach (var group in Buffers.Groups(context, Trees(u, state)))
         {
-            Tensor ui = group[0];
-            // The denominator D is built in a scratch buffer: sqrt(v)/sqrt(bc) + ε (torch Adam's order), or
-            // (sqrt(v) + ε)/sqrt(bc) (ε on the uncorrected root), ε_root inside the root, QHAdam's mix, centering.
-            var denom = Buffers.Rent(context, ui).copy_(group[1]);
+            var denom = Denominator(group, state.Count, context);
             try
             {
-                // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
-                // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
-                if (state.Mean is not null) denom.addcmul_(group[2], group[2], value: minusOne).clamp_min_(zero);
-                if (nu != 1)
-                {
-                    // QHAdam: sqrt(ν₂·v̂ + (1−ν₂)·g²) + ε, with v̂ = v/(1−β₂ᵗ).
-                    var g = group[^1];
-                    denom.div_(squareCorrection).mul_(sNu).addcmul_(g, g, value: sOneMinusNu);
-                    if (o.EpsilonRoot != 0) denom.add_(epsRoot);
-                    denom.sqrt_().add_(eps);
-                }
-                else
-                {
-                    if (o.EpsilonRoot != 0) denom.add_(epsRoot);
-                    denom.sqrt_();
-                    if (o.EpsilonPlacement == EpsilonPlacement.Corrected) denom.div_(correction).add_(eps);
-                    else denom.add_(eps).div_(correction);
-                }
-                ui.div_(denom);
-                if (rect != 1) ui.mul_(rectification);
+                group[0].div_(denom);
+                if (rect != 1) group[0].mul_(rectification);
             }
             finally { Buffers.Return(context, denom); }
         }
+    }
+
+    /// <summary>
+    /// D for one group (u, v or v_max, [mean]) in a scratch buffer the caller returns: sqrt(v)/sqrt(bc) + ε
+    /// (torch Adam's order), or (sqrt(v) + ε)/sqrt(bc) (ε on the uncorrected root), with ε_root inside the
+    /// root, centering, and QHAdam's sqrt(ν₂·v̂ + (1−ν₂)·g²) + ε where u still holds g.
+    /// </summary>
+    Tensor Denominator(Tensor[] group, long t, StepContext context)
+    {
+        double sqrtCorrection = o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(o.Decay, t)) : 1;
+        double nu = o.SecondMomentNu;
+        using Scalar minusOne = (-1.0).ToScalar(), zero = 0.0.ToScalar(), eps = o.Epsilon.ToScalar(),
+            correction = sqrtCorrection.ToScalar(), squareCorrection = (sqrtCorrection * sqrtCorrection).ToScalar(),
+            sNu = nu.ToScalar(), sOneMinusNu = (1 - nu).ToScalar(),
+            epsRoot = (o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot).ToScalar();
+        var denom = Buffers.Rent(context, group[0]).copy_(group[1]);
+        // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
+        // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
+        if (group.Length > 2) denom.addcmul_(group[2], group[2], value: minusOne).clamp_min_(zero);
+        if (nu != 1)
+        {
+            var g = group[0];
+            denom.div_(squareCorrection).mul_(sNu).addcmul_(g, g, value: sOneMinusNu);
+            if (o.EpsilonRoot != 0) denom.add_(epsRoot);
+            return denom.sqrt_().add_(eps);
+        }
+        if (o.EpsilonRoot != 0) denom.add_(epsRoot);
+        denom.sqrt_();
+        return o.EpsilonPlacement == EpsilonPlacement.Corrected ? denom.div_(correction).add_(eps) : denom.add_(eps).div_(correction);
     }
 }
