@@ -39,22 +39,26 @@ public sealed class Workspace : IDisposable
     /// <summary>Bytes held in scratch buffers.</summary>
     public long ScratchBytes { get; private set; }
 
-    static (string, ScalarType, string) KeyOf(Tensor like) => (string.Join(",", like.shape), like.dtype, like.device.ToString());
+    static (string, ScalarType, string) KeyOf(Tensor like) => KeyOf(like.shape, like.dtype, like.device);
+    static (string, ScalarType, string) KeyOf(long[] shape, ScalarType dtype, Device device) => (string.Join(",", shape), dtype, device.ToString());
 
     /// <summary>A buffer shaped like <paramref name="like"/> (contents undefined) until <see cref="Return"/>.</summary>
-    public Tensor Rent(Tensor like)
+    public Tensor Rent(Tensor like) => Rent(like.shape, like.dtype, like.device);
+
+    /// <summary>A buffer of <paramref name="shape"/>, <paramref name="dtype"/> on <paramref name="device"/> (contents undefined) until <see cref="Return"/>.</summary>
+    public Tensor Rent(long[] shape, ScalarType dtype, Device device)
     {
-        var key = KeyOf(like);
+        var key = KeyOf(shape, dtype, device);
         _rented++;
         if (_free.TryGetValue(key, out var stack) && stack.Count > 0) return stack.Pop();
-        var t = empty_like(like).DetachFromDisposeScope();
+        var t = empty(shape, dtype, device).DetachFromDisposeScope();
         _owned.Add(t);
         ScratchAllocations++;
         ScratchBytes += t.numel() * t.ElementSize;
         return t;
     }
 
-    /// <summary>Gives back a buffer from <see cref="Rent"/>.</summary>
+    /// <summary>Gives back a buffer from <see cref="Rent(Tensor)"/>.</summary>
     public void Return(Tensor buffer)
     {
         var key = KeyOf(buffer);
@@ -164,11 +168,15 @@ public sealed class Workspace : IDisposable
 /// </summary>
 public static class Buffers
 {
-    /// <summary>A scratch buffer shaped like <paramref name="like"/>; give it back with <see cref="Return"/>.</summary>
+    /// <summary>A scratch buffer shaped like <paramref name="like"/>; give it back with <see cref="Return(StepContext, Tensor)"/>.</summary>
     public static Tensor Rent(StepContext context, Tensor like) =>
         context.TryGet(ContextKeys.Workspace, out var ws) ? ws.Rent(like) : empty_like(like);
 
-    /// <summary>Gives back a buffer from <see cref="Rent"/> (without a workspace it is disposed).</summary>
+    /// <summary>A scratch buffer of a given shape, dtype and device; give it back with <see cref="Return"/>.</summary>
+    public static Tensor Rent(StepContext context, long[] shape, ScalarType dtype, Device device) =>
+        context.TryGet(ContextKeys.Workspace, out var ws) ? ws.Rent(shape, dtype, device) : empty(shape, dtype, device);
+
+    /// <summary>Gives back a buffer from <see cref="Rent(StepContext, Tensor)"/> (without a workspace it is disposed).</summary>
     public static void Return(StepContext context, Tensor buffer)
     {
         if (context.TryGet(ContextKeys.Workspace, out var ws)) ws.Return(buffer);

@@ -53,12 +53,12 @@ sealed class SlowFastTransform(IGradientTransformation inner, int k, double alph
         var innerState = InPlace.Step(inner, updates, state.Inner, parameters, context);
         if (t % k == 0)
         {
-            for (int i = 0; i < updates.Count; i++)
+            foreach (var group in Buffers.Groups(context, updates, state.Slow, parameters))
             {
-                Tensor u = updates.Tensors[i], slow = state.Slow.Tensors[i];
-                u.add_(parameters.Tensors[i]);                          // the fast weights θ + u
+                Tensor u = group[0], slow = group[1], theta = group[2];
+                u.add_(theta);                                          // the fast weights θ + u
                 Kernels.Moments.Accumulate(slow, u, 1 - alpha, alpha);  // φ ← (1−α)φ + α·θ_fast
-                u.copy_(slow).sub_(parameters.Tensors[i]);              // restart from φ
+                u.copy_(slow).sub_(theta);                              // restart from φ
             }
         }
         return new(t, state.Slow, innerState);

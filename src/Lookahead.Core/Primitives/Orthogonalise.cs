@@ -134,10 +134,54 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
             using var scope = NewDisposeScope();
             Tensor u = updates.Tensors[i];
             var (rows, cols) = Transforms.MatrixShape(updates.Names[i], u, o.HigherRank, Name);
-            var matrix = u.shape.Length > 2 && o.HigherRank == HigherRankPolicy.FlattenTrailing ? u.reshape(rows, cols) : u;
-            u.copy_(Orthogonalise(matrix).reshape(u.shape));
+            var matrix = u.shape.Length > 2 && o.HigherRank == HigherRankPolicy.FlattenTrailing ? u.view(rows, cols) : u;
+            if (o.ExactPolar || o.BFloat16 || matrix.dim() != 2 || matrix.device_type != DeviceType.CPU)
+                // Batches (the Batch policy), CUDA (where allocation is cheap and batched products pay), bfloat16 and the SVD reference.
+                u.copy_(Orthogonalise(matrix).reshape(u.shape));
+            else InPlace(matrix, context);
         }
         return state;
+    }
+
+    /// <summary>
+    /// Newton–Schulz on one matrix with no allocation of matrix-sized tensors: four scratch buffers and in-place
+    /// products (<c>addmm_</c> with β = 0, α = 1; the coefficients are applied in double precision by
+    /// elementwise ops). Overwrites <paramref name="g"/> with the result. Same arrangement of products as
+    /// <see cref="Orthogonalise(Tensor)"/>.
+    /// </summary>
+    void InPlace(Tensor g, StepContext context)
+    {
+        bool tall = g.shape[0] > g.shape[1];
+        long m = Math.Min(g.shape[0], g.shape[1]), n = Math.Max(g.shape[0], g.shape[1]);
+        Tensor x = Buffers.Rent(context, new[] { m, n }, g.dtype, g.device), y = Buffers.Rent(context, new[] { m, n }, g.dtype, g.device);
+        Tensor a = Buffers.Rent(context, new[] { m, m }, g.dtype, g.device), b = Buffers.Rent(context, new[] { m, m }, g.dtype, g.device);
+        try
+        {
+            using Scalar eps = o.Epsilon.ToScalar(), ca = o.Coefficients.A.ToScalar(), cb = o.Coefficients.B.ToScalar(), cc = o.Coefficients.C.ToScalar();
+            using (var gt = tall ? g.t() : g.alias()) x.copy_(gt);
+            using (var norm = x.norm()) x.div_(norm.add_(eps));
+            for (int k = 0; k < o.Steps; k++)
+            {
+                using (var xt = x.t()) a.addmm_(x, xt, 0, 1);           // A = XXᵀ
+                if (o.Arrangement == NewtonSchulzArrangement.Muon)
+                {
+                    b.addmm_(a, a, 0, 1).mul_(cc).add_(a, alpha: cb);    // B = c·A² + b·A
+                    y.addmm_(b, x, 0, 1).add_(x, alpha: ca);             // X' = B·X + a·X
+                    (x, y) = (y, x);
+                }
+                else
+                {
+                    y.addmm_(a, x, 0, 1);                                // B = A·X
+                    b.copy_(a).mul_(cc);                                 // c·A
+                    x.mul_(ca).add_(y, alpha: cb).addmm_(b, y, 1, 1);    // X' = a·X + b·B + (c·A)·B
+                }
+            }
+            g.copy_(tall ? x.t() : x);
+        }
+        finally
+        {
+            Buffers.Return(context, x); Buffers.Return(context, y); Buffers.Return(context, a); Buffers.Return(context, b);
+        }
     }
 
     /// <summary>The polar-factor approximation of a matrix (or batch of matrices); a new tensor in the input's dtype.</summary>
