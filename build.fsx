@@ -1,6 +1,6 @@
 // Build script: dotnet fsi build.fsx [target]
 // Targets (any case): clean, build, test (the default), demo (the main job),
-// replay (the official implementations' trajectories from ../shared/oracle/cases, else the vendored
+// bench, bench-quick (performance targets), replay (the official implementations' trajectories from ../shared/oracle/cases, else the vendored
 // tests/oracle/cases; LOOKAHEAD_ORACLE_DIR overrides the folder).
 // System.Reactive pinned to a served version: Fake's dependency asks for 4.4.1, which the registry lacks.
 #r "nuget: System.Reactive, 5.0.0"
@@ -54,6 +54,13 @@ Target.create "replay" (fun _ ->
     let cases = Environment.environVarOrDefault "LOOKAHEAD_ORACLE_DIR" fallback
     run "dotnet" (sprintf "run --project src/Lookahead.Cli -c %s --no-build -- replay \"%s\"" configuration cases))
 
+// Performance: the BenchmarkDotNet suite (long), and the quick check of every target (under 5 minutes),
+// which ends with one line per target: "target NAME ratio=X goal=Y met" (or "not met").
+Target.create "bench" (fun _ ->
+    run "dotnet" (sprintf "run --project benchmarks/Lookahead.Benchmarks -c %s --no-build -- --filter *" configuration))
+Target.create "bench-quick" (fun _ ->
+    run "dotnet" (sprintf "run --project benchmarks/Lookahead.Benchmarks -c %s --no-build -- --quick" configuration))
+
 Target.create "default" ignore
 
 open Fake.Core.TargetOperators
@@ -61,5 +68,7 @@ open Fake.Core.TargetOperators
 "build" ==> "test" ==> "default" |> ignore
 "build" ==> "demo" |> ignore
 "build" ==> "replay" |> ignore
+"build" ==> "bench" |> ignore
+"build" ==> "bench-quick" |> ignore
 
 Target.runOrDefault "default"

@@ -32,12 +32,13 @@ let optimizer =
             (Sgd.create { Sgd.defaults with lr = 5e-2; momentum = 0.9 }) ]
 printfn "optimizer: %s" (Transform.name optimizer)
 
-let mutable state = Transform.init optimizer (Tree.ofModule student)
+// The runner is the fast path: state and buffers it owns, reused every step.
+let runner = Training.runner optimizer student
 for step in 1 .. 400 do
     use _ = torch.NewDisposeScope()
-    student.zero_grad()
+    Training.zeroGrad runner
     let loss = torch.nn.functional.mse_loss(student.forward x, y)
     loss.backward()
-    state <- Training.stepModule optimizer Context.empty student state
+    Training.step Context.empty runner
     if step = 1 || step % 50 = 0 then printfn "step %4d  loss %.6f" step (loss.item<float32>())
-OptState.Dispose state
+runner.Dispose()

@@ -19,23 +19,20 @@ public static class Quickstart
             Transforms.LookaheadShift(ShiftSchedule.Constant(1, 0.9), Transforms.Trace(0.9, startAtFirstUpdate: true)),
             Transforms.Scale(-0.05));
 
-        var parameters = TensorTree.FromParameters(model);
-        var state = optimizer.Init(parameters);
+        // The runner owns the state and flat buffers, reused every step (the pure optimizer.Update gives
+        // the same trajectory, allocating fresh state each step).
+        using var runner = new Runner(optimizer, model);
         double loss = double.NaN;
         for (int step = 1; step <= 200; step++)
         {
             using var scope = NewDisposeScope();
-            model.zero_grad();
+            runner.ZeroGrad();
             var l = nn.functional.mse_loss(model.forward(x), y);
             l.backward();
-            var (updates, next) = optimizer.Update(TensorTree.GradientsOf(model), state, parameters, StepContext.Empty);
-            Updates.ApplyInPlace(parameters, updates);
-            OptState.Dispose(state);
-            state = OptState.Detach(next);   // keep the state past this step's dispose scope
+            runner.Step();
             loss = l.item<double>();
             if (step % 50 == 0) System.Console.WriteLine($"step {step}: loss {loss:F5}");
         }
-        OptState.Dispose(state);
         return loss;
     }
 }

@@ -13,14 +13,14 @@ let trainLine () =
         Transform.chain [
             Primitives.clipByGlobalNorm 1.0
             AdamW.create { AdamW.defaults with lr = 0.05; weightDecay = 0.0 } ]
-    let mutable state = Transform.init optimizer (Tree.ofModule model)
+    use runner = Training.runner optimizer model   // owns the state and flat buffers
     let mutable loss = nan
     for step in 1 .. 300 do
         use _ = torch.NewDisposeScope()
-        model.zero_grad()
+        Training.zeroGrad runner
         let l = torch.nn.functional.mse_loss(model.forward x, y)
         l.backward()
-        state <- Training.stepModule optimizer Context.empty model state
+        Training.step Context.empty runner
         loss <- l.item<float>()
         if step % 100 = 0 then printfn "step %d: loss %.5f" step loss
     loss
