@@ -399,6 +399,18 @@ let private orthogonaliserTests =
                 let separately = ms |> List.map (orth (OrthogonaliserOptions()) [| int64 r; int64 c |]) |> Array.concat
                 Ref.arraysClose "batch" 1e-12 0.0 batched separately)
 
+        property "same-shaped matrices stacked into one batch ≡ each in place on its own, both arrangements (1e-12)"
+            (gen { let! n = Gen.choose (2, 4) in let! r, c = Gen.zip (Gen.choose (1, 6)) (Gen.choose (1, 6)) in let! ms = Gen.listOfLength n (genMatrix r c) in let! mars = Gen.elements [ true; false ] in return r, c, ms, mars })
+            (fun (r, c, ms, mars) ->
+                use _ = torch.NewDisposeScope()
+                let arrangement = if mars then NewtonSchulzArrangement.Mars else NewtonSchulzArrangement.Muon
+                let t = TensorTree.Of([ for i, m in List.indexed ms -> struct (sprintf "m%d" i, torch.tensor(m, dtype = torch.float64).reshape(int64 r, int64 c)) ])
+                let run batch =
+                    let tx = Transforms.Orthogonalise(OrthogonaliserOptions(Arrangement = arrangement, BatchSameShapes = batch))
+                    let struct (u, _) = tx.Update(t, tx.Init t, t, StepContext.Empty)
+                    u.Tensors |> Seq.map values |> Array.concat
+                Ref.arraysClose "batched" 1e-12 0.0 (run (Nullable true)) (run (Nullable false)))
+
         // Regression (found by this suite): the MARS arrangement used to pre-normalise by the norm of the WHOLE
         // tensor, so under HigherRankPolicy.Batch a small matrix batched with a large one was not orthogonalised:
         // diag(1, 0.5) next to 1e4·diag(1, 0.5) came out ≈ (0.043, 0.022) instead of ≈ (0.689, 1.114).

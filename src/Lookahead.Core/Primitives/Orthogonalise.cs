@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Linq;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -58,6 +59,12 @@ public sealed record OrthogonaliserOptions
     public bool ExactPolar { get; init; }
     /// <summary>Tensors of rank &gt; 2; default <see cref="HigherRankPolicy.FlattenTrailing"/>.</summary>
     public HigherRankPolicy HigherRank { get; init; } = HigherRankPolicy.FlattenTrailing;
+    /// <summary>
+    /// Stack matrices of the same shape into one batch and iterate them together (fewer, larger kernels:
+    /// worth it on a GPU). Null (default) batches on non-CPU devices; on the CPU each matrix runs in place
+    /// in reused buffers, which allocates nothing.
+    /// </summary>
+    public bool? BatchSameShapes { get; init; }
 }
 
 /// <summary>Learning-rate scalings by matrix shape, for orthogonalised updates (<see cref="Transforms.ScaleByShape"/>).</summary>
@@ -129,8 +136,32 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
+        var batched = new HashSet<int>();
+        if (!o.ExactPolar)
+        {
+            // Same-shaped matrices (as the orthogonaliser sees them) in one stacked batch.
+            var byShape = Enumerable.Range(0, updates.Count)
+                .Where(i => updates.Tensors[i].dim() >= 2 && (o.BatchSameShapes ?? updates.Tensors[i].device_type != DeviceType.CPU))
+                .GroupBy(i =>
+                {
+                    var (r, c) = Transforms.MatrixShape(updates.Names[i], updates.Tensors[i], o.HigherRank, Name);
+                    var t = updates.Tensors[i];
+                    return (r, c, t.dtype, t.device.ToString(), t.dim() > 2 && o.HigherRank == HigherRankPolicy.Batch ? string.Join(",", t.shape) : "");
+                })
+                .Where(g => g.Count() > 1 && g.Key.Item5 == "");
+            foreach (var group in byShape)
+            {
+                using var scope = NewDisposeScope();
+                var members = group.ToArray();
+                var stack = torch.stack(members.Select(i => updates.Tensors[i].reshape(group.Key.r, group.Key.c)));
+                var result = Orthogonalise(stack);
+                for (int k = 0; k < members.Length; k++) updates.Tensors[members[k]].copy_(result[k].reshape(updates.Tensors[members[k]].shape));
+                batched.UnionWith(members);
+            }
+        }
         for (int i = 0; i < updates.Count; i++)
         {
+            if (batched.Contains(i)) continue;
             using var scope = NewDisposeScope();
             Tensor u = updates.Tensors[i];
             var (rows, cols) = Transforms.MatrixShape(updates.Names[i], u, o.HigherRank, Name);
