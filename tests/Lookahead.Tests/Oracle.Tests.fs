@@ -33,6 +33,16 @@ let private replayEdited (file: string) (edit: Nodes.JsonObject -> unit) =
     use doc = JsonDocument.Parse(node.ToJsonString())
     Replay.Run("edited", doc.RootElement)
 
+/// Runs the built `lookahead` tool (copied next to the tests) and returns its exit code and output lines.
+let private lookahead (args: string) =
+    let dll = Path.Combine(AppContext.BaseDirectory, "lookahead.dll")
+    let psi = Diagnostics.ProcessStartInfo("dotnet", sprintf "\"%s\" %s" dll args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    use p = Diagnostics.Process.Start psi
+    let out = p.StandardOutput.ReadToEnd()
+    let err = p.StandardError.ReadToEnd()
+    p.WaitForExit()
+    p.ExitCode, (out + err).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+
 [<Tests>]
 let tests =
     testList "oracle: official implementations' trajectories (|a−b| ≤ 1e-10 + 1e-8·|b|)" [
@@ -46,6 +56,36 @@ let tests =
                 if not r.Passed then failtestf "%s\n%s" r.Line r.Detail
             }
 
+        yield testSequenced <| testList "the lookahead tool" [
+            test "lookahead replay prints a line per case and 'N passed, 0 failed', exit code 0" {
+                let code, lines = lookahead (sprintf "replay \"%s\"" oracleDir)
+                let n = caseFiles().Length
+                Expect.equal code 0 (String.Join("\n", lines))
+                Expect.equal (lines |> Array.last) (sprintf "%d passed, 0 failed" n) "the closing line"
+                Expect.equal (lines |> Array.filter (fun l -> l.EndsWith " ok") |> Array.length) n "one ok line per case"
+                Expect.isTrue (lines |> Array.exists (fun l -> l.StartsWith "mars_adamw_defaults max_abs=")) "lines name the case and give max_abs"
+            }
+            test "a failing case makes the exit code 1" {
+                let dir = Path.Combine(Path.GetTempPath(), sprintf "lookahead-replay-%d" (Random.Shared.Next()))
+                Directory.CreateDirectory dir |> ignore
+                try
+                    let node = Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(oracleDir, "torch_adam.json"))).AsObject()
+                    node["hyperparameters"].AsObject()["lr"] <- Nodes.JsonValue.Create 0.02
+                    File.WriteAllText(Path.Combine(dir, "torch_adam_wrong_lr.json"), node.ToJsonString())
+                    let code, lines = lookahead (sprintf "replay \"%s\"" dir)
+                    Expect.equal code 1 "exit code"
+                    Expect.equal (lines |> Array.last) "0 passed, 1 failed" "the closing line"
+                finally Directory.Delete(dir, true)
+            }
+            test "lookahead --help documents replay; an unknown command is an error" {
+                let code, lines = lookahead "--help"
+                Expect.equal code 0 "exit code of --help"
+                Expect.isTrue (lines |> Array.exists (fun l -> l.Contains "lookahead replay PATH")) "usage names replay"
+                let code2, lines2 = lookahead "frobnicate"
+                Expect.equal code2 2 "exit code of an unknown command"
+                Expect.isTrue (lines2 |> Array.exists (fun l -> l.Contains "unknown command 'frobnicate'")) "names the command"
+            }
+        ]
         yield testList "the compatibility map refuses to guess" [
             let adam = Path.Combine(oracleDir, "torch_adam.json")
             test "an unknown hyperparameter is an error naming it" {
