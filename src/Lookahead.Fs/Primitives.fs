@@ -91,6 +91,11 @@ module Primitives =
     [<CompiledName("ScaleByShapeWith")>]
     let scaleByShapeWith (higherRank: HigherRankPolicy) (scaling: ShapeScaling) = Transforms.ScaleByShape(scaling, higherRank)
 
+    /// Any hyperparameter on a schedule: the transform `factory t` at step t = 1, 2, …, its state carried over.
+    /// E.g. `Primitives.scheduled (fun t -> AdamW.create { AdamW.defaults with lr = cosine.At t })`.
+    [<CompiledName("Scheduled")>]
+    let scheduled (factory: int64 -> IGradientTransformation) = Transforms.Scheduled(Func<_, _> factory)
+
     /// ARSG's preconditioner: undamped second moment, running maximum started at ε/(1−β₂), no additive ε.
     [<CompiledName("ArsgPrecondition")>]
     let arsgPrecondition (beta2: float) (eps: float) (numerator: IGradientTransformation) = Transforms.ArsgPrecondition(beta2, eps, numerator)

@@ -30,7 +30,7 @@ sealed class ScaleTransform(double factor) : Transform<EmptyState>
     }
 }
 
-/// <summary>State of <see cref="Transforms.ScaleBySchedule"/>.</summary>
+/// <summary>State of <see cref="Transforms.ScaleBySchedule(System.Func{long, double}, string)"/>.</summary>
 /// <param name="Count">Steps taken so far.</param>
 public sealed record ScaleByScheduleState(long Count) : IOptState
 {
