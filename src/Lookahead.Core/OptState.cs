@@ -29,6 +29,13 @@ public interface IOptState
 
     /// <summary>A state of the same structure whose tensors are <paramref name="f"/>(path, tensor).</summary>
     IOptState MapTensors(Func<string, Tensor, Tensor> f);
+
+    /// <summary>
+    /// A state of the same structure and tensors whose scalar leaves are <paramref name="f"/>(path, value)
+    /// (integer leaves must stay integers). With <see cref="MapTensors"/> this rebuilds a state from its leaves
+    /// (checkpoints).
+    /// </summary>
+    IOptState MapScalars(Func<string, double, double> f);
 }
 
 /// <summary>The state of a stateless transform.</summary>
@@ -44,6 +51,9 @@ public sealed class EmptyState : IOptState
 
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this;
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) => this;
 }
 
 /// <summary>Operations on any <see cref="IOptState"/>.</summary>
@@ -92,6 +102,19 @@ public static class OptState
     /// <summary>Map helper for records: maps a nested state stored under <paramref name="prefix"/>.</summary>
     public static IOptState MapNested(string prefix, IOptState inner, Func<string, Tensor, Tensor> f) =>
         inner.MapTensors((p, t) => f(Join(prefix, p), t));
+
+    /// <summary>Map helper for records: maps the scalars of a nested state stored under <paramref name="prefix"/>.</summary>
+    public static IOptState MapNestedScalars(string prefix, IOptState inner, Func<string, double, double> f) =>
+        inner.MapScalars((p, v) => f(Join(prefix, p), v));
+
+    /// <summary>Map helper for records: an integer scalar leaf mapped by <paramref name="f"/>; a non-integral result is an error naming the leaf.</summary>
+    public static long Integer(string path, long value, Func<string, double, double> f)
+    {
+        double x = f(path, value);
+        if (x != Math.Floor(x) || double.IsInfinity(x) || Math.Abs(x) > 9e15)
+            throw new ArgumentException($"state leaf '{path}' is an integer; got {x}");
+        return (long)x;
+    }
 
     static string Join(string a, string b) => a.Length == 0 ? b : a + "/" + b;
 }

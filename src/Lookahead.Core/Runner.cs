@@ -276,6 +276,37 @@ public sealed class Runner : IDisposable
         StepCount++;
     }
 
+    /// <summary>Saves the optimizer state and the parameters (<see cref="Checkpoint"/>).</summary>
+    public void Save(string path)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Checkpoint.Save(path, _transform, _state, _parameters);
+    }
+
+    /// <summary>
+    /// Restores the optimizer state saved by <see cref="Save"/> (or by <see cref="Checkpoint.Save"/> on the pure
+    /// path) into the runner's buffers; the parameters are not touched (see <see cref="Checkpoint.LoadParameters"/>).
+    /// Nothing changes if the checkpoint does not match.
+    /// </summary>
+    public void Load(string path)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var loaded = Checkpoint.Load(path, _transform, _parameters);
+        try
+        {
+            using var noGrad = no_grad();
+            var target = _state.Leaves().Where(l => l.Tensor is not null).ToDictionary(l => l.Path, l => l.Tensor!);
+            var scalars = new Dictionary<string, double>();
+            foreach (var leaf in loaded.Leaves())
+            {
+                if (leaf.Tensor is { } t) target[leaf.Path].copy_(t);
+                else scalars[leaf.Path] = leaf.Scalar!.Value;
+            }
+            _state = _state.MapScalars((p, _) => scalars[p]);
+        }
+        finally { OptState.Dispose(loaded); }
+    }
+
     /// <summary>Frees the state and the runner's buffers (parameters keep their values and storage).</summary>
     public void Dispose()
     {

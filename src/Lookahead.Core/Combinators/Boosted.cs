@@ -59,6 +59,14 @@ public sealed record BoostedState(long Count, int Level, double WindowSum, int W
 
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Inner = OptState.MapNested("inner", Inner, f) };
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) => this with
+    {
+        Count = OptState.Integer("count", Count, f), Level = (int)OptState.Integer("level", Level, f), WindowSum = f("window_sum", WindowSum),
+        WindowCount = (int)OptState.Integer("window_count", WindowCount, f), PreviousMean = f("previous_mean", PreviousMean),
+        Inner = OptState.MapNestedScalars("inner", Inner, f),
+    };
 }
 
 sealed class BoostedTransform(Func<int, IGradientTransformation> factory, BoostPolicy policy, string name) : Transform<BoostedState>, IComposite

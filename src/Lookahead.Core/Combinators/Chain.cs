@@ -51,6 +51,10 @@ public sealed record ChainState(IReadOnlyList<IOptState> States) : IOptState
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
         new ChainState(States.Select((s, i) => OptState.MapNested(i.ToString(), s, f)).ToArray());
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) =>
+        new ChainState(States.Select((st, i) => OptState.MapNestedScalars(i.ToString(System.Globalization.CultureInfo.InvariantCulture), st, f)).ToArray());
 }
 
 /// <summary>State of <see cref="Transforms.NamedChain"/>: each stage's state under its name, in order.</summary>
@@ -66,6 +70,10 @@ public sealed record NamedChainState(IReadOnlyList<KeyValuePair<string, IOptStat
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
         new NamedChainState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNested(kv.Key, kv.Value, f))).ToArray());
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) =>
+        new NamedChainState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNestedScalars(kv.Key, kv.Value, f))).ToArray());
 }
 
 sealed class ChainTransform(IGradientTransformation[] stages) : Transform<ChainState>, IComposite

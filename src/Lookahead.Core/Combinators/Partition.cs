@@ -79,6 +79,10 @@ public sealed record PartitionState(IReadOnlyList<KeyValuePair<string, IOptState
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
         new PartitionState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNested(kv.Key, kv.Value, f))).ToArray());
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) =>
+        new PartitionState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNestedScalars(kv.Key, kv.Value, f))).ToArray());
 }
 
 sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : Transform<PartitionState>, IComposite

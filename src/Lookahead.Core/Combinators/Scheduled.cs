@@ -29,6 +29,10 @@ public sealed record ScheduledState(long Count, IOptState Inner) : IOptState
 
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Inner = OptState.MapNested("inner", Inner, f) };
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) =>
+        this with { Count = OptState.Integer("count", Count, f), Inner = OptState.MapNestedScalars("inner", Inner, f) };
 }
 
 sealed class ScheduledTransform(Func<long, IGradientTransformation> factory, string name) : Transform<ScheduledState>, IComposite

@@ -37,6 +37,10 @@ public sealed record SlowFastState(long Count, TensorTree Slow, IOptState Inner)
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
         this with { Slow = OptState.MapTree("slow", Slow, f), Inner = OptState.MapNested("inner", Inner, f) };
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) =>
+        this with { Count = OptState.Integer("count", Count, f), Inner = OptState.MapNestedScalars("inner", Inner, f) };
 }
 
 sealed class SlowFastTransform(IGradientTransformation inner, int k, double alpha) : Transform<SlowFastState>, IComposite

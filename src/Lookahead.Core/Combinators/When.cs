@@ -31,6 +31,13 @@ public sealed record WhenState(long Count, long Applied, IOptState Inner) : IOpt
 
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Inner = OptState.MapNested("inner", Inner, f) };
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) => this with
+    {
+        Count = OptState.Integer("count", Count, f), Applied = OptState.Integer("applied", Applied, f),
+        Inner = OptState.MapNestedScalars("inner", Inner, f),
+    };
 }
 
 sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTransformation inner, string name) : Transform<WhenState>, IComposite

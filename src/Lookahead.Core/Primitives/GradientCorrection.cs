@@ -58,6 +58,9 @@ public sealed record GradientCorrectionState(long Count, TensorTree PreviousGrad
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
         this with { PreviousGradient = OptState.MapTree("previous_gradient", PreviousGradient, f) };
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) => this with { Count = OptState.Integer("count", Count, f) };
 }
 
 sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : Transform<GradientCorrectionState>

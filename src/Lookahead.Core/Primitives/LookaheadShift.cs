@@ -88,6 +88,12 @@ public sealed record LookaheadShiftState(long Count, double Carry, IOptState Mom
 
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Momentum = OptState.MapNested("momentum", Momentum, f) };
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) => this with
+    {
+        Count = OptState.Integer("count", Count, f), Carry = f("carry", Carry), Momentum = OptState.MapNestedScalars("momentum", Momentum, f),
+    };
 }
 
 sealed class LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransformation momentum) : Transform<LookaheadShiftState>, IComposite

@@ -121,6 +121,14 @@ public sealed record PolyakTruncationState(long Count, double LossAverage, Tenso
         Direction = OptState.MapNested("direction", Direction, f),
         Preconditioner = OptState.MapNested("preconditioner", Preconditioner, f),
     };
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) => this with
+    {
+        Count = OptState.Integer("count", Count, f), LossAverage = f("loss_average", LossAverage),
+        Direction = OptState.MapNestedScalars("direction", Direction, f),
+        Preconditioner = OptState.MapNestedScalars("preconditioner", Preconditioner, f),
+    };
 }
 
 sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation direction, PreconditionTransform? pre) : Transform<PolyakTruncationState>

@@ -124,6 +124,10 @@ public sealed record PreconditionState(long Count, TensorTree SecondMoment, Tens
         Mean = Mean is null ? null : OptState.MapTree("mean", Mean, f),
         Numerator = OptState.MapNested("numerator", Numerator, f),
     };
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) =>
+        this with { Count = OptState.Integer("count", Count, f), Numerator = OptState.MapNestedScalars("numerator", Numerator, f) };
 }
 
 sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformation numerator) : Transform<PreconditionState>, IComposite

@@ -38,6 +38,9 @@ public sealed record ScaleByScheduleState(long Count) : IOptState
     public System.Collections.Generic.IEnumerable<StateLeaf> Leaves() { yield return OptState.Scalar("count", Count); }
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, TorchSharp.torch.Tensor, TorchSharp.torch.Tensor> f) => this;
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) => new ScaleByScheduleState(OptState.Integer("count", Count, f));
 }
 
 sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) : Transform<ScaleByScheduleState>

@@ -55,6 +55,9 @@ public sealed record TraceState(long Count, TensorTree Momentum) : IOptState
 
     /// <inheritdoc />
     public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Momentum = OptState.MapTree("momentum", Momentum, f) };
+
+    /// <inheritdoc />
+    public IOptState MapScalars(Func<string, double, double> f) => this with { Count = OptState.Integer("count", Count, f) };
 }
 
 sealed class TraceTransform(double decay, double dampening, bool debias, bool startAtFirstUpdate) : Transform<TraceState>

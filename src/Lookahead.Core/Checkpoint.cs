@@ -1,0 +1,246 @@
+using System;
+using System.Buffers.Binary;
+using System.Collections.Generic;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+/// <summary>A checkpoint that cannot be loaded: unreadable, corrupt, of another version, or made for another optimizer or other parameters.</summary>
+public sealed class CheckpointException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// Saving and loading an optimizer's full state: every tensor leaf by its path, every scalar leaf (step
+/// counts, running sums), the transform's description (which includes its hyperparameters) and the
+/// parameters' names, shapes, dtypes and values, in the safetensors layout (an 8-byte little-endian header
+/// length, a JSON header, raw little-endian tensor bytes), readable by any safetensors reader.
+/// </summary>
+/// <remarks>
+/// <para>Round trips are bit-exact. Loading validates everything before building anything: a truncated,
+/// corrupt or other-version file, another transform, other parameter names or shapes, or another state
+/// structure each raise a <see cref="CheckpointException"/> naming the mismatch, and nothing is half loaded.</para>
+/// <para>Loaded tensors are placed on the device of the parameters passed to <see cref="Load"/>.</para>
+/// </remarks>
+public static class Checkpoint
+{
+    /// <summary>The format name written to the header.</summary>
+    public const string Format = "lookahead-checkpoint";
+
+    /// <summary>The format version this library writes and reads.</summary>
+    public const int Version = 1;
+
+    static readonly Dictionary<ScalarType, (string Code, int Size)> Dtypes = new()
+    {
+        [ScalarType.Float64] = ("F64", 8), [ScalarType.Float32] = ("F32", 4), [ScalarType.Int64] = ("I64", 8), [ScalarType.Int32] = ("I32", 4),
+    };
+
+    static string R(double x) => x.ToString("R", CultureInfo.InvariantCulture);
+
+    /// <summary>Writes <paramref name="state"/> of <paramref name="transform"/> for <paramref name="parameters"/> to <paramref name="path"/> (replacing it atomically).</summary>
+    public static void Save(string path, IGradientTransformation transform, IOptState state, TensorTree parameters)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(transform);
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(parameters);
+        var tensors = new List<(string Key, Tensor T)>();
+        foreach (var (name, t) in parameters) tensors.Add(("parameters/" + name, t));
+        var scalars = new JsonObject();
+        foreach (var leaf in state.Leaves())
+        {
+            if (leaf.Tensor is { } t) tensors.Add(("state/" + leaf.Path, t));
+            else scalars[leaf.Path] = R(leaf.Scalar!.Value);
+        }
+        var duplicate = tensors.GroupBy(x => x.Key).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null) throw new ArgumentException($"two leaves share the path '{duplicate.Key}'", nameof(state));
+
+        var header = new JsonObject
+        {
+            ["__metadata__"] = new JsonObject
+            {
+                ["format"] = Format,
+                ["version"] = Version.ToString(CultureInfo.InvariantCulture),
+                ["transform"] = transform.Name,
+                ["scalars"] = scalars.ToJsonString(),
+                ["parameters"] = new JsonArray(parameters.Names.Select(n => (JsonNode)n).ToArray()).ToJsonString(),
+            },
+        };
+        var blobs = new List<byte[]>();
+        long offset = 0;
+        foreach (var (key, t) in tensors)
+        {
+            if (!Dtypes.TryGetValue(t.dtype, out var d)) throw new ArgumentException($"tensor '{key}' has dtype {t.dtype}; checkpoints store float64, float32, int64 and int32");
+            var bytes = Bytes(t);
+            header[key] = new JsonObject
+            {
+                ["dtype"] = d.Code,
+                ["shape"] = new JsonArray(t.shape.Select(x => (JsonNode)x).ToArray()),
+                ["data_offsets"] = new JsonArray(offset, offset + bytes.Length),
+            };
+            blobs.Add(bytes);
+            offset += bytes.Length;
+        }
+        var json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        int pad = (8 - json.Length % 8) % 8;
+        var tmp = path + ".tmp";
+        using (var f = File.Create(tmp))
+        {
+            Span<byte> len = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)(json.Length + pad));
+            f.Write(len);
+            f.Write(json);
+            for (int i = 0; i < pad; i++) f.WriteByte((byte)' ');
+            foreach (var b in blobs) f.Write(b);
+        }
+        File.Move(tmp, path, overwrite: true);
+    }
+
+    static byte[] Bytes(Tensor t)
+    {
+        using var cpu = t.detach().cpu().contiguous();
+        return t.dtype switch
+        {
+            ScalarType.Float64 => MemoryMarshal.AsBytes(cpu.data<double>().ToArray().AsSpan()).ToArray(),
+            ScalarType.Float32 => MemoryMarshal.AsBytes(cpu.data<float>().ToArray().AsSpan()).ToArray(),
+            ScalarType.Int64 => MemoryMarshal.AsBytes(cpu.data<long>().ToArray().AsSpan()).ToArray(),
+            ScalarType.Int32 => MemoryMarshal.AsBytes(cpu.data<int>().ToArray().AsSpan()).ToArray(),
+            _ => throw new ArgumentException($"checkpoints store float64, float32, int64 and int32 tensors, not {t.dtype}"),
+        };
+    }
+
+    sealed record Entry(string Key, string Dtype, long[] Shape, long Begin, long End);
+
+    /// <summary>
+    /// Reads the state saved for <paramref name="transform"/> and <paramref name="parameters"/>: the state has
+    /// the structure <c>transform.Init(parameters)</c> gives, with the saved values. Throws a
+    /// <see cref="CheckpointException"/> naming what does not match.
+    /// </summary>
+    public static IOptState Load(string path, IGradientTransformation transform, TensorTree parameters)
+    {
+        ArgumentNullException.ThrowIfNull(transform);
+        ArgumentNullException.ThrowIfNull(parameters);
+        var (meta, entries, data) = Read(path);
+        if (meta.Transform != transform.Name)
+            throw new CheckpointException($"{path}: saved for the optimizer '{meta.Transform}', not '{transform.Name}' (another optimizer or other hyperparameters)");
+        if (!meta.Parameters.OrderBy(n => n, StringComparer.Ordinal).SequenceEqual(parameters.Names.OrderBy(n => n, StringComparer.Ordinal)))
+            throw new CheckpointException($"{path}: saved for the parameters [{string.Join(", ", meta.Parameters)}], not [{string.Join(", ", parameters.Names)}]");
+        foreach (var (name, p) in parameters)
+        {
+            if (!Dtypes.ContainsKey(p.dtype)) throw new CheckpointException($"parameter '{name}' has dtype {p.dtype}; checkpoints store float64, float32, int64 and int32");
+            var e = entries.GetValueOrDefault("parameters/" + name) ?? throw new CheckpointException($"{path}: parameter '{name}' is missing from the file");
+            if (!e.Shape.SequenceEqual(p.shape) || e.Dtype != Dtypes[p.dtype].Code)
+                throw new CheckpointException($"{path}: parameter '{name}' was saved as {e.Dtype} [{string.Join(", ", e.Shape)}], here it is {Dtypes[p.dtype].Code} [{string.Join(", ", p.shape)}]");
+        }
+
+        using var scope = NewDisposeScope();
+        var template = transform.Init(parameters);
+        var tensorLeaves = template.Leaves().Where(l => l.Tensor is not null).ToDictionary(l => l.Path, l => l.Tensor!);
+        var scalarLeaves = template.Leaves().Where(l => l.Tensor is null).Select(l => l.Path).ToHashSet();
+        var savedTensors = entries.Keys.Where(k => k.StartsWith("state/", StringComparison.Ordinal)).Select(k => k["state/".Length..]).ToHashSet();
+        var missing = tensorLeaves.Keys.Where(k => !savedTensors.Contains(k)).ToArray();
+        var extra = savedTensors.Where(k => !tensorLeaves.ContainsKey(k)).ToArray();
+        if (missing.Length > 0 || extra.Length > 0)
+            throw new CheckpointException($"{path}: the state's structure differs: missing [{string.Join(", ", missing)}], unexpected [{string.Join(", ", extra)}]");
+        var missingScalars = scalarLeaves.Where(k => !meta.Scalars.ContainsKey(k)).ToArray();
+        var extraScalars = meta.Scalars.Keys.Where(k => !scalarLeaves.Contains(k)).ToArray();
+        if (missingScalars.Length > 0 || extraScalars.Length > 0)
+            throw new CheckpointException($"{path}: the state's scalars differ: missing [{string.Join(", ", missingScalars)}], unexpected [{string.Join(", ", extraScalars)}]");
+
+        var values = new Dictionary<string, Tensor>();
+        foreach (var (leaf, t) in tensorLeaves)
+        {
+            var e = entries["state/" + leaf];
+            if (!e.Shape.SequenceEqual(t.shape) || e.Dtype != Dtypes[t.dtype].Code)
+                throw new CheckpointException($"{path}: state '{leaf}' was saved as {e.Dtype} [{string.Join(", ", e.Shape)}], this optimizer has {Dtypes[t.dtype].Code} [{string.Join(", ", t.shape)}]");
+            values[leaf] = FromBytes(data, e, t.dtype).to(t.device);
+        }
+        var loaded = template.MapTensors((leaf, t) => values[leaf].clone()).MapScalars((leaf, _) => meta.Scalars[leaf]);
+        scope.MoveToOuter(OptState.Tensors(loaded).Cast<IDisposable>());
+        return loaded;
+    }
+
+    /// <summary>The parameter values stored in a checkpoint (new tensors on the CPU, owned by the caller).</summary>
+    public static TensorTree LoadParameters(string path)
+    {
+        var (meta, entries, data) = Read(path);
+        return TensorTree.Of(meta.Parameters, meta.Parameters.Select(n =>
+        {
+            var e = entries.GetValueOrDefault("parameters/" + n) ?? throw new CheckpointException($"{path}: parameter '{n}' is missing from the file");
+            var dtype = Dtypes.First(kv => kv.Value.Code == e.Dtype).Key;
+            return FromBytes(data, e, dtype);
+        }).ToArray());
+    }
+
+    sealed record Meta(string Transform, Dictionary<string, double> Scalars, string[] Parameters);
+
+    static (Meta, Dictionary<string, Entry>, byte[]) Read(string path)
+    {
+        byte[] file;
+        try { file = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException($"{path}: cannot read: {e.Message}", e); }
+        if (file.Length < 8) throw new CheckpointException($"{path}: truncated ({file.Length} bytes; the header length alone takes 8)");
+        ulong n = BinaryPrimitives.ReadUInt64LittleEndian(file);
+        if (n < 2 || n > (ulong)(file.Length - 8)) throw new CheckpointException($"{path}: corrupt or truncated (a header of {n} bytes does not fit in {file.Length - 8})");
+        JsonObject header;
+        try { header = JsonNode.Parse(Encoding.UTF8.GetString(file, 8, (int)n))?.AsObject() ?? throw new CheckpointException($"{path}: empty header"); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException) { throw new CheckpointException($"{path}: corrupt header: {e.Message}", e); }
+        var dataStart = 8 + (long)n;
+        var data = file.AsSpan((int)dataStart).ToArray();
+        try
+        {
+            var meta = header["__metadata__"]?.AsObject() ?? throw new CheckpointException($"{path}: not a Lookahead checkpoint (no __metadata__)");
+            if ((string?)meta["format"] != Format) throw new CheckpointException($"{path}: not a Lookahead checkpoint (format '{(string?)meta["format"]}')");
+            if ((string?)meta["version"] != Version.ToString(CultureInfo.InvariantCulture))
+                throw new CheckpointException($"{path}: checkpoint version {(string?)meta["version"]}; this library reads version {Version}");
+            var transform = (string?)meta["transform"] ?? throw new CheckpointException($"{path}: the header lacks 'transform'");
+            var scalarsJson = JsonNode.Parse((string?)meta["scalars"] ?? throw new CheckpointException($"{path}: the header lacks 'scalars'"))!.AsObject();
+            var scalars = scalarsJson.ToDictionary(kv => kv.Key, kv => double.Parse((string?)kv.Value ?? throw new CheckpointException($"{path}: scalar '{kv.Key}' is not a string"), NumberStyles.Float, CultureInfo.InvariantCulture));
+            var parameters = JsonNode.Parse((string?)meta["parameters"] ?? throw new CheckpointException($"{path}: the header lacks 'parameters'"))!.AsArray()
+                .Select(x => (string?)x ?? throw new CheckpointException($"{path}: a parameter name is not a string")).ToArray();
+            var entries = new Dictionary<string, Entry>();
+            long expectedBegin = 0;
+            foreach (var (key, value) in header.OrderBy(kv => kv.Value?["data_offsets"]?[0]?.GetValue<long>() ?? -1))
+            {
+                if (key == "__metadata__") continue;
+                var o = value?.AsObject() ?? throw new CheckpointException($"{path}: entry '{key}' is not an object");
+                var dtype = (string?)o["dtype"] ?? throw new CheckpointException($"{path}: entry '{key}' lacks a dtype");
+                var size = Dtypes.Values.FirstOrDefault(d => d.Code == dtype).Size;
+                if (size == 0) throw new CheckpointException($"{path}: entry '{key}' has the unknown dtype '{dtype}'");
+                var shape = o["shape"]?.AsArray().Select(x => x!.GetValue<long>()).ToArray() ?? throw new CheckpointException($"{path}: entry '{key}' lacks a shape");
+                var offsets = o["data_offsets"]?.AsArray().Select(x => x!.GetValue<long>()).ToArray() ?? throw new CheckpointException($"{path}: entry '{key}' lacks data_offsets");
+                if (offsets.Length != 2 || shape.Any(d => d < 0)) throw new CheckpointException($"{path}: entry '{key}' has a bad shape or offsets");
+                long count = shape.Aggregate(1L, (a, b) => checked(a * b));
+                if (offsets[0] != expectedBegin || offsets[1] - offsets[0] != count * size || offsets[1] > data.Length)
+                    throw new CheckpointException($"{path}: entry '{key}' points at bytes [{offsets[0]}, {offsets[1]}) of {data.Length}, expected {count * size} bytes from {expectedBegin} (truncated or corrupt)");
+                expectedBegin = offsets[1];
+                entries[key] = new(key, dtype, shape, offsets[0], offsets[1]);
+            }
+            if (expectedBegin != data.Length) throw new CheckpointException($"{path}: {data.Length - expectedBegin} bytes after the last tensor (corrupt)");
+            return (new Meta(transform, scalars, parameters), entries, data);
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or OverflowException or NullReferenceException or KeyNotFoundException)
+        {
+            throw new CheckpointException($"{path}: corrupt header: {e.Message}", e);
+        }
+    }
+
+    static Tensor FromBytes(byte[] data, Entry e, ScalarType dtype)
+    {
+        var slice = data.AsSpan((int)e.Begin, (int)(e.End - e.Begin));
+        using var flat = dtype switch
+        {
+            ScalarType.Float64 => tensor(MemoryMarshal.Cast<byte, double>(slice).ToArray(), dtype: dtype),
+            ScalarType.Float32 => tensor(MemoryMarshal.Cast<byte, float>(slice).ToArray(), dtype: dtype),
+            ScalarType.Int64 => tensor(MemoryMarshal.Cast<byte, long>(slice).ToArray(), dtype: dtype),
+            _ => tensor(MemoryMarshal.Cast<byte, int>(slice).ToArray(), dtype: dtype),
+        };
+        return flat.reshape(e.Shape).clone();
+    }
+}
