@@ -1,5 +1,5 @@
 // Build script: dotnet fsi build.fsx [target]
-// Targets (any case): clean, build, test (the default), demo (the main job),
+// Targets (any case): clean, build, test (the default), compare (the main job), demo,
 // bench, bench-quick (performance targets), replay (the official implementations' trajectories from ../shared/oracle/cases, else the vendored
 // tests/oracle/cases; LOOKAHEAD_ORACLE_DIR overrides the folder).
 // System.Reactive pinned to a served version: Fake's dependency asks for 4.4.1, which the registry lacks.
@@ -44,7 +44,13 @@ Target.create "build" (fun _ -> run "dotnet" (sprintf "build Lookahead.sln -c %s
 Target.create "test" (fun _ ->
     run "dotnet" (sprintf "run --project tests/Lookahead.Tests -c %s --no-build -- --sequenced --no-spinner --colours 0" configuration))
 
-// The main job: an F# Interactive script that trains a small model on generated data.
+// The main job: `lookahead compare` trains the built-in tasks with several optimizers (tables, PNG and
+// HTML loss curves in ./lookahead-compare). Extra arguments after "--" go to the command.
+Target.create "compare" (fun p ->
+    let extra = p.Context.Arguments |> String.concat " "
+    run "dotnet" (sprintf "run --project src/Lookahead.Cli -c %s --no-build -- compare %s" configuration extra))
+
+// A small F# Interactive script that trains an MLP with a composed optimizer.
 Target.create "demo" (fun _ -> run "dotnet" "fsi examples/train.fsx")
 
 // Replays every reference case through the compatibility map; ends with "N passed, N failed".
@@ -67,6 +73,7 @@ open Fake.Core.TargetOperators
 "clean" ?=> "build" |> ignore
 "build" ==> "test" ==> "default" |> ignore
 "build" ==> "demo" |> ignore
+"build" ==> "compare" |> ignore
 "build" ==> "replay" |> ignore
 "build" ==> "bench" |> ignore
 "build" ==> "bench-quick" |> ignore

@@ -10,6 +10,8 @@ string usage = """
                                  Lookahead's compositions; prints one line per case
                                  'NAME max_abs=… max_rel=… ok|FAIL' and 'N passed, N failed'.
                                  Exit code 1 if any case fails.
+      lookahead compare [...]    Train the built-in tasks with several optimizers: live table, final table,
+                                 loss curves (PNG, HTML). 'lookahead compare --help' for its options.
       lookahead --help           This text.
 
     Tolerance: |a − b| ≤ 1e-10 + 1e-8·|b| on every parameter after every step (and every torch.optim state slot).
@@ -50,6 +52,13 @@ switch (args[0])
         Console.WriteLine($"{passed} passed, {failed} failed");
         return failed == 0 && passed > 0 ? 0 : 1;
     }
+    case "compare":
+        try { return Compare.Execute(args.Skip(1).ToArray()); }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"lookahead compare: {e.Message}");
+            return 2;
+        }
     default:
         Console.Error.WriteLine($"lookahead: unknown command '{args[0]}'\n\n{usage}");
         return 2;

@@ -77,6 +77,30 @@ let tests =
                     Expect.equal (lines |> Array.last) "0 passed, 1 failed" "the closing line"
                 finally Directory.Delete(dir, true)
             }
+            test "lookahead compare writes its table and plots, deterministically; bad options are named" {
+                let dir = Path.Combine(Path.GetTempPath(), sprintf "lookahead-compare-%d" (Random.Shared.Next()))
+                try
+                    let run out = lookahead (sprintf "compare --task mlp,modadd --optimizers adam,muon,momo-adam --steps 12 --seed 3 --out \"%s\"" out)
+                    let code, lines = run (Path.Combine(dir, "a"))
+                    Expect.equal code 0 (String.Join("\n", lines))
+                    for f in [ "losses.csv"; "summary.md"; "report.html"; "loss-mlp.png"; "loss-modadd.png" ] do
+                        Expect.isTrue (File.Exists(Path.Combine(dir, "a", f))) (sprintf "%s written" f)
+                    let summary = File.ReadAllLines(Path.Combine(dir, "a", "summary.md"))
+                    Expect.equal summary.Length (2 + 2 * 3) "a header, a rule and one row per task and optimizer"
+                    let png = File.ReadAllBytes(Path.Combine(dir, "a", "loss-mlp.png"))
+                    Expect.sequenceEqual png.[.. 3] [| 0x89uy; 0x50uy; 0x4Euy; 0x47uy |] "a PNG file"
+                    let code2, _ = run (Path.Combine(dir, "b"))
+                    Expect.equal code2 0 "second run"
+                    Expect.equal (File.ReadAllText(Path.Combine(dir, "a", "losses.csv"))) (File.ReadAllText(Path.Combine(dir, "b", "losses.csv"))) "same seed, same losses"
+                    let code3, lines3 = lookahead "compare --optimizers adam,frobnicator"
+                    Expect.equal code3 2 "exit code for an unknown optimizer"
+                    Expect.isTrue (lines3 |> Array.exists (fun l -> l.Contains "unknown optimizer 'frobnicator'")) "names it"
+                    let code4, lines4 = lookahead "compare --help"
+                    Expect.equal code4 0 "compare --help"
+                    for word in [ "--task"; "--optimizers"; "--steps"; "--seed"; "--out"; "modadd"; "momo-adam" ] do
+                        Expect.isTrue (lines4 |> Array.exists (fun l -> l.Contains word)) (sprintf "--help documents %s" word)
+                finally if Directory.Exists dir then Directory.Delete(dir, true)
+            }
             test "lookahead --help documents replay; an unknown command is an error" {
                 let code, lines = lookahead "--help"
                 Expect.equal code 0 "exit code of --help"
