@@ -1,5 +1,5 @@
 // Build script: dotnet fsi build.fsx [target]
-// Targets (any case): clean, build, test (the default), compare (the main job), demo,
+// Targets (any case): clean, build, notebooks, test (the default; runs the notebooks first), compare (the main job), demo,
 // bench, bench-quick (performance targets), replay (the official implementations' trajectories from ../shared/oracle/cases, else the vendored
 // tests/oracle/cases; LOOKAHEAD_ORACLE_DIR overrides the folder).
 // System.Reactive pinned to a served version: Fake's dependency asks for 4.4.1, which the registry lacks.
@@ -10,6 +10,7 @@ open System
 open System.Diagnostics
 open System.IO
 open Fake.Core
+open System.Text.Json
 
 // FAKE 5 targets outside the fake runner need an execution context.
 let args =
@@ -67,11 +68,30 @@ Target.create "bench" (fun _ ->
 Target.create "bench-quick" (fun _ ->
     run "dotnet" (sprintf "run --project benchmarks/Lookahead.Benchmarks -c %s --no-build -- --quick" configuration))
 
+// Executes every notebook's code cells in order: each notebooks/NAME.ipynb becomes notebooks/.NAME.generated.fsx
+// (same folder, so relative #r paths hold), run by `dotnet fsi`; a cell that throws (or an assertion that
+// fails) fails the target.
+Target.create "notebooks" (fun _ ->
+    let folder = Path.Combine(root, "notebooks")
+    for notebook in Directory.GetFiles(folder, "*.ipynb") |> Array.sort do
+        use doc = JsonDocument.Parse(File.ReadAllText notebook)
+        let cells =
+            [ for c in doc.RootElement.GetProperty("cells").EnumerateArray() do
+                if c.GetProperty("cell_type").GetString() = "code" then
+                    yield String.Join("", [ for l in c.GetProperty("source").EnumerateArray() -> l.GetString() ]) ]
+        let name = Path.GetFileNameWithoutExtension notebook
+        let script = Path.Combine(folder, "." + name + ".generated.fsx")
+        let body = cells |> List.mapi (fun i c -> sprintf "// ---- %s, code cell %d ----\n%s" name (i + 1) c)
+        let footer = sprintf "\n\nprintfn \"notebook %s: %d code cells ran\"\n" name cells.Length
+        File.WriteAllText(script, String.Join("\n\n", body) + footer)
+        printfn "running notebook %s (%d code cells)" name cells.Length
+        run "dotnet" (sprintf "fsi --quiet --nologo \"%s\"" script))
+
 Target.create "default" ignore
 
 open Fake.Core.TargetOperators
 "clean" ?=> "build" |> ignore
-"build" ==> "test" ==> "default" |> ignore
+"build" ==> "notebooks" ==> "test" ==> "default" |> ignore
 "build" ==> "demo" |> ignore
 "build" ==> "compare" |> ignore
 "build" ==> "replay" |> ignore

@@ -1,5 +1,5 @@
-// The main job for now: a teacher–student regression on generated data, trained by an optimizer
-// composed from Lookahead's primitives. Run through `dotnet fsi build.fsx demo` (which builds first).
+// A small script: a teacher–student regression on generated data, trained by an optimizer
+// composed from Lookahead's primitives. Run through `dotnet fsi build.fsx demo` (which builds first); the main job is `lookahead compare`.
 #r "nuget: SharpZipLib, 1.4.1"
 #r "nuget: SkiaSharp, 2.88.9"
 #r "nuget: TorchSharp-cpu, 0.107.0"
