@@ -1,6 +1,6 @@
 // Build script: dotnet fsi build.fsx [target]
 // Targets (any case): clean, build, notebooks, test (the default; runs the notebooks first), compare (the main job), demo,
-// bench, bench-quick (performance targets), replay (the official implementations' trajectories from ../shared/oracle/cases, else the vendored
+// pack (packages + a check of the installed tool), bench, bench-quick (performance targets), replay (the official implementations' trajectories from ../shared/oracle/cases, else the vendored
 // tests/oracle/cases; LOOKAHEAD_ORACLE_DIR overrides the folder).
 // System.Reactive pinned to a served version: Fake's dependency asks for 4.4.1, which the registry lacks.
 #r "nuget: System.Reactive, 5.0.0"
@@ -87,6 +87,24 @@ Target.create "notebooks" (fun _ ->
         printfn "running notebook %s (%d code cells)" name cells.Length
         run "dotnet" (sprintf "fsi --quiet --nologo \"%s\"" script))
 
+// Packages: Lookahead.Core, Lookahead.Fs and the `lookahead` .NET tool (README, licence, XML docs, symbols)
+// in artifacts/packages; then the packaged tool is installed into a temporary tool path and must answer
+// `--help` and replay one reference case.
+Target.create "pack" (fun _ ->
+    let out = Path.Combine(root, "artifacts", "packages")
+    for project in [ "src/Lookahead.Core"; "src/Lookahead.Fs"; "src/Lookahead.Cli" ] do
+        run "dotnet" (sprintf "pack %s -c %s --no-build -nologo -o \"%s\"" project configuration out)
+    let toolPath = Path.Combine(Path.GetTempPath(), sprintf "lookahead-tool-%d" (Random().Next()))
+    try
+        run "dotnet" (sprintf "tool install Lookahead.Cli --version 0.1.0 --tool-path \"%s\" --add-source \"%s\"" toolPath out)
+        let tool = Path.Combine(toolPath, "lookahead")
+        run tool "--help"
+        let shared = Path.Combine(root, "..", "shared", "oracle", "cases")
+        let cases = if Directory.Exists shared then shared else Path.Combine(root, "tests", "oracle", "cases")
+        run tool (sprintf "replay \"%s\"" (Path.Combine(cases, "mars_adamw_defaults.json")))
+    finally
+        if Directory.Exists toolPath then Directory.Delete(toolPath, true))
+
 Target.create "default" ignore
 
 open Fake.Core.TargetOperators
@@ -97,5 +115,6 @@ open Fake.Core.TargetOperators
 "build" ==> "replay" |> ignore
 "build" ==> "bench" |> ignore
 "build" ==> "bench-quick" |> ignore
+"build" ==> "pack" |> ignore
 
 Target.runOrDefault "default"
