@@ -44,7 +44,12 @@ public static class Checkpoint
     static string R(double x) => x.ToString("R", CultureInfo.InvariantCulture);
 
     /// <summary>Writes <paramref name="state"/> of <paramref name="transform"/> for <paramref name="parameters"/> to <paramref name="path"/> (replacing it atomically).</summary>
-    public static void Save(string path, IGradientTransformation transform, IOptState state, TensorTree parameters)
+    /// <param name="path">The file.</param>
+    /// <param name="transform">The optimizer (its description, with its hyperparameters, is stored and checked on load).</param>
+    /// <param name="state">Its state.</param>
+    /// <param name="parameters">The parameters (names, shapes, values).</param>
+    /// <param name="metadata">Extra string entries for the header (e.g. a TorchSharp adapter's learning rates); read with <see cref="ReadMetadata"/>.</param>
+    public static void Save(string path, IGradientTransformation transform, IOptState state, TensorTree parameters, IReadOnlyDictionary<string, string>? metadata = null)
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(transform);
@@ -70,6 +75,7 @@ public static class Checkpoint
                 ["transform"] = transform.Name,
                 ["scalars"] = scalars.ToJsonString(),
                 ["parameters"] = new JsonArray(parameters.Names.Select(n => (JsonNode)n).ToArray()).ToJsonString(),
+                ["user"] = new JsonObject((metadata ?? new Dictionary<string, string>()).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))).ToJsonString(),
             },
         };
         var blobs = new List<byte[]>();
@@ -178,7 +184,10 @@ public static class Checkpoint
         }).ToArray());
     }
 
-    sealed record Meta(string Transform, Dictionary<string, double> Scalars, string[] Parameters);
+    /// <summary>The extra entries <see cref="Save"/> was given (validated like the rest of the file).</summary>
+    public static IReadOnlyDictionary<string, string> ReadMetadata(string path) => Read(path).Item1.User;
+
+    sealed record Meta(string Transform, Dictionary<string, double> Scalars, string[] Parameters, Dictionary<string, string> User);
 
     static (Meta, Dictionary<string, Entry>, byte[]) Read(string path)
     {
@@ -204,6 +213,9 @@ public static class Checkpoint
             var scalars = scalarsJson.ToDictionary(kv => kv.Key, kv => double.Parse((string?)kv.Value ?? throw new CheckpointException($"{path}: scalar '{kv.Key}' is not a string"), NumberStyles.Float, CultureInfo.InvariantCulture));
             var parameters = JsonNode.Parse((string?)meta["parameters"] ?? throw new CheckpointException($"{path}: the header lacks 'parameters'"))!.AsArray()
                 .Select(x => (string?)x ?? throw new CheckpointException($"{path}: a parameter name is not a string")).ToArray();
+            var userJson = (string?)meta["user"];
+            var user = userJson is null ? new Dictionary<string, string>()
+                : JsonNode.Parse(userJson)!.AsObject().ToDictionary(kv => kv.Key, kv => (string?)kv.Value ?? throw new CheckpointException($"{path}: metadata '{kv.Key}' is not a string"));
             var entries = new Dictionary<string, Entry>();
             long expectedBegin = 0;
             foreach (var (key, value) in header.OrderBy(kv => kv.Value?["data_offsets"]?[0]?.GetValue<long>() ?? -1))
@@ -223,7 +235,7 @@ public static class Checkpoint
                 entries[key] = new(key, dtype, shape, offsets[0], offsets[1]);
             }
             if (expectedBegin != data.Length) throw new CheckpointException($"{path}: {data.Length - expectedBegin} bytes after the last tensor (corrupt)");
-            return (new Meta(transform, scalars, parameters), entries, data);
+            return (new Meta(transform, scalars, parameters, user), entries, data);
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or OverflowException or NullReferenceException or KeyNotFoundException)
         {

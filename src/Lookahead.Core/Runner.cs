@@ -189,6 +189,9 @@ public sealed class Runner : IDisposable
         return next;
     }
 
+    /// <summary>The transform the runner executes.</summary>
+    public IGradientTransformation Transform => _transform;
+
     /// <summary>The parameters, in the runner's order (the caller's tensor objects).</summary>
     public TensorTree Parameters => _parameters;
 

@@ -103,6 +103,44 @@ public sealed class LookaheadOptimizer : optim.Optimizer
         return loss!;
     }
 
+    /// <summary>Saves the optimizer state, the parameters and every group's learning rates (<see cref="Checkpoint"/>).</summary>
+    public void Save(string path)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var rates = _groups.SelectMany(g => new[]
+        {
+            KeyValuePair.Create($"lr/{g.Name}", g.LearningRate.ToString("R", System.Globalization.CultureInfo.InvariantCulture)),
+            KeyValuePair.Create($"initial_lr/{g.Name}", g.InitialLearningRate.ToString("R", System.Globalization.CultureInfo.InvariantCulture)),
+        }).ToDictionary(kv => kv.Key, kv => kv.Value);
+        Checkpoint.Save(path, Runner.Transform, Runner.State, Runner.Parameters, rates);
+    }
+
+    /// <summary>
+    /// Restores what <see cref="Save"/> wrote: the groups' learning rates, then the optimizer state (the
+    /// parameters are the caller's: see <see cref="Checkpoint.LoadParameters"/>). Nothing changes if the file
+    /// does not match (another optimizer, other groups, other parameters).
+    /// </summary>
+    public void Load(string path)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var meta = Checkpoint.ReadMetadata(path);
+        var rates = new Dictionary<OptimizerGroup, (double Lr, double Initial)>();
+        foreach (var g in _groups)
+        {
+            if (!meta.TryGetValue($"lr/{g.Name}", out var lr) || !meta.TryGetValue($"initial_lr/{g.Name}", out var initial))
+                throw new CheckpointException($"{path}: no learning rate saved for the group '{g.Name}' (saved: {string.Join(", ", meta.Keys)})");
+            rates[g] = (double.Parse(lr, System.Globalization.CultureInfo.InvariantCulture), double.Parse(initial, System.Globalization.CultureInfo.InvariantCulture));
+        }
+        var previous = _groups.ToDictionary(g => g, g => (g.LearningRate, g.InitialLearningRate));
+        foreach (var (g, r) in rates) { g.LearningRate = r.Lr; g.InitialLearningRate = r.Initial; }
+        try { Runner.Load(path); }
+        catch
+        {
+            foreach (var (g, r) in previous) { g.LearningRate = r.LearningRate; g.InitialLearningRate = r.InitialLearningRate; }
+            throw;
+        }
+    }
+
     /// <summary>Not supported: groups are fixed when the optimizer is built.</summary>
     public override void add_param_group(TorchSharp.Modules.ParamGroup param_group) =>
         throw new NotSupportedException("LookaheadOptimizer's groups are fixed at construction; pass every OptimizerGroup to the constructor");

@@ -86,6 +86,41 @@ let tests =
             pureRun (Optim.Momo(1.0)) m2 x y 15 true
             sameParameters m1 m2
         }
+        test "save, load into a fresh model and optimizer, continue ≡ never stopping (learning rates included)" {
+            use _ = torch.NewDisposeScope()
+            let x, y = data ()
+            let groups () =
+                [| OptimizerGroup("hidden", (fun p -> p.Rank >= 2), (fun lr -> Optim.MarsM(lr, isMatrixParameter = (fun _ -> true))), 0.02)
+                   OptimizerGroup("rest", (fun _ -> true), (fun lr -> Optim.AdamW(lr, 0.9, 0.95)), 3e-3) |]
+            let stepOnce (m: torch.nn.Module<torch.Tensor, torch.Tensor>) (opt: LookaheadOptimizer) =
+                use _ = torch.NewDisposeScope()
+                opt.zero_grad()
+                (torch.nn.functional.mse_loss(m.forward x, y)).backward()
+                opt.step() |> ignore
+            let m1 = model ()
+            use o1 = new LookaheadOptimizer(m1, groups ())
+            for k in 1 .. 10 do
+                if k = 6 then o1.Groups.[0].LearningRate <- 0.005   // a schedule changed the rate mid-run
+                stepOnce m1 o1
+            let file = IO.Path.Combine(IO.Path.GetTempPath(), sprintf "lookahead-adapter-%d.safetensors" (Random.Shared.Next()))
+            try
+                o1.Save file
+                for _ in 11 .. 20 do stepOnce m1 o1
+                // A new process would do this: a fresh model and optimizer, parameters and state from the file.
+                let m2 = model ()
+                let saved = Checkpoint.LoadParameters file
+                do
+                    use _ = torch.no_grad()
+                    for KeyValue (name, p) in TensorTree.FromParameters m2 do p.copy_(saved.[name]) |> ignore
+                use o2 = new LookaheadOptimizer(m2, groups ())
+                o2.Load file
+                Expect.equal o2.Groups.[0].LearningRate 0.005 "the changed rate is restored"
+                for _ in 11 .. 20 do stepOnce m2 o2
+                let pa, pb = TensorTree.FromParameters m1, TensorTree.FromParameters m2
+                for n in pa.Names do
+                    Expect.isTrue (Array.forall2 Expect.bitEqual (Generators.values pa.[n]) (Generators.values pb.[n])) (sprintf "%s bit-identical" n)
+            finally IO.File.Delete file
+        }
         test "a parameter no group selects is an error naming it" {
             use _ = torch.NewDisposeScope()
             let e = Expect.throwsC (fun () -> new LookaheadOptimizer(model (), OptimizerGroup("matrices", (fun p -> p.Rank = 2), (fun lr -> Optim.Sgd lr), 0.1)) |> ignore) id
