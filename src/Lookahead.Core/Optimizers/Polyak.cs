@@ -12,11 +12,19 @@ public static partial class Optim
     /// <param name="lowerBound">f*; default 0.</param>
     /// <param name="eps">ε ≥ 0 added to ‖g‖²; default 0.</param>
     public static IGradientTransformation Sps(double maxLr = 1, double lowerBound = 0, double eps = 0) =>
-        PolyakTruncation(new PolyakOptions { Name = "sps", Model = PolyakModel.Stochastic, Positive = false, LearningRate = maxLr, LowerBound = lowerBound, Epsilon = eps });
+        PolyakTruncation(SpsChecked(maxLr, lowerBound, eps) with { Name = "sps", Positive = false });
+
+    static PolyakOptions SpsChecked(double maxLr, double lowerBound, double eps) => new()
+    {
+        Model = PolyakModel.Stochastic,
+        LearningRate = Check.NonNegative(maxLr, nameof(maxLr), "largest step"),
+        LowerBound = Check.Finite(lowerBound, nameof(lowerBound)),
+        Epsilon = Check.NonNegative(eps, nameof(eps)),
+    };
 
     /// <summary>SPS+ (Gower et al.): <see cref="Sps"/> with the gap truncated at zero, min(α, (f − f*)₊/‖g‖²). Equals MoMo with β = 0.</summary>
     public static IGradientTransformation SpsPlus(double maxLr = 1, double lowerBound = 0, double eps = 0) =>
-        PolyakTruncation(new PolyakOptions { Name = "sps+", Model = PolyakModel.Stochastic, Positive = true, LearningRate = maxLr, LowerBound = lowerBound, Epsilon = eps });
+        PolyakTruncation(SpsChecked(maxLr, lowerBound, eps) with { Name = "sps+", Positive = true });
 
     /// <summary>
     /// MoMo (Schaipp, Ohana, Eickenberg, Defazio, Gower 2024, "MoMo: Momentum Models for Adaptive Learning
@@ -32,7 +40,8 @@ public static partial class Optim
     public static IGradientTransformation Momo(double lr = 1, double weightDecay = 0, double beta = 0.9, double lowerBound = 0, bool biasCorrection = false, bool estimateLowerBound = false) =>
         PolyakTruncation(new PolyakOptions
         {
-            Name = "momo", LearningRate = lr, WeightDecay = weightDecay, Beta = beta, LowerBound = lowerBound,
+            Name = "momo", LearningRate = Check.NonNegative(lr, nameof(lr), "learning rate"), WeightDecay = Check.NonNegative(weightDecay, nameof(weightDecay)),
+            Beta = Check.UnitOpen(beta, nameof(beta)), LowerBound = Check.Finite(lowerBound, nameof(lowerBound)),
             BiasCorrection = biasCorrection, EstimateLowerBound = estimateLowerBound,
         });
 
@@ -52,7 +61,8 @@ public static partial class Optim
     public static IGradientTransformation MomoAdam(double lr = 1e-2, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, double lowerBound = 0, bool divide = true, bool estimateLowerBound = false) =>
         PolyakTruncation(new PolyakOptions
         {
-            Name = "momo_adam", LearningRate = lr, WeightDecay = weightDecay, Beta = beta1, LowerBound = lowerBound,
+            Name = "momo_adam", LearningRate = Check.NonNegative(lr, nameof(lr), "learning rate"), WeightDecay = Check.NonNegative(weightDecay, nameof(weightDecay)),
+            Beta = Check.UnitOpen(beta1, nameof(beta1)), LowerBound = Check.Finite(lowerBound, nameof(lowerBound)),
             BiasCorrection = true, EstimateLowerBound = estimateLowerBound,
             WeightDecayForm = divide ? WeightDecayForm.Proximal : WeightDecayForm.Decoupled,
             Preconditioner = AdamMoment(beta2, eps, false),
