@@ -1,6 +1,6 @@
 // Build script: dotnet fsi build.fsx [target]
 // Targets (any case): clean, build, notebooks, test (the default; runs the notebooks first), compare (the main job), demo,
-// pack (packages + a check of the installed tool), bench, bench-quick (performance targets), replay (the official implementations' trajectories from ../shared/oracle/cases, else the vendored
+// pack (packages + a check of the installed tool), soak (the long memory soak), bench, bench-quick (performance targets), replay (the official implementations' trajectories from ../shared/oracle/cases, else the vendored
 // tests/oracle/cases; LOOKAHEAD_ORACLE_DIR overrides the folder).
 // System.Reactive pinned to a served version: Fake's dependency asks for 4.4.1, which the registry lacks.
 #r "nuget: System.Reactive, 5.0.0"
@@ -105,6 +105,12 @@ Target.create "pack" (fun _ ->
     finally
         if Directory.Exists toolPath then Directory.Delete(toolPath, true))
 
+// The long soak: 100,000 runner steps per optimizer on 256 × 128 matrices (the test command runs 20,000 on 8 × 4).
+Target.create "soak" (fun _ ->
+    Environment.SetEnvironmentVariable("LOOKAHEAD_SOAK_STEPS", "100000")
+    Environment.SetEnvironmentVariable("LOOKAHEAD_SOAK_SIZE", "256")
+    run "dotnet" (sprintf "run --project tests/Lookahead.Tests -c %s --no-build -- --sequenced --no-spinner --colours 0 --filter-test-case soak" configuration))
+
 Target.create "default" ignore
 
 open Fake.Core.TargetOperators
@@ -116,5 +122,6 @@ open Fake.Core.TargetOperators
 "build" ==> "bench" |> ignore
 "build" ==> "bench-quick" |> ignore
 "build" ==> "pack" |> ignore
+"build" ==> "soak" |> ignore
 
 Target.runOrDefault "default"
