@@ -93,6 +93,11 @@ public static class Checkpoint
             blobs.Add(bytes);
             offset += bytes.Length;
         }
+        var metadataNode = header["__metadata__"]!.AsObject();
+        var entriesForDigest = tensors.Select((x, k) => (x.Key, Dtypes[x.T.dtype].Code, x.T.shape, Offsets: (Begin: blobs.Take(k).Sum(b => (long)b.Length), End: blobs.Take(k + 1).Sum(b => (long)b.Length))));
+        metadataNode["sha256"] = Digest(
+            (string)metadataNode["transform"]!, (string)metadataNode["scalars"]!, (string)metadataNode["parameters"]!, (string)metadataNode["user"]!,
+            entriesForDigest.Select(e => (e.Key, e.Code, e.shape, e.Offsets.Begin, e.Offsets.End)), blobs);
         var json = Encoding.UTF8.GetBytes(header.ToJsonString());
         int pad = (8 - json.Length % 8) % 8;
         var tmp = path + ".tmp";
@@ -122,6 +127,18 @@ public static class Checkpoint
     }
 
     sealed record Entry(string Key, string Dtype, long[] Shape, long Begin, long End);
+
+    /// <summary>SHA-256 over everything a load uses: the metadata strings, every entry's name, dtype, shape and offsets, and the tensor bytes.</summary>
+    static string Digest(string transform, string scalars, string parameters, string user, IEnumerable<(string Key, string Dtype, long[] Shape, long Begin, long End)> entries, IEnumerable<byte[]> data)
+    {
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        var text = new StringBuilder().Append(transform).Append('\n').Append(scalars).Append('\n').Append(parameters).Append('\n').Append(user).Append('\n');
+        foreach (var e in entries.OrderBy(e => e.Begin).ThenBy(e => e.Key, StringComparer.Ordinal))
+            text.Append(e.Key).Append('|').Append(e.Dtype).Append('|').Append(string.Join(",", e.Shape)).Append('|').Append(e.Begin).Append('|').Append(e.End).Append('\n');
+        sha.AppendData(Encoding.UTF8.GetBytes(text.ToString()));
+        foreach (var d in data) sha.AppendData(d);
+        return Convert.ToHexString(sha.GetHashAndReset());
+    }
 
     /// <summary>
     /// Reads the state saved for <paramref name="transform"/> and <paramref name="parameters"/>: the state has
@@ -235,6 +252,11 @@ public static class Checkpoint
                 entries[key] = new(key, dtype, shape, offsets[0], offsets[1]);
             }
             if (expectedBegin != data.Length) throw new CheckpointException($"{path}: {data.Length - expectedBegin} bytes after the last tensor (corrupt)");
+            var expected = (string?)meta["sha256"] ?? throw new CheckpointException($"{path}: the header lacks its checksum");
+            var actual = Digest(transform, (string)meta["scalars"]!, (string)meta["parameters"]!, userJson ?? "{}",
+                entries.Values.Select(e => (e.Key, e.Dtype, e.Shape, e.Begin, e.End)), new[] { data });
+            if (!string.Equals(expected, actual, StringComparison.OrdinalIgnoreCase))
+                throw new CheckpointException($"{path}: checksum mismatch: the file is corrupt (its contents do not match the SHA-256 it was saved with)");
             return (new Meta(transform, scalars, parameters, user), entries, data);
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or OverflowException or NullReferenceException or KeyNotFoundException)

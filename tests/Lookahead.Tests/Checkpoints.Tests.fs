@@ -138,6 +138,16 @@ let tests =
                         fails (fun () -> Checkpoint.Load(file, Optim.Adam(0.01), p) |> ignore) [ file ]
                 finally File.Delete file
             }
+            yield test "a flipped data byte (the checksum)" {
+                use _ = torch.NewDisposeScope()
+                let file, p = setup ()
+                try
+                    let bytes = File.ReadAllBytes file
+                    bytes.[bytes.Length - 3] <- bytes.[bytes.Length - 3] ^^^ 1uy
+                    File.WriteAllBytes(file, bytes)
+                    fails (fun () -> Checkpoint.Load(file, Optim.Adam(0.01), p) |> ignore) [ "checksum" ]
+                finally File.Delete file
+            }
             yield test "another version" {
                 use _ = torch.NewDisposeScope()
                 let file, p = setup ()

@@ -152,15 +152,18 @@ let tests =
                     try
                         let s2 = Checkpoint.Load(file, tx, p)
                         loaded <- loaded + 1
-                        // A successful load of a damaged file can only differ in tensor bytes it did not check:
-                        // its structure must be the optimizer's.
-                        Expect.equal (Expect.stateLeaves s2 |> Array.map fst) (reference |> Array.map fst) "same structure"
+                        // The checksum covers every byte a load uses, so a damaged file that still loads (a flip
+                        // in the header's padding, say) must load exactly the saved state.
+                        let got = Expect.stateLeaves s2
+                        Expect.equal (got |> Array.map fst) (reference |> Array.map fst) "same structure"
+                        for (path, x), (_, y) in Array.zip got reference do
+                            if not (Array.forall2 Expect.bitEqual x y) then failtestf "case %d: a damaged file loaded a different %s" case path
                         OptState.Dispose s2
                     with
                     | :? CheckpointException -> rejected <- rejected + 1
                 printfn "checkpoint fuzz: 300 damaged files, %d loaded, %d rejected with a CheckpointException" loaded rejected
                 Expect.equal (loaded + rejected) 300 "every case either loads or is rejected with a CheckpointException"
-                Expect.isGreaterThan rejected 100 "most damage is detected"
+                Expect.isGreaterThan rejected 250 "damage is detected"
             finally File.Delete file
         }
 
