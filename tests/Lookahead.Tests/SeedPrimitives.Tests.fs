@@ -608,6 +608,21 @@ let private arsgPreconditionTests =
                         Ref.unflatten p u ]
                 let actual = Expect.run (Transforms.ArsgPrecondition(b2, eps)) p
                 Ref.closeUpdates tolA tolR p.Names actual.Updates expected)
+        property "QHAdam's denominator sqrt(ν₂·v̂ + (1−ν₂)·g² + ε_root) + ε against a loop (1e-10 + 1e-8·|b|)"
+            (gen { let! p = genProblem in let! b2 = Gen.elements [ 0.5; 0.9; 0.999 ] in let! nu = Gen.elements [ 0.0; 0.3; 0.7 ] in let! er = Gen.elements [ 0.0; 1e-3; 0.5 ] in return p, b2, nu, er })
+            (fun (p, b2, nu, er) ->
+                let n = p.Params0 |> List.sumBy (fun x -> x.Length)
+                let v = Array.zeroCreate n
+                let expected =
+                    [ for k, g in List.indexed p.Grads ->
+                        let g = Ref.flatten g
+                        let bc = 1.0 - Math.Pow(b2, float (k + 1))
+                        let u = Array.init n (fun i ->
+                            v.[i] <- b2 * v.[i] + (1.0 - b2) * g.[i] * g.[i]
+                            g.[i] / (sqrt (nu * v.[i] / bc + (1.0 - nu) * g.[i] * g.[i] + er) + 1e-8))
+                        Ref.unflatten p u ]
+                let tx = Transforms.Precondition(PreconditionOptions(Decay = b2, Epsilon = 1e-8, EpsilonRoot = er, SecondMomentNu = nu))
+                Ref.closeUpdates tolA tolR p.Names (Expect.run tx p).Updates expected)
         test "ε must be positive (it is the floor)" {
             throwsArgument (fun () -> Transforms.ArsgPrecondition(0.99, 0.0) |> ignore) [ "eps" ]
         }

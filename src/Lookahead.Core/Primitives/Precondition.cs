@@ -232,7 +232,8 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
         using Scalar minusOne = (-1.0).ToScalar(), zero = 0.0.ToScalar(), eps = o.Epsilon.ToScalar(),
             correction = sqrtCorrection.ToScalar(), squareCorrection = (sqrtCorrection * sqrtCorrection).ToScalar(),
             sNu = nu.ToScalar(), sOneMinusNu = (1 - nu).ToScalar(),
-            epsRoot = (o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot).ToScalar();
+            epsRoot = (o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot).ToScalar(),
+            epsRootCorrected = o.EpsilonRoot.ToScalar();
         var denom = Buffers.Rent(context, group[0]).copy_(group[1]);
         // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
         // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
@@ -241,7 +242,7 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
         {
             var g = group[0];
             denom.div_(squareCorrection).mul_(sNu).addcmul_(g, g, value: sOneMinusNu);
-            if (o.EpsilonRoot != 0) denom.add_(epsRoot);
+            if (o.EpsilonRoot != 0) denom.add_(epsRootCorrected);   // v̂ is already corrected here
             return denom.sqrt_().add_(eps);
         }
         if (o.EpsilonRoot != 0) denom.add_(epsRoot);
