@@ -33,8 +33,12 @@ public static class Checkpoint
     /// <summary>The format name written to the header.</summary>
     public const string Format = "lookahead-checkpoint";
 
-    /// <summary>The format version this library writes and reads.</summary>
-    public const int Version = 1;
+    /// <summary>
+    /// The format version this library writes and reads. Version 2 stores the transform's <see cref="Spec"/>
+    /// and fingerprint; version 1 files (which identified the optimizer by a culture-dependent name that omitted
+    /// some hyperparameters) are refused with a message saying so.
+    /// </summary>
+    public const int Version = 2;
 
     static readonly Dictionary<ScalarType, (string Code, int Size)> Dtypes = new()
     {
@@ -55,6 +59,7 @@ public static class Checkpoint
         ArgumentNullException.ThrowIfNull(transform);
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(parameters);
+        var spec = transform.Spec;
         var tensors = new List<(string Key, Tensor T)>();
         foreach (var (name, t) in parameters) tensors.Add(("parameters/" + name, t));
         var scalars = new JsonObject();
@@ -73,6 +78,8 @@ public static class Checkpoint
                 ["format"] = Format,
                 ["version"] = Version.ToString(CultureInfo.InvariantCulture),
                 ["transform"] = transform.Name,
+                ["spec"] = spec.Canonical,
+                ["fingerprint"] = spec.Fingerprint,
                 ["scalars"] = scalars.ToJsonString(),
                 ["parameters"] = new JsonArray(parameters.Names.Select(n => (JsonNode)n).ToArray()).ToJsonString(),
                 ["user"] = new JsonObject((metadata ?? new Dictionary<string, string>()).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))).ToJsonString(),
@@ -96,7 +103,7 @@ public static class Checkpoint
         var metadataNode = header["__metadata__"]!.AsObject();
         var entriesForDigest = tensors.Select((x, k) => (x.Key, Dtypes[x.T.dtype].Code, x.T.shape, Offsets: (Begin: blobs.Take(k).Sum(b => (long)b.Length), End: blobs.Take(k + 1).Sum(b => (long)b.Length))));
         metadataNode["sha256"] = Digest(
-            (string)metadataNode["transform"]!, (string)metadataNode["scalars"]!, (string)metadataNode["parameters"]!, (string)metadataNode["user"]!,
+            (string)metadataNode["transform"]! + "\n" + (string)metadataNode["spec"]! + "\n" + (string)metadataNode["fingerprint"]!, (string)metadataNode["scalars"]!, (string)metadataNode["parameters"]!, (string)metadataNode["user"]!,
             entriesForDigest.Select(e => (e.Key, e.Code, e.shape, e.Offsets.Begin, e.Offsets.End)), blobs);
         var json = Encoding.UTF8.GetBytes(header.ToJsonString());
         int pad = (8 - json.Length % 8) % 8;
@@ -150,8 +157,9 @@ public static class Checkpoint
         ArgumentNullException.ThrowIfNull(transform);
         ArgumentNullException.ThrowIfNull(parameters);
         var (meta, entries, data) = Read(path);
-        if (meta.Transform != transform.Name)
-            throw new CheckpointException($"{path}: saved for the optimizer '{meta.Transform}', not '{transform.Name}' (another optimizer or other hyperparameters)");
+        var spec = transform.Spec;
+        if (meta.Fingerprint != spec.Fingerprint)
+            throw new CheckpointException($"{path}: saved for another optimizer or other hyperparameters: {Mismatch(meta.Spec, spec)}");
         if (!meta.Parameters.OrderBy(n => n, StringComparer.Ordinal).SequenceEqual(parameters.Names.OrderBy(n => n, StringComparer.Ordinal)))
             throw new CheckpointException($"{path}: saved for the parameters [{string.Join(", ", meta.Parameters)}], not [{string.Join(", ", parameters.Names)}]");
         foreach (var (name, p) in parameters)
@@ -204,7 +212,17 @@ public static class Checkpoint
     /// <summary>The extra entries <see cref="Save"/> was given (validated like the rest of the file).</summary>
     public static IReadOnlyDictionary<string, string> ReadMetadata(string path) => Read(path).Item1.User;
 
-    sealed record Meta(string Transform, Dictionary<string, double> Scalars, string[] Parameters, Dictionary<string, string> User);
+    /// <summary>The hyperparameters on which the saved spec and this transform's spec differ, each with its path and both values.</summary>
+    static string Mismatch(Spec saved, Spec current)
+    {
+        var differences = saved.Differences(current);
+        if (differences.Count == 0) return "the specs print alike but their fingerprints differ";
+        const int shown = 5;
+        var text = string.Join("; ", differences.Take(shown).Select(d => $"'{d.Path}' was {d.First} when saved, here it is {d.Second}"));
+        return differences.Count > shown ? text + $"; and {differences.Count - shown} more" : text;
+    }
+
+    sealed record Meta(string Transform, Spec Spec, string Fingerprint, Dictionary<string, double> Scalars, string[] Parameters, Dictionary<string, string> User);
 
     static (Meta, Dictionary<string, Entry>, byte[]) Read(string path)
     {
@@ -223,9 +241,13 @@ public static class Checkpoint
         {
             var meta = header["__metadata__"]?.AsObject() ?? throw new CheckpointException($"{path}: not a Lookahead checkpoint (no __metadata__)");
             if ((string?)meta["format"] != Format) throw new CheckpointException($"{path}: not a Lookahead checkpoint (format '{(string?)meta["format"]}')");
+            if ((string?)meta["version"] == "1")
+                throw new CheckpointException($"{path}: checkpoint version 1 identifies the optimizer only by a name that omits some hyperparameters and depends on the culture; this library reads version {Version}; a version 1 file cannot be checked against the optimizer's hyperparameters, so it is not loaded");
             if ((string?)meta["version"] != Version.ToString(CultureInfo.InvariantCulture))
                 throw new CheckpointException($"{path}: checkpoint version {(string?)meta["version"]}; this library reads version {Version}");
             var transform = (string?)meta["transform"] ?? throw new CheckpointException($"{path}: the header lacks 'transform'");
+            var specText = (string?)meta["spec"] ?? throw new CheckpointException($"{path}: the header lacks 'spec'");
+            var fingerprint = (string?)meta["fingerprint"] ?? throw new CheckpointException($"{path}: the header lacks 'fingerprint'");
             var scalarsJson = JsonNode.Parse((string?)meta["scalars"] ?? throw new CheckpointException($"{path}: the header lacks 'scalars'"))!.AsObject();
             var scalars = scalarsJson.ToDictionary(kv => kv.Key, kv => double.Parse((string?)kv.Value ?? throw new CheckpointException($"{path}: scalar '{kv.Key}' is not a string"), NumberStyles.Float, CultureInfo.InvariantCulture));
             var parameters = JsonNode.Parse((string?)meta["parameters"] ?? throw new CheckpointException($"{path}: the header lacks 'parameters'"))!.AsArray()
@@ -253,11 +275,15 @@ public static class Checkpoint
             }
             if (expectedBegin != data.Length) throw new CheckpointException($"{path}: {data.Length - expectedBegin} bytes after the last tensor (corrupt)");
             var expected = (string?)meta["sha256"] ?? throw new CheckpointException($"{path}: the header lacks its checksum");
-            var actual = Digest(transform, (string)meta["scalars"]!, (string)meta["parameters"]!, userJson ?? "{}",
+            var actual = Digest(transform + "\n" + specText + "\n" + fingerprint, (string)meta["scalars"]!, (string)meta["parameters"]!, userJson ?? "{}",
                 entries.Values.Select(e => (e.Key, e.Dtype, e.Shape, e.Begin, e.End)), new[] { data });
             if (!string.Equals(expected, actual, StringComparison.OrdinalIgnoreCase))
                 throw new CheckpointException($"{path}: checksum mismatch: the file is corrupt (its contents do not match the SHA-256 it was saved with)");
-            return (new Meta(transform, scalars, parameters, user), entries, data);
+            Spec spec;
+            try { spec = Spec.Parse(specText); }
+            catch (Exception e) when (e is FormatException or JsonException) { throw new CheckpointException($"{path}: corrupt spec: {e.Message}", e); }
+            if (spec.Fingerprint != fingerprint) throw new CheckpointException($"{path}: the stored spec does not match its fingerprint (corrupt)");
+            return (new Meta(transform, spec, fingerprint, scalars, parameters, user), entries, data);
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or OverflowException or NullReferenceException or KeyNotFoundException)
         {

@@ -51,6 +51,7 @@ public sealed class Runner : IDisposable
     readonly List<Tensor> _buffers = new();
     readonly TensorTree _parameters, _gradients, _updates;
     readonly Dictionary<string, int> _position;
+    readonly IReadOnlyList<ContextRequirement> _requirements;
     IOptState _state;
     bool _disposed;
 
@@ -69,6 +70,9 @@ public sealed class Runner : IDisposable
         ArgumentNullException.ThrowIfNull(parameters);
         if (parameters.Count == 0) throw new ArgumentException("the parameter tree is empty", nameof(parameters));
         _options = options ?? new RunnerOptions();
+        // Structural needs first (ranks, routing), while nothing has been re-pointed or allocated.
+        Validation.Check(transform, parameters);
+        _requirements = Validation.Requirements(transform);
         using var noGrad = no_grad();
 
         // Runner order: by dtype and device, then by the labels partitions give, then as given.
@@ -219,8 +223,10 @@ public sealed class Runner : IDisposable
     public void Step(StepContext? context = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        context ??= StepContext.Empty;
+        Validation.CheckContext(_requirements, context, StepCount + 1);
         if (_options.VerifyGradientBinding) Rebind();
-        Run(context ?? StepContext.Empty, copyFrom: _options.KeepGradients ? _gradients : null);
+        Run(context, copyFrom: _options.KeepGradients ? _gradients : null);
     }
 
     /// <summary>One step with the given gradients (borrowed; matched to the parameters by name).</summary>
@@ -228,10 +234,12 @@ public sealed class Runner : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(gradients);
+        context ??= StepContext.Empty;
+        Validation.CheckContext(_requirements, context, StepCount + 1);
         _parameters.CheckMatches(gradients.Count == _parameters.Count ? TensorTree.Of(_parameters.Names, _parameters.Names.Select(n => gradients.Contains(n) ? gradients[n] : throw new ArgumentException($"gradients lack '{n}'", nameof(gradients))).ToArray()) : gradients, nameof(gradients), "parameters");
         using var noGrad = no_grad();
         for (int k = 0; k < _updates.Count; k++) _updates.Tensors[k].copy_(gradients[_updates.Names[k]]);
-        Run(context ?? StepContext.Empty, copyFrom: null);
+        Run(context, copyFrom: null);
     }
 
     void Rebind()
@@ -269,7 +277,8 @@ public sealed class Runner : IDisposable
         if (copyFrom is not null)
             foreach (var group in _workspace.Groups(new[] { _updates, copyFrom })) group[0].copy_(group[1]);
         var before = OptState.Tensors(_state).ToHashSet(ReferenceEqualityComparer.Instance);
-        var next = InPlace.Step(_transform, _updates, _state, _parameters, context.With(ContextKeys.Workspace, _workspace));
+        IOptState next;
+        using (Buffers.Use(_workspace)) next = InPlace.Step(_transform, _updates, _state, _parameters, context);
         var after = OptState.Tensors(next).ToList();
         foreach (var t in after) if (!before.Contains(t)) t.DetachFromDisposeScope();
         var kept = after.ToHashSet(ReferenceEqualityComparer.Instance);

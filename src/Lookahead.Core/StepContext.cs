@@ -62,4 +62,7 @@ public sealed class StepContext
 
     /// <summary>Whether <paramref name="key"/> is present.</summary>
     public bool Contains<T>(ContextKey<T> key) => _values.ContainsKey(key);
+
+    /// <summary>Whether an untyped key (a <see cref="ContextKey{T}"/>) is present.</summary>
+    internal bool ContainsKey(object key) => _values.ContainsKey(key);
 }

@@ -22,8 +22,15 @@ namespace Lookahead;
 /// </remarks>
 public interface IGradientTransformation
 {
-    /// <summary>A short description, e.g. <c>"trace(decay=0.9)"</c>.</summary>
+    /// <summary>A short description, e.g. <c>"trace(decay=0.9, dampening=0)"</c> (made from <see cref="Spec"/>; the same in every culture).</summary>
     string Name { get; }
+
+    /// <summary>
+    /// The transform's identity: its kind and every hyperparameter (<see cref="Lookahead.Spec"/>). Checkpoints
+    /// store its fingerprint and name the hyperparameter that differs on load. A transform written outside
+    /// Lookahead gets its type and name by default; override it to list the hyperparameters.
+    /// </summary>
+    Spec Spec => Spec.Of("external").With("type", GetType().FullName).With("name", Name);
 
     /// <summary>The initial state for <paramref name="parameters"/>.</summary>
     IOptState Init(TensorTree parameters);
@@ -49,8 +56,15 @@ public interface IGradientTransformation
 /// <typeparam name="TState">The state record of this transform.</typeparam>
 public abstract class Transform<TState> : IGradientTransformation, IInPlaceTransform where TState : class, IOptState
 {
+
     /// <inheritdoc />
-    public abstract string Name { get; }
+    public virtual string Name => Spec.ToString();
+
+    /// <inheritdoc />
+    public abstract Spec Spec { get; }
+
+    /// <summary>A short label for error messages (the spec's kind unless a transform knows a better one).</summary>
+    protected virtual string Label => Spec.Kind;
 
     /// <summary>Creates the state. Runs under <c>no_grad</c> in a dispose scope; the tensors of the returned state are kept.</summary>
     protected abstract TState InitState(TensorTree parameters);
@@ -69,9 +83,13 @@ public abstract class Transform<TState> : IGradientTransformation, IInPlaceTrans
     public IOptState Init(TensorTree parameters)
     {
         ArgumentNullException.ThrowIfNull(parameters);
+        if (Validation.InitDepth == 0) Validation.Check(this, parameters);
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var state = InitState(parameters);
+        TState state;
+        Validation.InitDepth++;
+        try { state = InitState(parameters); }
+        finally { Validation.InitDepth--; }
         scope.MoveToOuter(OptState.Tensors(state).Cast<IDisposable>().ToList());
         return state;
     }
@@ -83,13 +101,14 @@ public abstract class Transform<TState> : IGradientTransformation, IInPlaceTrans
         ArgumentNullException.ThrowIfNull(context);
         parameters.CheckMatches(gradients, nameof(gradients), nameof(parameters));
         var typed = CastState(state);
+        Validation.Check(this, parameters);
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var updates = gradients.Clone();
         var next = Step(updates, (TState)OptState.Clone(typed), parameters, context);
         var kept = updates.Tensors.Concat(OptState.Tensors(next)).ToList();
         if (kept.Distinct(ReferenceEqualityComparer.Instance).Count() != kept.Count)
-            throw new InvalidOperationException($"{Name}: a tensor handle is returned twice (updates and state must not share handles)");
+            throw new InvalidOperationException($"{Label}: a tensor handle is returned twice (updates and state must not share handles)");
         scope.MoveToOuter(kept.Cast<IDisposable>());
         return (updates, next);
     }
@@ -101,7 +120,7 @@ public abstract class Transform<TState> : IGradientTransformation, IInPlaceTrans
     {
         ArgumentNullException.ThrowIfNull(state);
         return state as TState ?? throw new ArgumentException(
-            $"{Name} expects a state of type {typeof(TState).Name} (from its own Init), got {state.GetType().Name}", nameof(state));
+            $"{Label} expects a state of type {typeof(TState).Name} (from its own Init), got {state.GetType().Name}", nameof(state));
     }
 
     /// <inheritdoc />

@@ -6,12 +6,6 @@ using static TorchSharp.torch;
 
 namespace Lookahead;
 
-public static partial class ContextKeys
-{
-    /// <summary>The <see cref="Workspace"/> of the runner executing the step, if any (set by <see cref="Runner"/>).</summary>
-    public static readonly ContextKey<Workspace> Workspace = new("workspace");
-}
-
 /// <summary>
 /// What an allocation-free execution path lends to the primitives' in-place steps: scratch buffers that are
 /// reused from step to step, and the flat layout of the buffers it owns, so that one elementwise primitive
@@ -163,33 +157,49 @@ public sealed class Workspace : IDisposable
 }
 
 /// <summary>
-/// How a primitive's in-place step gets scratch buffers and walks its tensors: through the step's
-/// <see cref="Workspace"/> if there is one, else with plain allocations and a walk tensor by tensor.
+/// How a primitive's in-place step gets scratch buffers and walks its tensors: through the
+/// <see cref="Workspace"/> of the executor running the step on this thread, if there is one (the
+/// <see cref="Runner"/> installs its own for the duration of a step), else with plain allocations and a walk
+/// tensor by tensor (the pure <see cref="IGradientTransformation.Update"/>). The step's
+/// <see cref="StepContext"/> carries only the user's extras, never execution details.
 /// </summary>
-public static class Buffers
+internal static class Buffers
 {
-    /// <summary>A scratch buffer shaped like <paramref name="like"/>; give it back with <see cref="Return(StepContext, Tensor)"/>.</summary>
-    public static Tensor Rent(StepContext context, Tensor like) =>
-        context.TryGet(ContextKeys.Workspace, out var ws) ? ws.Rent(like) : empty_like(like);
+    [ThreadStatic] static Workspace? _current;
+
+    /// <summary>Makes <paramref name="workspace"/> the current thread's workspace until the returned scope is disposed (scopes nest).</summary>
+    internal static Scope Use(Workspace workspace) => new(workspace);
+
+    internal readonly struct Scope : IDisposable
+    {
+        readonly Workspace? _previous;
+
+        internal Scope(Workspace workspace) { _previous = _current; _current = workspace; }
+
+        public void Dispose() => _current = _previous;
+    }
+
+    /// <summary>A scratch buffer shaped like <paramref name="like"/>; give it back with <see cref="Return(Tensor)"/>.</summary>
+    public static Tensor Rent(Tensor like) => _current is { } ws ? ws.Rent(like) : empty_like(like);
 
     /// <summary>A scratch buffer of a given shape, dtype and device; give it back with <see cref="Return"/>.</summary>
-    public static Tensor Rent(StepContext context, long[] shape, ScalarType dtype, Device device) =>
-        context.TryGet(ContextKeys.Workspace, out var ws) ? ws.Rent(shape, dtype, device) : empty(shape, dtype, device);
+    public static Tensor Rent(long[] shape, ScalarType dtype, Device device) =>
+        _current is { } ws ? ws.Rent(shape, dtype, device) : empty(shape, dtype, device);
 
-    /// <summary>Gives back a buffer from <see cref="Rent(StepContext, Tensor)"/> (without a workspace it is disposed).</summary>
-    public static void Return(StepContext context, Tensor buffer)
+    /// <summary>Gives back a buffer from <see cref="Rent(Tensor)"/> (without a workspace it is disposed).</summary>
+    public static void Return(Tensor buffer)
     {
-        if (context.TryGet(ContextKeys.Workspace, out var ws)) ws.Return(buffer);
+        if (_current is { } ws) ws.Return(buffer);
         else buffer.Dispose();
     }
 
     /// <summary>
     /// The index-aligned groups of like-shaped trees an elementwise step loops over: flat views over
-    /// contiguous runs when a workspace laid them out, else one group per tensor index.
+    /// contiguous runs when the current workspace laid them out, else one group per tensor index.
     /// </summary>
-    public static IReadOnlyList<Tensor[]> Groups(StepContext context, params TensorTree[] trees)
+    public static IReadOnlyList<Tensor[]> Groups(params TensorTree[] trees)
     {
-        if (context.TryGet(ContextKeys.Workspace, out var ws)) return ws.Groups(trees);
+        if (_current is { } ws) return ws.Groups(trees);
         foreach (var tree in trees)
             if (tree.Count != trees[0].Count) throw new ArgumentException($"trees of {trees[0].Count} and {tree.Count} tensors cannot be grouped index by index");
         return Workspace.PerIndex(trees);

@@ -29,6 +29,9 @@ let private betaCases : (string * string * (float -> obj)) list =
       "Momo", "beta", (fun b -> box (Optim.Momo(beta = b))); "Arsg", "mu", (fun b -> box (Optim.Arsg(mu = b)))
       "Rsg", "mu", (fun b -> box (Optim.Rsg(0.1, mu = b))); "Qhm", "momentum", (fun b -> box (Optim.Qhm(0.1, b, 0.5))) ]
 
+let private parametersFor () =
+    TensorTree.Of(struct ("w", torch.randn([| 4L; 3L |], dtype = torch.float64)), struct ("b", torch.randn([| 3L |], dtype = torch.float64)))
+
 /// (description, action, fragments the message must contain).
 let private table () : (string * (unit -> unit) * string list) list =
     [ for name, make in lrCases do
@@ -59,7 +62,9 @@ let private table () : (string * (unit -> unit) * string list) list =
       yield "a schedule asked for step 0", (fun () -> (Schedule.Constant 1.0).At 0L |> ignore), [ "t = 0" ]
       yield "PolyakTruncation with a rectified preconditioner", (fun () -> Transforms.PolyakTruncation(PolyakOptions(Preconditioner = PreconditionOptions(Rectification = Rectification.RAdam))) |> ignore), [ "preconditioner" ]
       yield "Precondition with MaxInitialValue but no AMSGrad", (fun () -> Transforms.Precondition(PreconditionOptions(MaxInitialValue = Nullable 1.0)) |> ignore), [ "MaxInitialValue"; "AmsGrad" ]
-      yield "BoostPolicy with a window of 0", (fun () -> Transforms.Boosted((fun _ -> Optim.Sgd 0.1), BoostPolicy(Window = 0)) |> ignore), [ "Window" ] ]
+      yield "BoostPolicy with a window of 0", (fun () -> Transforms.Boosted((fun _ -> Optim.Sgd 0.1), BoostPolicy(Window = 0)) |> ignore), [ "Window" ]
+      // Structural: found when the optimizer first meets the parameters (Structural.Tests.fs has the runner's side).
+      yield "Muon initialised on a vector", (fun () -> Optim.Muon().Init(parametersFor ()) |> ignore), [ "'b'"; "matrices"; "Partition" ] ]
 
 /// Update-time bad input: the step throws, naming the tensor, and neither the state nor the parameters change.
 let private stepCases () : (string * IGradientTransformation * (TensorTree -> TensorTree) * StepContext * string list) list =
@@ -77,11 +82,7 @@ let private stepCases () : (string * IGradientTransformation * (TensorTree -> Te
       "SPS+ without a loss", Optim.SpsPlus(), id, StepContext.Empty, [ "sps+"; "loss" ]
       "ARSG-OBSB without a loss", Optim.ArsgObsb(), id, StepContext.Empty, [ "arsg_obsb"; "loss" ]
       "MoMo with an infinite loss", Optim.Momo(), id, StepContext.Empty.WithLoss infinity, [ "momo"; "loss" ]
-      "Muon on a vector", Optim.Muon(), id, StepContext.Empty, [ "'b'"; "matrices" ]
       "exact MARS without the previous-iterate gradient at step 2", Optim.Mars(exact = true), id, StepContext.Empty, [ "previous_iterate_gradient" ] ]
-
-let private parametersFor () =
-    TensorTree.Of(struct ("w", torch.randn([| 4L; 3L |], dtype = torch.float64)), struct ("b", torch.randn([| 3L |], dtype = torch.float64)))
 
 let private caseFile () = File.ReadAllText(Path.Combine(Oracle.oracleDir, "mars_adamw_defaults.json"))
 

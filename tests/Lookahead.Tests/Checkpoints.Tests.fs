@@ -108,12 +108,12 @@ let tests =
             yield test "another optimizer" {
                 use _ = torch.NewDisposeScope()
                 let file, p = setup ()
-                try fails (fun () -> Checkpoint.Load(file, Optim.AdamW(0.01), p) |> ignore) [ "saved for the optimizer" ] finally File.Delete file
+                try fails (fun () -> Checkpoint.Load(file, Optim.AdamW(0.01), p) |> ignore) [ "saved for another optimizer"; "'adam' was adam when saved, here it is adam_w" ] finally File.Delete file
             }
             yield test "other hyperparameters" {
                 use _ = torch.NewDisposeScope()
                 let file, p = setup ()
-                try fails (fun () -> Checkpoint.Load(file, Optim.Adam(0.02), p) |> ignore) [ "saved for the optimizer"; "0.02" ]
+                try fails (fun () -> Checkpoint.Load(file, Optim.Adam(0.02), p) |> ignore) [ "other hyperparameters"; "'adam/lr' was 0.01 when saved, here it is 0.02" ]
                 finally File.Delete file
             }
             yield test "differently shaped parameters" {
@@ -153,8 +153,18 @@ let tests =
                 let file, p = setup ()
                 try
                     let text = Text.Encoding.Latin1.GetString(File.ReadAllBytes file)
-                    File.WriteAllBytes(file, Text.Encoding.Latin1.GetBytes(text.Replace("\"version\":\"1\"", "\"version\":\"9\"")))
+                    File.WriteAllBytes(file, Text.Encoding.Latin1.GetBytes(text.Replace("\"version\":\"2\"", "\"version\":\"9\"")))
                     fails (fun () -> Checkpoint.Load(file, Optim.Adam(0.01), p) |> ignore) [ "version 9" ]
+                finally File.Delete file
+            }
+            yield test "version 1 (no fingerprint) is refused, saying why" {
+                use _ = torch.NewDisposeScope()
+                let file, p = setup ()
+                try
+                    let text = Text.Encoding.Latin1.GetString(File.ReadAllBytes file)
+                    Expect.stringContains text "\"version\":\"2\"" "the file is version 2"
+                    File.WriteAllBytes(file, Text.Encoding.Latin1.GetBytes(text.Replace("\"version\":\"2\"", "\"version\":\"1\"")))
+                    fails (fun () -> Checkpoint.Load(file, Optim.Adam(0.01), p) |> ignore) [ "version 1"; "hyperparameters" ]
                 finally File.Delete file
             }
             yield test "a runner keeps its state when the checkpoint does not match" {
@@ -165,7 +175,7 @@ let tests =
                 r.Step(q.Map(fun t -> torch.ones_like t))
                 let before = Expect.stateLeaves r.State
                 try
-                    fails (fun () -> r.Load file) [ "saved for the optimizer" ]
+                    fails (fun () -> r.Load file) [ "saved for another optimizer" ]
                     Expect.equal (Expect.stateLeaves r.State |> Array.map fst) (Array.map fst before) "same leaves"
                     for (a, x), (_, y) in Array.zip (Expect.stateLeaves r.State) before do
                         Expect.isTrue (Array.forall2 Expect.bitEqual x y) (sprintf "leaf %s unchanged" a)

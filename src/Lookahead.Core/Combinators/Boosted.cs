@@ -69,21 +69,28 @@ public sealed record BoostedState(long Count, int Level, double WindowSum, int W
     };
 }
 
-sealed class BoostedTransform(Func<int, IGradientTransformation> factory, BoostPolicy policy, string name) : Transform<BoostedState>, IComposite
+sealed class BoostedTransform(Func<int, IGradientTransformation> factory, BoostPolicy policy, string name) : Transform<BoostedState>, IComposite, IValidating
 {
     public IEnumerable<IGradientTransformation> Children => new[] { At(0) };
 
-    public override string Name => $"{name}(window={policy.Window}, tolerance={policy.Tolerance}, max_level={policy.MaxLevel})";
+    public override Spec Spec => Spec.Of("boosted").With("name", name).With("policy", policy)
+        .WithFactoryProbes("levels", factory, Enumerable.Range(0, policy.MaxLevel + 1), "level");
+
+    protected override string Label => name;
+
+    public void Validate(IReadOnlyList<ParameterInfo> parameters, ValidationReport report) => Validation.Child(At(0), parameters, report);
+
+    public IEnumerable<ContextRequirement> Requirements => new[] { ContextRequirement.For(ContextKeys.Loss, Label) };
 
     IGradientTransformation At(int level) =>
-        factory(level) ?? throw new InvalidOperationException($"{Name}: the factory returned null for level {level}");
+        factory(level) ?? throw new InvalidOperationException($"{Label}: the factory returned null for level {level}");
 
     protected override BoostedState InitState(TensorTree parameters) => new(0, 0, 0, 0, double.NaN, At(0).Init(parameters));
 
     public override BoostedState Step(TensorTree updates, BoostedState state, TensorTree parameters, StepContext context)
     {
-        double loss = context.Get(ContextKeys.Loss, Name);
-        if (!double.IsFinite(loss)) throw new ArgumentException($"{Name}: the loss in the context is {loss}; it must be finite", nameof(context));
+        double loss = context.Get(ContextKeys.Loss, Label);
+        if (!double.IsFinite(loss)) throw new ArgumentException($"{Label}: the loss in the context is {loss}; it must be finite", nameof(context));
         var inner = InPlace.Step(At(state.Level), updates, state.Inner, parameters, context);
         double sum = state.WindowSum + loss, previous = state.PreviousMean;
         int count = state.WindowCount + 1, level = state.Level;

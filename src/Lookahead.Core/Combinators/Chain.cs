@@ -80,14 +80,22 @@ sealed class ChainTransform(IGradientTransformation[] stages) : Transform<ChainS
 {
     public System.Collections.Generic.IEnumerable<IGradientTransformation> Children => stages;
 
-    public override string Name => "chain(" + string.Join(", ", stages.Select(s => s.Name)) + ")";
+    public override Spec Spec
+    {
+        get
+        {
+            var spec = Spec.Of("chain");
+            for (int i = 0; i < stages.Length; i++) spec.With(i.ToString(System.Globalization.CultureInfo.InvariantCulture), stages[i]);
+            return spec;
+        }
+    }
 
     protected override ChainState InitState(TensorTree parameters) => new(stages.Select(s => s.Init(parameters)).ToArray());
 
     public override ChainState Step(TensorTree updates, ChainState state, TensorTree parameters, StepContext context)
     {
         if (state.States.Count != stages.Length)
-            throw new ArgumentException($"{Name} has {stages.Length} stages but the state has {state.States.Count}", nameof(state));
+            throw new ArgumentException($"{Label} has {stages.Length} stages but the state has {state.States.Count}", nameof(state));
         var next = new IOptState[stages.Length];
         for (int i = 0; i < stages.Length; i++)
             next[i] = InPlace.Step(stages[i], updates, state.States[i], parameters, context);
@@ -99,7 +107,15 @@ sealed class NamedChainTransform((string Name, IGradientTransformation Transform
 {
     public System.Collections.Generic.IEnumerable<IGradientTransformation> Children => stages.Select(s => s.Transform);
 
-    public override string Name => "named_chain(" + string.Join(", ", stages.Select(s => $"{s.Name}: {s.Transform.Name}")) + ")";
+    public override Spec Spec
+    {
+        get
+        {
+            var spec = Spec.Of("named_chain");
+            foreach (var (name, tx) in stages) spec.With(name, tx);
+            return spec;
+        }
+    }
 
     protected override NamedChainState InitState(TensorTree parameters) =>
         new(stages.Select(s => new KeyValuePair<string, IOptState>(s.Name, s.Transform.Init(parameters))).ToArray());
@@ -107,7 +123,7 @@ sealed class NamedChainTransform((string Name, IGradientTransformation Transform
     public override NamedChainState Step(TensorTree updates, NamedChainState state, TensorTree parameters, StepContext context)
     {
         if (!state.States.Select(kv => kv.Key).SequenceEqual(stages.Select(s => s.Name)))
-            throw new ArgumentException($"{Name}: the state's stages [{string.Join(", ", state.States.Select(kv => kv.Key))}] do not match", nameof(state));
+            throw new ArgumentException($"{Label}: the state's stages [{string.Join(", ", state.States.Select(kv => kv.Key))}] do not match", nameof(state));
         var next = new KeyValuePair<string, IOptState>[stages.Length];
         for (int i = 0; i < stages.Length; i++)
             next[i] = new(stages[i].Name, InPlace.Step(stages[i].Transform, updates, state.States[i].Value, parameters, context));

@@ -9,7 +9,7 @@ public static partial class Transforms
 sealed class IdentityTransform : Transform<EmptyState>
 {
     public static readonly IdentityTransform Instance = new();
-    public override string Name => "identity";
+    public override Spec Spec => Spec.Of("identity");
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context) => state;
 }

@@ -56,7 +56,7 @@ public sealed record GuardNonFiniteState(long Count, long Consecutive, long Tota
 
 sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePolicy policy, long maxConsecutive) : Transform<GuardNonFiniteState>, IComposite
 {
-    public override string Name => $"guard_non_finite({inner.Name}, {policy}{(maxConsecutive == long.MaxValue ? "" : $", max_consecutive={maxConsecutive}")})";
+    public override Spec Spec => Spec.Of("guard_non_finite").With("policy", policy).With("max_consecutive", maxConsecutive).With("inner", inner);
 
     public IEnumerable<IGradientTransformation> Children => new[] { inner };
 
@@ -84,7 +84,7 @@ sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePol
         string what = (lossBad ? $"the loss is {loss}" : "") + (lossBad && bad.Count > 0 ? " and " : "") +
                       (bad.Count > 0 ? $"tensors [{string.Join(", ", bad)}] hold NaN or ±∞" : "");
         if (policy == NonFinitePolicy.Raise || state.Consecutive + 1 >= maxConsecutive && maxConsecutive != long.MaxValue)
-            throw new ArithmeticException($"{Name}: at step {t} {what}" + (policy == NonFinitePolicy.Raise ? "" : $" ({state.Consecutive + 1} non-finite steps in a row, the limit is {maxConsecutive})"));
+            throw new ArithmeticException($"{Label}: at step {t} {what}" + (policy == NonFinitePolicy.Raise ? "" : $" ({state.Consecutive + 1} non-finite steps in a row, the limit is {maxConsecutive})"));
         if (policy == NonFinitePolicy.Zero && !lossBad)
         {
             foreach (var name in bad) updates[name].nan_to_num_(0, 0, 0);

@@ -85,12 +85,34 @@ public sealed record PartitionState(IReadOnlyList<KeyValuePair<string, IOptState
         new PartitionState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNestedScalars(kv.Key, kv.Value, f))).ToArray());
 }
 
-sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : Transform<PartitionState>, IComposite
+sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : Transform<PartitionState>, IComposite, IValidating
 {
+    public void Validate(IReadOnlyList<ParameterInfo> parameters, ValidationReport report)
+    {
+        var routed = parts.Select(_ => new List<ParameterInfo>()).ToArray();
+        foreach (var p in parameters)
+        {
+            var l = label(p);
+            int k = Array.FindIndex(parts, x => x.Label == l);
+            if (k < 0) report.Add($"parameter '{p.Name}' got the label '{l}', which has no transform (labels: {string.Join(", ", parts.Select(x => x.Label))})");
+            else routed[k].Add(p);
+        }
+        for (int k = 0; k < parts.Length; k++) Validation.Child(parts[k].Transform, routed[k], report);
+    }
+
     public IEnumerable<IGradientTransformation> Children => parts.Select(p => p.Transform);
     public string? Route(ParameterInfo parameter) => label(parameter);
 
-    public override string Name => "partition(" + string.Join(", ", parts.Select(p => $"{p.Label}: {p.Transform.Name}")) + ")";
+    public override Spec Spec
+    {
+        get
+        {
+            var spec = Spec.Of("partition").WithFunction("label", label);
+            var labels = Spec.Of("parts");
+            foreach (var (l, t) in parts) labels.With(l, t);
+            return spec.With("parts", labels);
+        }
+    }
 
     List<int>[] Groups(TensorTree parameters)
     {

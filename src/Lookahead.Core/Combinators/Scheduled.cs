@@ -37,7 +37,9 @@ public sealed record ScheduledState(long Count, IOptState Inner) : IOptState
 
 sealed class ScheduledTransform(Func<long, IGradientTransformation> factory, string name) : Transform<ScheduledState>, IComposite
 {
-    public override string Name => $"{name}({At(1).Name} at t = 1)";
+    public override Spec Spec => Spec.Of("scheduled").With("name", name).WithFactoryProbes("steps", factory, Spec.ProbeSteps, "t");
+
+    protected override string Label => name;
 
     public IEnumerable<IGradientTransformation> Children => new[] { At(1) };
 

@@ -47,7 +47,7 @@ sealed class SlowFastTransform(IGradientTransformation inner, int k, double alph
 {
     public IEnumerable<IGradientTransformation> Children => new[] { inner };
 
-    public override string Name => $"slow_fast_weights({inner.Name}, k={k}, alpha={alpha})";
+    public override Spec Spec => Spec.Of("slow_fast_weights").With("k", k).With("alpha", alpha).With("inner", inner);
 
     protected override SlowFastState InitState(TensorTree parameters) => new(0, parameters.Clone(), inner.Init(parameters));
 
@@ -57,7 +57,7 @@ sealed class SlowFastTransform(IGradientTransformation inner, int k, double alph
         var innerState = InPlace.Step(inner, updates, state.Inner, parameters, context);
         if (t % k == 0)
         {
-            foreach (var group in Buffers.Groups(context, updates, state.Slow, parameters))
+            foreach (var group in Buffers.Groups(updates, state.Slow, parameters))
             {
                 Tensor u = group[0], slow = group[1], theta = group[2];
                 u.add_(theta);                                          // the fast weights θ + u

@@ -44,7 +44,7 @@ sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTra
 {
     public IEnumerable<IGradientTransformation> Children => new[] { inner };
 
-    public override string Name => $"when({name}, {inner.Name})";
+    public override Spec Spec => Spec.Of("when").With("name", name).WithFunction("condition", condition).With("inner", inner);
     protected override WhenState InitState(TensorTree parameters) => new(0, 0, inner.Init(parameters));
 
     public override WhenState Step(TensorTree updates, WhenState state, TensorTree parameters, StepContext context)

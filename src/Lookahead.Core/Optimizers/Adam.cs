@@ -18,11 +18,10 @@ public static partial class Optim
     /// <param name="eps">ε ≥ 0; default 1e-8.</param>
     /// <param name="weightDecay">λ ≥ 0, coupled L2; default 0.</param>
     /// <param name="amsgrad">AMSGrad (Reddi et al. 2018); default false.</param>
-    public static IGradientTransformation Adam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, bool amsgrad = false) =>
-        Chain(
+    public static IGradientTransformation Adam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, bool amsgrad = false) => Define("adam", Chain(
             AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
             Precondition(AdamMoment(beta2, eps, amsgrad), Ema(Check.UnitOpen(beta1, nameof(beta1)), debias: true)),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("amsgrad", amsgrad));
 
     /// <summary>
     /// AdamW (Loshchilov &amp; Hutter 2019) with torch.optim.AdamW's semantics: θ ← θ(1 − ηλ), then the
@@ -34,15 +33,13 @@ public static partial class Optim
     /// <param name="eps">ε ≥ 0; default 1e-8.</param>
     /// <param name="weightDecay">λ ≥ 0, decoupled; default 1e-2.</param>
     /// <param name="amsgrad">AMSGrad; default false.</param>
-    public static IGradientTransformation AdamW(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 1e-2, bool amsgrad = false) =>
-        Chain(
+    public static IGradientTransformation AdamW(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 1e-2, bool amsgrad = false) => Define("adam_w", Chain(
             Precondition(AdamMoment(beta2, eps, amsgrad), Ema(Check.UnitOpen(beta1, nameof(beta1)), debias: true)),
             AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("amsgrad", amsgrad));
 
     /// <summary>AMSGrad (Reddi et al. 2018): <see cref="Adam"/> with the running maximum of v in the denominator.</summary>
-    public static IGradientTransformation AmsGrad(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0) =>
-        Adam(lr, beta1, beta2, eps, weightDecay, amsgrad: true);
+    public static IGradientTransformation AmsGrad(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0) => Define("ams_grad", Adam(lr, beta1, beta2, eps, weightDecay, amsgrad: true), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay));
 
     /// <summary>
     /// RAdam (Liu et al. 2020) with torch.optim.RAdam's semantics: m̂ = m/(1−β₁ᵗ); while ρₜ ≤ 5,
@@ -58,13 +55,13 @@ public static partial class Optim
     public static IGradientTransformation RAdam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, bool decoupledWeightDecay = false)
     {
         Check.NonNegative(weightDecay, nameof(weightDecay));
-        return Chain(
+        return Define("radam", Chain(
             AddDecayedWeights(decoupledWeightDecay ? 0 : weightDecay),
             Precondition(
                 AdamMoment(beta2, eps, false) with { EpsilonPlacement = EpsilonPlacement.Uncorrected, Rectification = Rectification.RAdam },
                 Ema(Check.UnitOpen(beta1, nameof(beta1)), debias: true)),
             AddDecayedWeights(decoupledWeightDecay ? weightDecay : 0),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("decoupledWeightDecay", decoupledWeightDecay));
     }
 
     /// <summary>
@@ -83,10 +80,10 @@ public static partial class Optim
     {
         Check.NonNegative(weightDecay, nameof(weightDecay));
         Check.UnitOpen(beta1, nameof(beta1));
-        return Chain(
+        return Define("nadam", Chain(
             AddDecayedWeights(decoupledWeightDecay ? 0 : weightDecay),
             Precondition(AdamMoment(beta2, eps, false), LookaheadShift(ShiftSchedule.NAdam(beta1, momentumDecay, torch113), Ema(beta1))),
             AddDecayedWeights(decoupledWeightDecay ? weightDecay : 0),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("momentumDecay", momentumDecay), ("decoupledWeightDecay", decoupledWeightDecay), ("torch113", torch113));
     }
 }

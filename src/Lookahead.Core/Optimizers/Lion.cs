@@ -19,10 +19,10 @@ public static partial class Optim
         Check.UnitOpen(beta2, nameof(beta2));
         Check.Unit(beta1, nameof(beta1));
         if (beta1 > beta2) throw new System.ArgumentOutOfRangeException(nameof(beta1), beta1, $"beta1 = {beta1} must not exceed beta2 = {beta2} (the shift weight β₁/β₂ would exceed 1)");
-        return Chain(
+        return Define("lion", Chain(
             LookaheadShift(beta1 / beta2, Ema(beta2)),
             Sign(),
             AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("weightDecay", weightDecay));
     }
 }

@@ -70,9 +70,9 @@ public static partial class Optim
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, "type is not a MarsType"),
         };
         var mars = Chain(GradientCorrection(MarsScale(gamma, beta1), clip, exact), rule);
-        if (optimize1d) return mars;
+        if (optimize1d) return Define("mars", mars, ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("amsgrad", amsgrad), ("gamma", gamma), ("exact", exact), ("type", type), ("optimize1d", optimize1d), ("lr1d", lr1d), ("betas1d", betas1d), ("weightDecay1d", weightDecay1d), ("clip", clip));
         var (b1, b2) = betas1d ?? (0.9, 0.95);
-        return Partition(Parameters.RankAtLeast(2), mars, AdamW(lr1d, b1, b2, eps, weightDecay1d));
+        return Define("mars", Partition(Parameters.RankAtLeast(2), mars, AdamW(lr1d, b1, b2, eps, weightDecay1d)), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("amsgrad", amsgrad), ("gamma", gamma), ("exact", exact), ("type", type), ("optimize1d", optimize1d), ("lr1d", lr1d), ("betas1d", betas1d), ("weightDecay1d", weightDecay1d), ("clip", clip));
     }
 
     /// <summary>The default routing of MARS-M and Muon: tensors of rank ≥ 2 whose name does not look like an embedding or output head (embed_tokens, lm_head, wpe, wte).</summary>
@@ -117,14 +117,13 @@ public static partial class Optim
     /// <param name="bf16">Newton–Schulz in bfloat16 as the official code.</param>
     public static IGradientTransformation MarsM(
         double lr = 1e-3, double weightDecay = 0.1, double momentum = 0.95, int nsSteps = 5, (double, double)? adamwBetas = null,
-        double adamwEps = 1e-8, double gamma = 0.025, bool clip = true, bool exact = false, Func<ParameterInfo, bool>? isMatrixParameter = null, bool bf16 = false) =>
-        Partition(
+        double adamwEps = 1e-8, double gamma = 0.025, bool clip = true, bool exact = false, Func<ParameterInfo, bool>? isMatrixParameter = null, bool bf16 = false) => Define("mars_m", Partition(
             isMatrixParameter ?? HiddenMatrices,
             Chain(
                 GradientCorrection(MarsScale(gamma, Check.UnitOpen(momentum, nameof(momentum))), clip, exact),
                 Ema(momentum),
                 OrthogonalStep(lr, weightDecay, nsSteps, ShapeScaling.Moonlight, bf16)),
-            MarsMAdamW(lr, weightDecay, adamwBetas, adamwEps));
+            MarsMAdamW(lr, weightDecay, adamwBetas, adamwEps)), ("lr", lr), ("weightDecay", weightDecay), ("momentum", momentum), ("nsSteps", nsSteps), ("adamwBetas", adamwBetas), ("adamwEps", adamwEps), ("gamma", gamma), ("clip", clip), ("exact", exact), ("isMatrixParameter", isMatrixParameter), ("bf16", bf16));
 
     /// <summary>
     /// MARS-M's efficient form (AGI-Arena/MARS <c>MARS_M_Efficient</c>): b ← βb + ((1−γ)(1−β)/β)·g,
@@ -148,12 +147,12 @@ public static partial class Optim
         Check.UnitOpen(momentum, nameof(momentum));
         Check.Unit(gamma, nameof(gamma));
         double weight = (1 - gamma) * (1 - momentum) / momentum;
-        return Partition(
+        return Define("mars_mefficient", Partition(
             isMatrixParameter ?? HiddenMatrices,
             Chain(
                 LookaheadShift(ShiftSchedule.Constant(gamma, momentum), Trace(momentum, dampening: 1 - weight)),
                 OrthogonalStep(lr, weightDecay, nsSteps, ShapeScaling.Moonlight, bf16)),
-            MarsMAdamW(lr, weightDecay, adamwBetas, adamwEps));
+            MarsMAdamW(lr, weightDecay, adamwBetas, adamwEps)), ("lr", lr), ("weightDecay", weightDecay), ("momentum", momentum), ("nsSteps", nsSteps), ("adamwBetas", adamwBetas), ("adamwEps", adamwEps), ("gamma", gamma), ("isMatrixParameter", isMatrixParameter), ("bf16", bf16));
     }
 
     /// <summary>
@@ -172,7 +171,7 @@ public static partial class Optim
     public static IGradientTransformation Muon(double lr = 0.02, double weightDecay = 0, double momentum = 0.95, bool nesterov = true, int nsSteps = 5, ShapeScaling scaling = ShapeScaling.Muon, bool bf16 = false)
     {
         var m = Ema(Check.UnitOpen(momentum, nameof(momentum)));
-        return Chain(nesterov ? LookaheadShift(momentum, m) : m, OrthogonalStep(lr, weightDecay, nsSteps, scaling, bf16));
+        return Define("muon", Chain(nesterov ? LookaheadShift(momentum, m) : m, OrthogonalStep(lr, weightDecay, nsSteps, scaling, bf16)), ("lr", lr), ("weightDecay", weightDecay), ("momentum", momentum), ("nesterov", nesterov), ("nsSteps", nsSteps), ("scaling", scaling), ("bf16", bf16));
     }
 
     /// <summary>
@@ -188,6 +187,6 @@ public static partial class Optim
     public static IGradientTransformation MuonWithAuxAdam(IGradientTransformation? muon = null, double adamLr = 3e-4, (double, double)? adamBetas = null, double adamEps = 1e-10, double adamWeightDecay = 0, Func<ParameterInfo, bool>? isMuonParameter = null)
     {
         var (b1, b2) = adamBetas ?? (0.9, 0.95);
-        return Partition(isMuonParameter ?? HiddenMatrices, muon ?? Muon(), AdamW(adamLr, b1, b2, adamEps, adamWeightDecay));
+        return Define("muon_with_aux_adam", Partition(isMuonParameter ?? HiddenMatrices, muon ?? Muon(), AdamW(adamLr, b1, b2, adamEps, adamWeightDecay)), ("muon", muon), ("adamLr", adamLr), ("adamBetas", adamBetas), ("adamEps", adamEps), ("adamWeightDecay", adamWeightDecay), ("isMuonParameter", isMuonParameter));
     }
 }

@@ -23,8 +23,7 @@ public static partial class Optim
     /// </summary>
     /// <param name="lr">ε ≥ 0.</param>
     /// <param name="momentum">β ∈ [0, 1].</param>
-    public static IGradientTransformation NesterovVelocity(double lr, double momentum) =>
-        Chain(Trace(Check.Unit(momentum, nameof(momentum))), Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+    public static IGradientTransformation NesterovVelocity(double lr, double momentum) => Define("nesterov_velocity", Chain(Trace(Check.Unit(momentum, nameof(momentum))), Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("momentum", momentum));
 
     /// <summary>
     /// Generalised Nesterov momentum in shifted coordinates θ′ = θ + μv (the generalised-Nesterov note,
@@ -34,14 +33,13 @@ public static partial class Optim
     /// <param name="lr">ε ≥ 0.</param>
     /// <param name="momentum">β ∈ [0, 1].</param>
     /// <param name="lookahead">μ, finite.</param>
-    public static IGradientTransformation GeneralisedNesterov(double lr, double momentum, double lookahead) =>
-        Chain(
+    public static IGradientTransformation GeneralisedNesterov(double lr, double momentum, double lookahead) => Define("generalised_nesterov", Chain(
             GradientCorrection(Check.Finite(lookahead, nameof(lookahead), "lookahead μ")),
             Trace(Check.Unit(momentum, nameof(momentum))),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("momentum", momentum), ("lookahead", lookahead));
 
     /// <summary>Nesterov momentum (Sutskever form, lookahead μ = β) in shifted coordinates: <see cref="GeneralisedNesterov"/>(ε, β, β).</summary>
-    public static IGradientTransformation Nesterov(double lr, double momentum) => GeneralisedNesterov(lr, momentum, momentum);
+    public static IGradientTransformation Nesterov(double lr, double momentum) => Define("nesterov", GeneralisedNesterov(lr, momentum, momentum), ("lr", lr), ("momentum", momentum));
 
     /// <summary>
     /// Quasi-hyperbolic momentum (Ma &amp; Yarats 2019; qhoptim's QHM): b ← βb + (1−β)g (zero start),
@@ -55,11 +53,11 @@ public static partial class Optim
     public static IGradientTransformation Qhm(double lr, double momentum, double nu, double weightDecay = 0, QhmWeightDecay weightDecayType = QhmWeightDecay.Gradient)
     {
         Check.NonNegative(weightDecay, nameof(weightDecay));
-        return Chain(
+        return Define("qhm", Chain(
             AddDecayedWeights(weightDecayType == QhmWeightDecay.Gradient ? weightDecay : 0),
             LookaheadShift(Check.Finite(nu, nameof(nu)), Ema(Check.UnitOpen(momentum, nameof(momentum)))),
             AddDecayedWeights(weightDecayType == QhmWeightDecay.Direct ? weightDecay : 0),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("momentum", momentum), ("nu", nu), ("weightDecay", weightDecay), ("weightDecayType", weightDecayType));
     }
 
     /// <summary>
@@ -77,13 +75,13 @@ public static partial class Optim
     public static IGradientTransformation QhAdam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double nu1 = 1, double nu2 = 1, double eps = 1e-8, double weightDecay = 0, bool decoupledWeightDecay = false)
     {
         Check.NonNegative(weightDecay, nameof(weightDecay));
-        return Chain(
+        return Define("qh_adam", Chain(
             AddDecayedWeights(decoupledWeightDecay ? 0 : weightDecay),
             Precondition(
                 AdamMoment(beta2, eps, false) with { SecondMomentNu = Check.Finite(nu2, nameof(nu2)) },
                 LookaheadShift(Check.Finite(nu1, nameof(nu1)), Ema(Check.UnitOpen(beta1, nameof(beta1)), debias: true))),
             AddDecayedWeights(decoupledWeightDecay ? weightDecay : 0),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("nu1", nu1), ("nu2", nu2), ("eps", eps), ("weightDecay", weightDecay), ("decoupledWeightDecay", decoupledWeightDecay));
     }
 
     /// <summary>
@@ -94,11 +92,10 @@ public static partial class Optim
     /// <param name="momentum">β ∈ [0, 1); the paper's default 0.999.</param>
     /// <param name="mu">Observation factor μ ∈ [0, 1); default 0.1.</param>
     /// <param name="weightDecay">λ ≥ 0, coupled; default 0.</param>
-    public static IGradientTransformation Rsg(double lr, double momentum = 0.999, double mu = 0.1, double weightDecay = 0) =>
-        Chain(
+    public static IGradientTransformation Rsg(double lr, double momentum = 0.999, double mu = 0.1, double weightDecay = 0) => Define("rsg", Chain(
             AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
             RemoteObservation(momentum, mu),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("momentum", momentum), ("mu", mu), ("weightDecay", weightDecay));
 
     /// <summary>RSG's direction (1−β)(1−μ)·m̃ + μ·g over the undamped trace m̃: the lookahead shift of the fast form.</summary>
     static IGradientTransformation RemoteObservation(double momentum, double mu)
@@ -128,14 +125,14 @@ public static partial class Optim
         Check.NonNegative(lr, nameof(lr), "learning rate");
         Check.UnitOpen(mu, nameof(mu), "observation factor");
         if (!amsgrad)
-            return Chain(
+            return Define("arsg", Chain(
                 AddDecayedWeights(weightDecay),
                 Precondition(AdamMoment(beta2, eps, false), LookaheadShift(1 - mu, Ema(Check.UnitOpen(beta1, nameof(beta1)), debias: true))),
-                Scale(-lr));
-        return Chain(
+                Scale(-lr)), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("mu", mu), ("amsgrad", amsgrad));
+        return Define("arsg", Chain(
             AddDecayedWeights(weightDecay),
             ArsgPrecondition(beta2, eps, RemoteObservation(beta1, mu)),
-            Scale(-lr / Math.Sqrt(1 - beta2)));
+            Scale(-lr / Math.Sqrt(1 - beta2))), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("mu", mu), ("amsgrad", amsgrad));
     }
 
     /// <summary>
@@ -151,6 +148,6 @@ public static partial class Optim
         if (initialMu * Math.Pow(2, p.MaxLevel) >= 1)
             throw new ArgumentOutOfRangeException(nameof(initialMu), initialMu, $"initialMu = {initialMu} doubled MaxLevel = {p.MaxLevel} times reaches μ ≥ 1; lower one of them");
         _ = Arsg(lr, beta1, beta2, eps, weightDecay, initialMu, amsgrad);   // validate now, not at the first boost
-        return Boosted(level => Arsg(lr / Math.Pow(stepDivisor, level), beta1, beta2, eps, weightDecay, initialMu * Math.Pow(2, level), amsgrad), p, "arsg_obsb");
+        return Define("arsg_obsb", Boosted(level => Arsg(lr / Math.Pow(stepDivisor, level), beta1, beta2, eps, weightDecay, initialMu * Math.Pow(2, level), amsgrad), p, "arsg_obsb"), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("initialMu", initialMu), ("stepDivisor", stepDivisor), ("policy", policy), ("amsgrad", amsgrad));
     }
 }

@@ -11,8 +11,7 @@ public static partial class Optim
     /// <param name="maxLr">α ≥ 0, the largest step; default 1.</param>
     /// <param name="lowerBound">f*; default 0.</param>
     /// <param name="eps">ε ≥ 0 added to ‖g‖²; default 0.</param>
-    public static IGradientTransformation Sps(double maxLr = 1, double lowerBound = 0, double eps = 0) =>
-        PolyakTruncation(SpsChecked(maxLr, lowerBound, eps) with { Name = "sps", Positive = false });
+    public static IGradientTransformation Sps(double maxLr = 1, double lowerBound = 0, double eps = 0) => Define("sps", PolyakTruncation(SpsChecked(maxLr, lowerBound, eps) with { Name = "sps", Positive = false }), ("maxLr", maxLr), ("lowerBound", lowerBound), ("eps", eps));
 
     static PolyakOptions SpsChecked(double maxLr, double lowerBound, double eps) => new()
     {
@@ -23,8 +22,7 @@ public static partial class Optim
     };
 
     /// <summary>SPS+ (Gower et al.): <see cref="Sps"/> with the gap truncated at zero, min(α, (f − f*)₊/‖g‖²). Equals MoMo with β = 0.</summary>
-    public static IGradientTransformation SpsPlus(double maxLr = 1, double lowerBound = 0, double eps = 0) =>
-        PolyakTruncation(SpsChecked(maxLr, lowerBound, eps) with { Name = "sps+", Positive = true });
+    public static IGradientTransformation SpsPlus(double maxLr = 1, double lowerBound = 0, double eps = 0) => Define("sps_plus", PolyakTruncation(SpsChecked(maxLr, lowerBound, eps) with { Name = "sps+", Positive = true }), ("maxLr", maxLr), ("lowerBound", lowerBound), ("eps", eps));
 
     /// <summary>
     /// MoMo (Schaipp, Ohana, Eickenberg, Defazio, Gower 2024, "MoMo: Momentum Models for Adaptive Learning
@@ -37,13 +35,12 @@ public static partial class Optim
     /// <param name="lowerBound">f*; default 0.</param>
     /// <param name="biasCorrection">Zero-started averages with ρ = 1 − βᵏ; default false.</param>
     /// <param name="estimateLowerBound">Online estimate of f* (<c>use_fstar</c>); default false.</param>
-    public static IGradientTransformation Momo(double lr = 1, double weightDecay = 0, double beta = 0.9, double lowerBound = 0, bool biasCorrection = false, bool estimateLowerBound = false) =>
-        PolyakTruncation(new PolyakOptions
+    public static IGradientTransformation Momo(double lr = 1, double weightDecay = 0, double beta = 0.9, double lowerBound = 0, bool biasCorrection = false, bool estimateLowerBound = false) => Define("momo", PolyakTruncation(new PolyakOptions
         {
             Name = "momo", LearningRate = Check.NonNegative(lr, nameof(lr), "learning rate"), WeightDecay = Check.NonNegative(weightDecay, nameof(weightDecay)),
             Beta = Check.UnitOpen(beta, nameof(beta)), LowerBound = Check.Finite(lowerBound, nameof(lowerBound)),
             BiasCorrection = biasCorrection, EstimateLowerBound = estimateLowerBound,
-        });
+        }), ("lr", lr), ("weightDecay", weightDecay), ("beta", beta), ("lowerBound", lowerBound), ("biasCorrection", biasCorrection), ("estimateLowerBound", estimateLowerBound));
 
     /// <summary>
     /// MoMo-Adam (fabian-sp/MoMo <c>MomoAdam</c>): the MoMo step in Adam's norm, D = sqrt(v̂) + ε,
@@ -58,13 +55,12 @@ public static partial class Optim
     /// <param name="lowerBound">f*; default 0.</param>
     /// <param name="divide">Proximal weight decay (default) or the AdamW form.</param>
     /// <param name="estimateLowerBound">Online estimate of f*; default false.</param>
-    public static IGradientTransformation MomoAdam(double lr = 1e-2, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, double lowerBound = 0, bool divide = true, bool estimateLowerBound = false) =>
-        PolyakTruncation(new PolyakOptions
+    public static IGradientTransformation MomoAdam(double lr = 1e-2, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, double lowerBound = 0, bool divide = true, bool estimateLowerBound = false) => Define("momo_adam", PolyakTruncation(new PolyakOptions
         {
             Name = "momo_adam", LearningRate = Check.NonNegative(lr, nameof(lr), "learning rate"), WeightDecay = Check.NonNegative(weightDecay, nameof(weightDecay)),
             Beta = Check.UnitOpen(beta1, nameof(beta1)), LowerBound = Check.Finite(lowerBound, nameof(lowerBound)),
             BiasCorrection = true, EstimateLowerBound = estimateLowerBound,
             WeightDecayForm = divide ? WeightDecayForm.Proximal : WeightDecayForm.Decoupled,
             Preconditioner = AdamMoment(beta2, eps, false),
-        });
+        }), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("lowerBound", lowerBound), ("divide", divide), ("estimateLowerBound", estimateLowerBound));
 }

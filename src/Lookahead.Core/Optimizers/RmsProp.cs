@@ -15,8 +15,7 @@ public static partial class Optim
     /// <param name="weightDecay">λ ≥ 0, coupled; default 0.</param>
     /// <param name="momentum">μ ∈ [0, 1]; default 0.</param>
     /// <param name="centered">Centered variant; default false.</param>
-    public static IGradientTransformation RmsProp(double lr = 1e-2, double alpha = 0.99, double eps = 1e-8, double weightDecay = 0, double momentum = 0, bool centered = false) =>
-        Chain(
+    public static IGradientTransformation RmsProp(double lr = 1e-2, double alpha = 0.99, double eps = 1e-8, double weightDecay = 0, double momentum = 0, bool centered = false) => Define("rms_prop", Chain(
             AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
             Precondition(new PreconditionOptions
             {
@@ -26,7 +25,7 @@ public static partial class Optim
                 Centered = centered,
             }),
             Check.Unit(momentum, nameof(momentum)) > 0 ? Trace(momentum) : Identity(),
-            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate")));
+            Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("alpha", alpha), ("eps", eps), ("weightDecay", weightDecay), ("momentum", momentum), ("centered", centered));
 
     /// <summary>
     /// Adagrad (Duchi et al. 2011) with torch.optim.Adagrad's semantics: g ← g + λθ; s ← s + g²
@@ -42,7 +41,7 @@ public static partial class Optim
     {
         Check.NonNegative(lr, nameof(lr), "learning rate");
         Check.NonNegative(lrDecay, nameof(lrDecay));
-        return Chain(
+        return Define("adagrad", Chain(
             AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
             Precondition(new PreconditionOptions
             {
@@ -52,6 +51,6 @@ public static partial class Optim
                 Epsilon = Check.NonNegative(eps, nameof(eps)),
                 InitialValue = Check.NonNegative(initialAccumulatorValue, nameof(initialAccumulatorValue)),
             }),
-            ScaleBySchedule(t => -lr / (1 + (t - 1) * lrDecay), $"-{lr}/(1+(t-1)·{lrDecay})"));
+            ScaleBySchedule(t => -lr / (1 + (t - 1) * lrDecay), $"-{lr}/(1+(t-1)·{lrDecay})")), ("lr", lr), ("lrDecay", lrDecay), ("weightDecay", weightDecay), ("initialAccumulatorValue", initialAccumulatorValue), ("eps", eps));
     }
 }

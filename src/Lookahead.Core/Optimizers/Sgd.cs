@@ -32,7 +32,7 @@ public static partial class Optim
         var direction = momentum == 0 ? Identity()
             : nesterov ? LookaheadShift(ShiftSchedule.Constant(1, momentum), buffer)
             : buffer;
-        return Chain(AddDecayedWeights(weightDecay), direction, Scale(-lr));
+        return Define("sgd", Chain(AddDecayedWeights(weightDecay), direction, Scale(-lr)), ("lr", lr), ("momentum", momentum), ("dampening", dampening), ("weightDecay", weightDecay), ("nesterov", nesterov));
     }
 
     /// <summary>
@@ -42,8 +42,7 @@ public static partial class Optim
     /// <param name="momentum">β ∈ [0, 1].</param>
     /// <param name="dampening">δ ∈ [0, 1]; default 0.</param>
     /// <remarks>As in torch, β = 0 means no buffer at all (dampening is then ignored).</remarks>
-    public static IGradientTransformation HeavyBall(double lr, double momentum, double dampening = 0) =>
-        Sgd(lr, momentum, dampening);
+    public static IGradientTransformation HeavyBall(double lr, double momentum, double dampening = 0) => Define("heavy_ball", Sgd(lr, momentum, dampening), ("lr", lr), ("momentum", momentum), ("dampening", dampening));
 
     /// <summary>
     /// Nesterov SGD in torch's form: b as in <see cref="HeavyBall"/> (undamped), θ ← θ − η·(g + μb).
@@ -51,6 +50,5 @@ public static partial class Optim
     /// <param name="lr">η ≥ 0.</param>
     /// <param name="momentum">μ ∈ (0, 1].</param>
     /// <param name="weightDecay">λ ≥ 0, coupled; default 0.</param>
-    public static IGradientTransformation NesterovSgd(double lr, double momentum, double weightDecay = 0) =>
-        Sgd(lr, momentum, 0, weightDecay, nesterov: true);
+    public static IGradientTransformation NesterovSgd(double lr, double momentum, double weightDecay = 0) => Define("nesterov_sgd", Sgd(lr, momentum, 0, weightDecay, nesterov: true), ("lr", lr), ("momentum", momentum), ("weightDecay", weightDecay));
 }

@@ -16,14 +16,14 @@ public static partial class Transforms
 
 sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptyState>
 {
-    public override string Name => $"add_decayed_weights({weightDecay})";
+    public override Spec Spec => Spec.Of("add_decayed_weights").With("weight_decay", weightDecay);
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
         if (weightDecay == 0) return state;
         using var lambda = weightDecay.ToScalar();
-        foreach (var group in Buffers.Groups(context, updates, parameters)) group[0].add_(group[1], alpha: lambda);
+        foreach (var group in Buffers.Groups(updates, parameters)) group[0].add_(group[1], alpha: lambda);
         return state;
     }
 }

@@ -18,7 +18,7 @@ public static partial class Transforms
 
 sealed class ClipByGlobalNormTransform(double maxNorm) : Transform<EmptyState>
 {
-    public override string Name => $"clip_by_global_norm({maxNorm})";
+    public override Spec Spec => Spec.Of("clip_by_global_norm").With("max_norm", maxNorm);
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)

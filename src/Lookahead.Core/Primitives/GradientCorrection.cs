@@ -63,9 +63,14 @@ public sealed record GradientCorrectionState(long Count, TensorTree PreviousGrad
     public IOptState MapScalars(Func<string, double, double> f) => this with { Count = OptState.Integer("count", Count, f) };
 }
 
-sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : Transform<GradientCorrectionState>
+sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : Transform<GradientCorrectionState>, IValidating
 {
-    public override string Name => $"gradient_correction(scale={scale}{(clip ? ", clip" : "")}{(exact ? ", exact" : "")})";
+    public void Validate(IReadOnlyList<ParameterInfo> parameters, ValidationReport report) { }
+
+    public IEnumerable<ContextRequirement> Requirements =>
+        exact ? new[] { ContextRequirement.For(ContextKeys.PreviousIterateGradient, Label, fromStep: 2) } : Array.Empty<ContextRequirement>();
+
+    public override Spec Spec => Spec.Of("gradient_correction").With("scale", scale).With("clip", clip).With("exact", exact);
 
     protected override GradientCorrectionState InitState(TensorTree parameters) =>
         new(0, exact ? TensorTree.Empty : parameters.ZerosLike());
@@ -81,30 +86,30 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
                 // The context holds the whole model's tree; inside a partition this transform sees a part of it.
                 var missing = parameters.Names.Where(n => !fromContext.Contains(n)).ToArray();
                 if (missing.Length > 0)
-                    throw new ArgumentException($"{Name}: the context's '{ContextKeys.PreviousIterateGradient}' lacks [{string.Join(", ", missing)}]", nameof(context));
+                    throw new ArgumentException($"{Label}: the context's '{ContextKeys.PreviousIterateGradient}' lacks [{string.Join(", ", missing)}]", nameof(context));
                 previous = TensorTree.Of(parameters.Names, parameters.Names.Select(n => fromContext[n]).ToArray());
                 parameters.CheckMatches(previous, $"context's {ContextKeys.PreviousIterateGradient}", "parameters");
             }
             else if (t == 1) previous = null;
             else throw new ArgumentException(
-                $"{Name}: step {t} needs the context key '{ContextKeys.PreviousIterateGradient}' (the gradient at the previous iterate on this batch)", nameof(context));
+                $"{Label}: step {t} needs the context key '{ContextKeys.PreviousIterateGradient}' (the gradient at the previous iterate on this batch)", nameof(context));
         }
 
         using Scalar s = scale.ToScalar(), one = 1.0.ToScalar(), minusOne = (-1.0).ToScalar();
         // c = (g − g_prev)·s + g, in the official code's order; elementwise, so over contiguous groups.
-        var groups = previous is null ? Buffers.Groups(context, updates) : Buffers.Groups(context, updates, previous);
+        var groups = previous is null ? Buffers.Groups(updates) : Buffers.Groups(updates, previous);
         foreach (var group in groups)
         {
             Tensor g = group[0];
             if (previous is null) { g.add_(g, alpha: s); continue; }
-            var diff = Buffers.Rent(context, g);
+            var diff = Buffers.Rent(g);
             try
             {
                 diff.copy_(g).add_(group[1], alpha: minusOne);
                 if (!exact) group[1].copy_(g);
                 g.add_(diff, alpha: s);
             }
-            finally { Buffers.Return(context, diff); }
+            finally { Buffers.Return(diff); }
         }
         if (clip)
             foreach (var g in updates.Tensors)

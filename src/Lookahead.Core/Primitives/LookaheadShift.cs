@@ -100,7 +100,7 @@ sealed class LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransform
 {
     public IEnumerable<IGradientTransformation> Children => new[] { momentum };
 
-    public override string Name => $"lookahead_shift({schedule}, {momentum.Name})";
+    public override Spec Spec => Spec.Of("lookahead_shift").With("schedule", schedule).With("momentum", momentum);
 
     protected override LookaheadShiftState InitState(TensorTree parameters) => new(0, schedule.InitialCarry, momentum.Init(parameters));
 
@@ -109,9 +109,9 @@ sealed class LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransform
         long t = state.Count + 1;
         var (a, b, carry) = schedule.At(t, state.Carry);
         // Scratch: g, kept while the momentum transform overwrites the buffer.
-        var groups = Buffers.Groups(context, updates);
+        var groups = Buffers.Groups(updates);
         var raw = new Tensor[groups.Count];
-        for (int k = 0; k < groups.Count; k++) raw[k] = Buffers.Rent(context, groups[k][0]).copy_(groups[k][0]);
+        for (int k = 0; k < groups.Count; k++) raw[k] = Buffers.Rent(groups[k][0]).copy_(groups[k][0]);
         try
         {
             var inner = InPlace.Step(momentum, updates, state.Momentum, parameters, context);
@@ -121,7 +121,7 @@ sealed class LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransform
         }
         finally
         {
-            foreach (var r in raw) Buffers.Return(context, r);
+            foreach (var r in raw) Buffers.Return(r);
         }
     }
 }

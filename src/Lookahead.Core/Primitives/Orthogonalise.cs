@@ -112,9 +112,21 @@ public static partial class Transforms
     };
 
     /// <summary>The (rows, cols) of a tensor as a matrix (or batch of matrices) under a policy; an error names the tensor otherwise.</summary>
-    internal static (long Rows, long Cols) MatrixShape(string name, Tensor t, HigherRankPolicy policy, string requiredBy)
+    internal static (long Rows, long Cols) MatrixShape(string name, Tensor t, HigherRankPolicy policy, string requiredBy) =>
+        MatrixShape(name, t.shape, policy, requiredBy);
+
+    /// <summary>Adds a problem for every parameter that is not a matrix under <paramref name="policy"/>.</summary>
+    internal static void ValidateMatrices(IReadOnlyList<ParameterInfo> parameters, HigherRankPolicy policy, string requiredBy, ValidationReport report)
     {
-        var shape = t.shape;
+        foreach (var p in parameters)
+        {
+            try { MatrixShape(p.Name, p.Shape.ToArray(), policy, requiredBy); }
+            catch (ArgumentException e) { report.Add(e.Message); }
+        }
+    }
+
+    static (long Rows, long Cols) MatrixShape(string name, long[] shape, HigherRankPolicy policy, string requiredBy)
+    {
         if (shape.Length < 2)
             throw new ArgumentException($"{requiredBy} needs matrices: tensor '{name}' has shape [{string.Join(", ", shape)}] (rank {shape.Length}); route rank < 2 tensors to another transform with Partition");
         if (shape.Length == 2) return (shape[0], shape[1]);
@@ -127,10 +139,12 @@ public static partial class Transforms
     }
 }
 
-sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptyState>
+sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptyState>, IValidating
 {
-    public override string Name =>
-        $"orthogonalise({(o.ExactPolar ? "svd" : $"ns{o.Steps}, {o.Coefficients.A}/{o.Coefficients.B}/{o.Coefficients.C}, {o.Arrangement}")}, eps={o.Epsilon}{(o.BFloat16 ? ", bf16" : "")})";
+    public void Validate(IReadOnlyList<ParameterInfo> parameters, ValidationReport report) =>
+        Transforms.ValidateMatrices(parameters, o.HigherRank, Label, report);
+
+    public override Spec Spec => Spec.FromRecord("orthogonalise", o);
 
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
 
@@ -144,7 +158,7 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
                 .Where(i => updates.Tensors[i].dim() >= 2 && (o.BatchSameShapes ?? updates.Tensors[i].device_type != DeviceType.CPU))
                 .GroupBy(i =>
                 {
-                    var (r, c) = Transforms.MatrixShape(updates.Names[i], updates.Tensors[i], o.HigherRank, Name);
+                    var (r, c) = Transforms.MatrixShape(updates.Names[i], updates.Tensors[i], o.HigherRank, Label);
                     var t = updates.Tensors[i];
                     return (r, c, t.dtype, t.device.ToString(), t.dim() > 2 && o.HigherRank == HigherRankPolicy.Batch ? string.Join(",", t.shape) : "");
                 })
@@ -164,7 +178,7 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
             if (batched.Contains(i)) continue;
             using var scope = NewDisposeScope();
             Tensor u = updates.Tensors[i];
-            var (rows, cols) = Transforms.MatrixShape(updates.Names[i], u, o.HigherRank, Name);
+            var (rows, cols) = Transforms.MatrixShape(updates.Names[i], u, o.HigherRank, Label);
             var matrix = u.shape.Length > 2 && o.HigherRank == HigherRankPolicy.FlattenTrailing ? u.view(rows, cols) : u;
             if (o.ExactPolar || o.BFloat16 || matrix.dim() != 2 || matrix.device_type != DeviceType.CPU)
                 // Batches (the Batch policy), CUDA (where allocation is cheap and batched products pay), bfloat16 and the SVD reference.
@@ -184,8 +198,8 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
     {
         bool tall = g.shape[0] > g.shape[1];
         long m = Math.Min(g.shape[0], g.shape[1]), n = Math.Max(g.shape[0], g.shape[1]);
-        Tensor x = Buffers.Rent(context, new[] { m, n }, g.dtype, g.device), y = Buffers.Rent(context, new[] { m, n }, g.dtype, g.device);
-        Tensor a = Buffers.Rent(context, new[] { m, m }, g.dtype, g.device), b = Buffers.Rent(context, new[] { m, m }, g.dtype, g.device);
+        Tensor x = Buffers.Rent(new[] { m, n }, g.dtype, g.device), y = Buffers.Rent(new[] { m, n }, g.dtype, g.device);
+        Tensor a = Buffers.Rent(new[] { m, m }, g.dtype, g.device), b = Buffers.Rent(new[] { m, m }, g.dtype, g.device);
         try
         {
             using Scalar eps = o.Epsilon.ToScalar(), ca = o.Coefficients.A.ToScalar(), cb = o.Coefficients.B.ToScalar(), cc = o.Coefficients.C.ToScalar();
@@ -211,7 +225,7 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
         }
         finally
         {
-            Buffers.Return(context, x); Buffers.Return(context, y); Buffers.Return(context, a); Buffers.Return(context, b);
+            Buffers.Return(x); Buffers.Return(y); Buffers.Return(a); Buffers.Return(b);
         }
     }
 
@@ -259,16 +273,19 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
     }
 }
 
-sealed class ScaleByShapeTransform(ShapeScaling scaling, HigherRankPolicy policy, bool bfloat16) : Transform<EmptyState>
+sealed class ScaleByShapeTransform(ShapeScaling scaling, HigherRankPolicy policy, bool bfloat16) : Transform<EmptyState>, IValidating
 {
-    public override string Name => $"scale_by_shape({scaling}{(bfloat16 ? ", bf16" : "")})";
+    public void Validate(IReadOnlyList<ParameterInfo> parameters, ValidationReport report) =>
+        Transforms.ValidateMatrices(parameters, policy, Label, report);
+
+    public override Spec Spec => Spec.Of("scale_by_shape").With("scaling", scaling).With("higher_rank", policy).With("bf16", bfloat16);
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
         for (int i = 0; i < updates.Count; i++)
         {
-            var (rows, cols) = Transforms.MatrixShape(updates.Names[i], updates.Tensors[i], policy, Name);
+            var (rows, cols) = Transforms.MatrixShape(updates.Names[i], updates.Tensors[i], policy, Label);
             using var s = Transforms.ShapeFactor(scaling, rows, cols).ToScalar();
             if (!bfloat16) { updates.Tensors[i].mul_(s); continue; }
             using var low = updates.Tensors[i].to(ScalarType.BFloat16);

@@ -131,13 +131,22 @@ public sealed record PolyakTruncationState(long Count, double LossAverage, Tenso
     };
 }
 
-sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation direction, PreconditionTransform? pre) : Transform<PolyakTruncationState>
+sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation direction, PreconditionTransform? pre) : Transform<PolyakTruncationState>, IValidating
 {
-    public override string Name => o.Name;
+    public override Spec Spec => Spec.FromRecord("polyak_truncation", o);
+
+    protected override string Label => o.Name;
+
+    public void Validate(IReadOnlyList<ParameterInfo> parameters, ValidationReport report)
+    {
+        if (parameters.Count == 0) report.Add($"{Label}: the parameter tree is empty");
+    }
+
+    public IEnumerable<ContextRequirement> Requirements => new[] { ContextRequirement.For(ContextKeys.Loss, Label) };
 
     protected override PolyakTruncationState InitState(TensorTree parameters)
     {
-        if (parameters.Count == 0) throw new ArgumentException($"{Name}: the parameter tree is empty", nameof(parameters));
+        if (parameters.Count == 0) throw new ArgumentException($"{Label}: the parameter tree is empty", nameof(parameters));
         var device = parameters.Tensors[0].device;
         Tensor Number(double x) => tensor(x, dtype: ScalarType.Float64, device: device);
         return new(0, 0, Number(0), Number(o.LowerBound), Number(0), direction.Init(parameters),
@@ -148,7 +157,7 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
     static Tensor SumDots(StepContext context, TensorTree a, TensorTree b, Device device)
     {
         var total = zeros(Array.Empty<long>(), ScalarType.Float64, device);
-        foreach (var group in Buffers.Groups(context, a, b))
+        foreach (var group in Buffers.Groups(a, b))
         {
             using var x = group[0].flatten();
             using var y = group[1].flatten();
@@ -161,8 +170,8 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
 
     public override PolyakTruncationState Step(TensorTree updates, PolyakTruncationState state, TensorTree parameters, StepContext context)
     {
-        double f = context.Get(ContextKeys.Loss, Name);
-        if (!double.IsFinite(f)) throw new ArgumentException($"{Name}: the loss in the context is {f}; a Polyak step needs a finite loss", nameof(context));
+        double f = context.Get(ContextKeys.Loss, Label);
+        if (!double.IsFinite(f)) throw new ArgumentException($"{Label}: the loss in the context is {f}; a Polyak step needs a finite loss", nameof(context));
         long t = state.Count + 1;
         var device = state.LowerBound.device;
         bool momentum = o.Model == PolyakModel.Momentum;
@@ -190,7 +199,7 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
         var preconditioned = updates;
         if (pre is not null)
         {
-            preconditioned = TensorTree.Of(updates.Names, updates.Tensors.Select(d => Buffers.Rent(context, d).copy_(d)).ToArray());
+            preconditioned = TensorTree.Of(updates.Names, updates.Tensors.Select(d => Buffers.Rent(d).copy_(d)).ToArray());
             pre.Divide(preconditioned, preState!, context);
         }
         try
@@ -238,7 +247,7 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
         var negTau = tau.neg();
         using var sNegC = (-c).ToScalar();
         var trees = pre is null ? new[] { updates, parameters } : new[] { updates, parameters, preconditioned };
-        foreach (var group in Buffers.Groups(context, trees))
+        foreach (var group in Buffers.Groups(trees))
         {
             Tensor u = group[0];
             if (pre is not null) u.copy_(group[2]);
@@ -253,7 +262,7 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
         }
         finally
         {
-            if (pre is not null) foreach (var r in preconditioned.Tensors) Buffers.Return(context, r);
+            if (pre is not null) foreach (var r in preconditioned.Tensors) Buffers.Return(r);
         }
     }
 }

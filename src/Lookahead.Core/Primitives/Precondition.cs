@@ -134,7 +134,7 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
 {
     public IEnumerable<IGradientTransformation> Children => new[] { numerator };
 
-    public override string Name => $"precondition({o}, numerator={numerator.Name})";
+    public override Spec Spec => Spec.FromRecord("precondition", o).With("numerator", numerator);
 
     protected override PreconditionState InitState(TensorTree parameters) => new(
         0,
@@ -160,7 +160,7 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
             return next;
         }
         // QHAdam's D needs the raw g: build it before the numerator overwrites the buffer, divide after.
-        var groups = Buffers.Groups(context, Trees(updates, accumulated));
+        var groups = Buffers.Groups(Trees(updates, accumulated));
         var denominators = new Tensor[groups.Count];
         try
         {
@@ -171,7 +171,7 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
         }
         finally
         {
-            foreach (var d in denominators) if (d is not null) Buffers.Return(context, d);
+            foreach (var d in denominators) if (d is not null) Buffers.Return(d);
         }
     }
 
@@ -182,7 +182,7 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
         var trees = new List<TensorTree> { g, state.SecondMoment };
         if (state.Mean is not null) trees.Add(state.Mean);
         if (state.MaxSecondMoment is not null) trees.Add(state.MaxSecondMoment);
-        foreach (var group in Buffers.Groups(context, trees.ToArray()))
+        foreach (var group in Buffers.Groups(trees.ToArray()))
         {
             Tensor gi = group[0], v = group[1];
             Kernels.Moments.AccumulateSquare(v, gi, beta, o.Damped ? 1 - beta : 1);
@@ -208,7 +208,7 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
             rect = Math.Sqrt((rhoT - 4) * (rhoT - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rhoT));
         }
         using var rectification = rect.ToScalar();
-        foreach (var group in Buffers.Groups(context, Trees(u, state)))
+        foreach (var group in Buffers.Groups(Trees(u, state)))
         {
             var denom = Denominator(group, state.Count, context);
             try
@@ -216,7 +216,7 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
                 group[0].div_(denom);
                 if (rect != 1) group[0].mul_(rectification);
             }
-            finally { Buffers.Return(context, denom); }
+            finally { Buffers.Return(denom); }
         }
     }
 
@@ -234,7 +234,7 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
             sNu = nu.ToScalar(), sOneMinusNu = (1 - nu).ToScalar(),
             epsRoot = (o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot).ToScalar(),
             epsRootCorrected = o.EpsilonRoot.ToScalar();
-        var denom = Buffers.Rent(context, group[0]).copy_(group[1]);
+        var denom = Buffers.Rent(group[0]).copy_(group[1]);
         // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
         // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
         if (group.Length > 2) denom.addcmul_(group[2], group[2], value: minusOne).clamp_min_(zero);

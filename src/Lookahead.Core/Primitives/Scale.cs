@@ -19,13 +19,13 @@ public static partial class Transforms
 
 sealed class ScaleTransform(double factor) : Transform<EmptyState>
 {
-    public override string Name => $"scale({factor})";
+    public override Spec Spec => Spec.Of("scale").With("factor", factor);
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
         using var s = factor.ToScalar();
-        foreach (var group in Buffers.Groups(context, updates)) group[0].mul_(s);
+        foreach (var group in Buffers.Groups(updates)) group[0].mul_(s);
         return state;
     }
 }
@@ -45,7 +45,7 @@ public sealed record ScaleByScheduleState(long Count) : IOptState
 
 sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) : Transform<ScaleByScheduleState>
 {
-    public override string Name => $"scale_by_schedule({name})";
+    public override Spec Spec => Spec.Of("scale_by_schedule").With("name", name).WithProbes("values", schedule);
     protected override ScaleByScheduleState InitState(TensorTree parameters) => new(0);
 
     public override ScaleByScheduleState Step(TensorTree updates, ScaleByScheduleState state, TensorTree parameters, StepContext context)
@@ -53,9 +53,9 @@ sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) 
         long t = state.Count + 1;
         double s = schedule(t);
         if (!double.IsFinite(s))
-            throw new InvalidOperationException($"{Name}: the schedule returned {s} at step {t}; it must return a finite number");
+            throw new InvalidOperationException($"{Label}: the schedule returned {s} at step {t}; it must return a finite number");
         using var scalar = s.ToScalar();
-        foreach (var group in Buffers.Groups(context, updates)) group[0].mul_(scalar);
+        foreach (var group in Buffers.Groups(updates)) group[0].mul_(scalar);
         return new(t);
     }
 }

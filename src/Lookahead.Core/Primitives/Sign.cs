@@ -9,12 +9,12 @@ public static partial class Transforms
 sealed class SignTransform : Transform<EmptyState>
 {
     public static readonly SignTransform Instance = new();
-    public override string Name => "sign";
+    public override Spec Spec => Spec.Of("sign");
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
-        foreach (var group in Buffers.Groups(context, updates)) group[0].sign_();
+        foreach (var group in Buffers.Groups(updates)) group[0].sign_();
         return state;
     }
 }

@@ -62,8 +62,8 @@ public sealed record TraceState(long Count, TensorTree Momentum) : IOptState
 
 sealed class TraceTransform(double decay, double dampening, bool debias, bool startAtFirstUpdate) : Transform<TraceState>
 {
-    public override string Name =>
-        $"trace(decay={decay}, dampening={dampening}{(debias ? ", debias" : "")}{(startAtFirstUpdate ? ", start_at_first" : "")})";
+    public override Spec Spec => Spec.Of("trace").With("decay", decay).With("dampening", dampening)
+        .With("debias", debias).With("start_at_first_update", startAtFirstUpdate);
 
     protected override TraceState InitState(TensorTree parameters) => new(0, parameters.ZerosLike());
 
@@ -71,7 +71,7 @@ sealed class TraceTransform(double decay, double dampening, bool debias, bool st
     {
         long t = state.Count + 1;
         using var correction = (debias ? 1 - Math.Pow(decay, t) : 1).ToScalar();
-        foreach (var group in Buffers.Groups(context, updates, state.Momentum))
+        foreach (var group in Buffers.Groups(updates, state.Momentum))
         {
             Tensor u = group[0], m = group[1];
             if (startAtFirstUpdate && t == 1) m.copy_(u);
