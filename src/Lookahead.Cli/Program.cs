@@ -31,6 +31,10 @@ switch (args[0])
         if (args.Length < 2 || args.Skip(1).Any(a => a is "--help" or "-h"))
         {
             Console.WriteLine("Usage: lookahead replay PATH...  (case files or folders of *.json)");
+            Console.WriteLine();
+            Console.WriteLine("The compatibility table: each reference constructor with its arguments and their reference defaults.");
+            Console.WriteLine("A case must record every argument on the unlabelled line; it may hold no argument its row does not list.");
+            foreach (var line in Compatibility.Describe()) Console.WriteLine(line);
             return args.Length < 2 ? 2 : 0;
         }
         int passed = 0, failed = 0;

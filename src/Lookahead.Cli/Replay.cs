@@ -133,8 +133,6 @@ public static class Replay
             Torch113: torchVersion.StartsWith("1.", StringComparison.Ordinal),
             ConstructorKwargs: root.TryGetProperty("constructor_kwargs", out var kw) ? kw : null,
             ParamGroups: root.TryGetProperty("param_groups", out var pg) ? pg : null);
-        if (runtime.ParamGroups is { ValueKind: JsonValueKind.Array } groups && groups.GetArrayLength() > 1 && !optimizer.Contains("WithAuxAdam", StringComparison.Ordinal))
-            throw new CompatibilityException($"{optimizer}: {groups.GetArrayLength()} param groups; only one group is mapped for this optimizer");
         var tx = Compatibility.Build(optimizer, Field(root, "hyperparameters", name), names, runtime);
 
         var grads = Array(root, "grads", name).EnumerateArray().ToArray();
