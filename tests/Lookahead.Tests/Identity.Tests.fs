@@ -41,7 +41,7 @@ let private kindOf (name: string) =
 /// Other valid values to try for an argument (the first one the factory accepts is used).
 let private alternatives (p: RParameter) (value: obj) : obj list =
     match value with
-    | :? float as v -> [ v * 0.5; v + 0.05; v * 2.0; 0.3; 0.7; 1e-3 ] |> List.filter (fun x -> x <> v) |> List.map box
+    | :? float as v -> [ v * 0.5; v + 0.05; v * 2.0; (v + 1.0) / 2.0; 0.3; 0.7; 1e-3 ] |> List.filter (fun x -> x <> v) |> List.map box
     | :? bool as b -> [ box (not b) ]
     | :? int as i -> [ box (i + 1); box (max 1 (i - 1)) ]
     | :? Enum as e -> [ for x in Enum.GetValues(e.GetType()) do if not (x.Equals e) then yield x ]
@@ -118,7 +118,7 @@ let tests =
                             if not (message.Contains expected) then
                                 failtestf "%s: the message does not name %s: %s" m.Name expected message
                         checkedCount <- checkedCount + 1
-            Expect.isEmpty untested "arguments with no valid other value to try"
+            Expect.isEmpty untested (sprintf "arguments with no valid other value to try: %s" (String.Join(", ", untested)))
             Expect.isGreaterThan checkedCount 150 "hyperparameters checked"
         }
 

@@ -51,6 +51,6 @@ public static partial class Optim
                 Epsilon = Check.NonNegative(eps, nameof(eps)),
                 InitialValue = Check.NonNegative(initialAccumulatorValue, nameof(initialAccumulatorValue)),
             }),
-            ScaleBySchedule(t => -lr / (1 + (t - 1) * lrDecay), $"-{lr}/(1+(t-1)·{lrDecay})")), ("lr", lr), ("lrDecay", lrDecay), ("weightDecay", weightDecay), ("initialAccumulatorValue", initialAccumulatorValue), ("eps", eps));
+            ScaleBySchedule(t => -lr / (1 + (t - 1) * lrDecay), "-lr/(1+(t-1)·lr_decay)")), ("lr", lr), ("lrDecay", lrDecay), ("weightDecay", weightDecay), ("initialAccumulatorValue", initialAccumulatorValue), ("eps", eps));
     }
 }
