@@ -11,75 +11,164 @@ module internal Interop =
     /// An F# predicate as a C# delegate.
     let predicate (f: ParameterInfo -> bool) = Func<ParameterInfo, bool> f
 
+    /// The (β₁, β₂) that Mars (betas1d), MarsM and MarsMEfficient (adamwBetas) and MuonWithAuxAdam (adamBetas)
+    /// substitute in their bodies for the null they declare. A nullable tuple has no metadata default, so this is
+    /// the one number the F# layer cannot read; the create-defaults tests pin it to the C# calls without arguments.
+    let bodyBetas = (0.9, 0.95)
+
+// Every `defaults` below is read from the signature of the Optim factory of the same name (Factory.Default),
+// once, when the module is first used. Values appear only where C# has none to read: parameters the factory
+// requires (Factory.Required, each number typed once and reused) and nulls the C# body resolves
+// (Factory.ResolvedInBody, Factory.NullAsNone).
+
 /// torch.optim.SGD semantics; see Optim.Sgd.
 module Sgd =
     type Settings = { lr: float; momentum: float; dampening: float; weightDecay: float; nesterov: bool }
-    let defaults = { lr = 1e-2; momentum = 0.0; dampening = 0.0; weightDecay = 0.0; nesterov = false }
+    /// Optim.Sgd's defaults; lr, which Optim.Sgd requires, is 1e-2 (torch's old default).
+    let defaults =
+        let f = Factory "Sgd"
+        { lr = f.Required("lr", 1e-2); momentum = f.Default "momentum"; dampening = f.Default "dampening"
+          weightDecay = f.Default "weightDecay"; nesterov = f.Default "nesterov" }
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Sgd(s.lr, s.momentum, s.dampening, s.weightDecay, s.nesterov)
 
 /// Heavy ball with torch's dampening and first-step convention; see Optim.HeavyBall.
 module HeavyBall =
     type Settings = { lr: float; momentum: float; dampening: float }
-    let defaults = { lr = 1e-2; momentum = 0.9; dampening = 0.0 }
+    /// Optim.HeavyBall's defaults; it requires lr (Sgd.defaults.lr here) and momentum (0.9 here).
+    let defaults =
+        let f = Factory "HeavyBall"
+        { lr = f.Required("lr", Sgd.defaults.lr); momentum = f.Required("momentum", 0.9); dampening = f.Default "dampening" }
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.HeavyBall(s.lr, s.momentum, s.dampening)
 
 /// Nesterov SGD in torch's form; see Optim.NesterovSgd.
 module NesterovSgd =
     type Settings = { lr: float; momentum: float; weightDecay: float }
-    let defaults = { lr = 1e-2; momentum = 0.9; weightDecay = 0.0 }
+    /// Optim.NesterovSgd's defaults; the lr and momentum it requires are HeavyBall.defaults'.
+    let defaults =
+        let f = Factory "NesterovSgd"
+        { lr = f.Required("lr", HeavyBall.defaults.lr); momentum = f.Required("momentum", HeavyBall.defaults.momentum)
+          weightDecay = f.Default "weightDecay" }
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.NesterovSgd(s.lr, s.momentum, s.weightDecay)
+
+/// Nesterov momentum in velocity form (gradients taken at θ + β·v); see Optim.NesterovVelocity.
+module NesterovVelocity =
+    /// ε (learning rate) and β (momentum).
+    type Settings = { lr: float; momentum: float }
+    /// NesterovSgd.defaults' lr and momentum; Optim.NesterovVelocity has no defaults of its own.
+    let defaults =
+        let f = Factory "NesterovVelocity"
+        { lr = f.Required("lr", NesterovSgd.defaults.lr); momentum = f.Required("momentum", NesterovSgd.defaults.momentum) }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.NesterovVelocity(s.lr, s.momentum)
 
 /// Adam, AMSGrad with amsgrad = true; see Optim.Adam.
 module Adam =
     type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; amsgrad: bool }
-    let defaults = { lr = 1e-3; beta1 = 0.9; beta2 = 0.999; eps = 1e-8; weightDecay = 0.0; amsgrad = false }
+    /// Optim.Adam's defaults.
+    let defaults =
+        let f = Factory "Adam"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay"; amsgrad = f.Default "amsgrad" }
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Adam(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.amsgrad)
+
+/// AMSGrad, Adam with the running maximum of v in the denominator; see Optim.AmsGrad.
+module AmsGrad =
+    type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float }
+    /// Optim.AmsGrad's defaults.
+    let defaults =
+        let f = Factory "AmsGrad"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.AmsGrad(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay)
 
 /// AdamW; see Optim.AdamW.
 module AdamW =
     type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; amsgrad: bool }
-    let defaults = { lr = 1e-3; beta1 = 0.9; beta2 = 0.999; eps = 1e-8; weightDecay = 1e-2; amsgrad = false }
+    /// Optim.AdamW's defaults.
+    let defaults =
+        let f = Factory "AdamW"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay"; amsgrad = f.Default "amsgrad" }
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.AdamW(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.amsgrad)
 
 /// RAdam; see Optim.RAdam.
 module RAdam =
     type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; decoupledWeightDecay: bool }
-    let defaults = { lr = 1e-3; beta1 = 0.9; beta2 = 0.999; eps = 1e-8; weightDecay = 0.0; decoupledWeightDecay = false }
+    /// Optim.RAdam's defaults.
+    let defaults =
+        let f = Factory "RAdam"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay"; decoupledWeightDecay = f.Default "decoupledWeightDecay" }
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.RAdam(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.decoupledWeightDecay)
 
-/// NAdam with torch ≥ 2.0 semantics; see Optim.NAdam.
+/// NAdam with torch ≥ 2.0 semantics (torch 1.13's with torch113); see Optim.NAdam.
 module NAdam =
-    type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; momentumDecay: float; decoupledWeightDecay: bool }
-    let defaults = { lr = 2e-3; beta1 = 0.9; beta2 = 0.999; eps = 1e-8; weightDecay = 0.0; momentumDecay = 4e-3; decoupledWeightDecay = false }
+    type Settings =
+        { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; momentumDecay: float; decoupledWeightDecay: bool
+          /// Reproduce torch 1.13's single-tensor NAdam.
+          torch113: bool }
+    /// Optim.NAdam's defaults.
+    let defaults =
+        let f = Factory "NAdam"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay"; momentumDecay = f.Default "momentumDecay"
+          decoupledWeightDecay = f.Default "decoupledWeightDecay"; torch113 = f.Default "torch113" }
     [<CompiledName("Create")>]
-    let create (s: Settings) = Optim.NAdam(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.momentumDecay, s.decoupledWeightDecay)
+    let create (s: Settings) =
+        Optim.NAdam(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.momentumDecay, s.decoupledWeightDecay, s.torch113)
 
 /// RMSprop, plain or centered, with momentum; see Optim.RmsProp.
 module RmsProp =
     type Settings = { lr: float; alpha: float; eps: float; weightDecay: float; momentum: float; centered: bool }
-    let defaults = { lr = 1e-2; alpha = 0.99; eps = 1e-8; weightDecay = 0.0; momentum = 0.0; centered = false }
+    /// Optim.RmsProp's defaults.
+    let defaults =
+        let f = Factory "RmsProp"
+        { lr = f.Default "lr"; alpha = f.Default "alpha"; eps = f.Default "eps"; weightDecay = f.Default "weightDecay"
+          momentum = f.Default "momentum"; centered = f.Default "centered" }
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.RmsProp(s.lr, s.alpha, s.eps, s.weightDecay, s.momentum, s.centered)
 
 /// Adagrad with lr decay and initial accumulator; see Optim.Adagrad.
 module Adagrad =
     type Settings = { lr: float; lrDecay: float; weightDecay: float; initialAccumulatorValue: float; eps: float }
-    let defaults = { lr = 1e-2; lrDecay = 0.0; weightDecay = 0.0; initialAccumulatorValue = 0.0; eps = 1e-10 }
+    /// Optim.Adagrad's defaults.
+    let defaults =
+        let f = Factory "Adagrad"
+        { lr = f.Default "lr"; lrDecay = f.Default "lrDecay"; weightDecay = f.Default "weightDecay"
+          initialAccumulatorValue = f.Default "initialAccumulatorValue"; eps = f.Default "eps" }
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Adagrad(s.lr, s.lrDecay, s.weightDecay, s.initialAccumulatorValue, s.eps)
+
+/// Lion, the sign of an interpolated momentum; see Optim.Lion.
+module Lion =
+    /// η, β₁ (the interpolation, ≤ β₂), β₂ (the momentum) and a decoupled λ.
+    type Settings = { lr: float; beta1: float; beta2: float; weightDecay: float }
+    /// Optim.Lion's defaults, the paper's.
+    let defaults =
+        let f = Factory "Lion"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; weightDecay = f.Default "weightDecay" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.Lion(s.lr, s.beta1, s.beta2, s.weightDecay)
 
 /// Generalised Nesterov momentum in shifted coordinates, lookahead μ; see Optim.GeneralisedNesterov.
 module GeneralisedNesterov =
     /// ε (learning rate), β (momentum) and μ (lookahead).
     type Settings = { lr: float; momentum: float; lookahead: float }
-    /// ε = 1e-2, β = 0.9 and μ = β (Sutskever's Nesterov); Optim.GeneralisedNesterov has no defaults of its own.
-    let defaults = { lr = 1e-2; momentum = 0.9; lookahead = 0.9 }
+    /// NesterovSgd.defaults' lr and momentum, and μ = β (Sutskever's Nesterov); Optim.GeneralisedNesterov has no defaults of its own.
+    let defaults =
+        let f = Factory "GeneralisedNesterov"
+        let momentum = f.Required("momentum", NesterovSgd.defaults.momentum)
+        { lr = f.Required("lr", NesterovSgd.defaults.lr); momentum = momentum; lookahead = f.Required("lookahead", momentum) }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.GeneralisedNesterov(s.lr, s.momentum, s.lookahead)
@@ -88,8 +177,10 @@ module GeneralisedNesterov =
 module Nesterov =
     /// ε (learning rate) and β (momentum).
     type Settings = { lr: float; momentum: float }
-    /// ε = 1e-2, β = 0.9, as NesterovSgd.defaults; Optim.Nesterov has no defaults of its own.
-    let defaults = { lr = 1e-2; momentum = 0.9 }
+    /// NesterovSgd.defaults' lr and momentum; Optim.Nesterov has no defaults of its own.
+    let defaults =
+        let f = Factory "Nesterov"
+        { lr = f.Required("lr", NesterovSgd.defaults.lr); momentum = f.Required("momentum", NesterovSgd.defaults.momentum) }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Nesterov(s.lr, s.momentum)
@@ -98,8 +189,11 @@ module Nesterov =
 module Qhm =
     /// α, β, ν, λ and how λ enters (coupled to the gradient or applied directly to θ).
     type Settings = { lr: float; momentum: float; nu: float; weightDecay: float; weightDecayType: QhmWeightDecay }
-    /// The values Ma and Yarats recommend (β = 0.999, ν = 0.7, with α = 1 as in qhoptim's example); no weight decay, coupled.
-    let defaults = { lr = 1.0; momentum = 0.999; nu = 0.7; weightDecay = 0.0; weightDecayType = QhmWeightDecay.Gradient }
+    /// Optim.Qhm's defaults for λ and its type; it requires α, β and ν: Ma and Yarats' β = 0.999, ν = 0.7, with α = 1 as qhoptim's example.
+    let defaults =
+        let f = Factory "Qhm"
+        { lr = f.Required("lr", 1.0); momentum = f.Required("momentum", 0.999); nu = f.Required("nu", 0.7)
+          weightDecay = f.Default "weightDecay"; weightDecayType = f.Default "weightDecayType" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Qhm(s.lr, s.momentum, s.nu, s.weightDecay, s.weightDecayType)
@@ -108,8 +202,11 @@ module Qhm =
 module QhAdam =
     /// α, (β₁, β₂), (ν₁, ν₂), ε, λ and whether λ is decoupled.
     type Settings = { lr: float; beta1: float; beta2: float; nu1: float; nu2: float; eps: float; weightDecay: float; decoupledWeightDecay: bool }
-    /// Optim.QhAdam's defaults: Adam's (ν₁ = ν₂ = 1).
-    let defaults = { lr = 1e-3; beta1 = 0.9; beta2 = 0.999; nu1 = 1.0; nu2 = 1.0; eps = 1e-8; weightDecay = 0.0; decoupledWeightDecay = false }
+    /// Optim.QhAdam's defaults (Adam's, ν₁ = ν₂ = 1).
+    let defaults =
+        let f = Factory "QhAdam"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; nu1 = f.Default "nu1"; nu2 = f.Default "nu2"
+          eps = f.Default "eps"; weightDecay = f.Default "weightDecay"; decoupledWeightDecay = f.Default "decoupledWeightDecay" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.QhAdam(s.lr, s.beta1, s.beta2, s.nu1, s.nu2, s.eps, s.weightDecay, s.decoupledWeightDecay)
@@ -118,8 +215,10 @@ module QhAdam =
 module Rsg =
     /// α, β, the observation factor μ and a coupled λ.
     type Settings = { lr: float; momentum: float; mu: float; weightDecay: float }
-    /// β = 0.999 and μ = 0.1 as Optim.Rsg; α = 1e-2 as Sgd.defaults (Optim.Rsg asks for it).
-    let defaults = { lr = 1e-2; momentum = 0.999; mu = 0.1; weightDecay = 0.0 }
+    /// Optim.Rsg's defaults; the α it requires is Sgd.defaults.lr.
+    let defaults =
+        let f = Factory "Rsg"
+        { lr = f.Required("lr", Sgd.defaults.lr); momentum = f.Default "momentum"; mu = f.Default "mu"; weightDecay = f.Default "weightDecay" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Rsg(s.lr, s.momentum, s.mu, s.weightDecay)
@@ -128,11 +227,33 @@ module Rsg =
 module Arsg =
     /// α, (β₁, β₂), ε (a floor in the AMSGrad mode), coupled λ, μ and the preconditioner's mode.
     type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; mu: float; amsgrad: bool }
-    /// Optim.Arsg's defaults, the paper's: β = (0.999, 0.99), μ = 0.1, AMSGrad mode.
-    let defaults = { lr = 1e-3; beta1 = 0.999; beta2 = 0.99; eps = 1e-8; weightDecay = 0.0; mu = 0.1; amsgrad = true }
+    /// Optim.Arsg's defaults, the paper's.
+    let defaults =
+        let f = Factory "Arsg"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay"; mu = f.Default "mu"; amsgrad = f.Default "amsgrad" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Arsg(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.mu, s.amsgrad)
+
+/// ARSG with the observation boost (μ doubles and the step shrinks when the loss flattens); needs the loss in the context; see Optim.ArsgObsb.
+module ArsgObsb =
+    /// Arsg's settings with the starting μ₀, the step divisor per boost and the boost policy.
+    type Settings =
+        { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; initialMu: float; stepDivisor: float
+          /// When the loss counts as flat; None for Optim.ArsgObsb's own (a default BoostPolicy).
+          policy: BoostPolicy option
+          amsgrad: bool }
+    /// Optim.ArsgObsb's defaults.
+    let defaults =
+        let f = Factory "ArsgObsb"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay"; initialMu = f.Default "initialMu"; stepDivisor = f.Default "stepDivisor"
+          policy = f.NullAsNone "policy"; amsgrad = f.Default "amsgrad" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) =
+        Optim.ArsgObsb(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.initialMu, s.stepDivisor, Option.toObj s.policy, s.amsgrad)
 
 /// MARS with its AdamW, Lion or Shampoo rule; see Optim.Mars.
 module Mars =
@@ -146,17 +267,20 @@ module Mars =
           amsgrad: bool
           gamma: float
           exact: bool
-          /// The update rule (the official mars_type).
+          /// The update rule (the official mars_type; C#'s `type`).
           marsType: MarsType
           optimize1d: bool
           lr1d: float
           betas1d: float * float
           weightDecay1d: float
           clip: bool }
-    /// Optim.Mars's defaults, those of the official code: η = 3e-3, β = (0.95, 0.99), γ = 0.025, AdamW rule, clipping on.
+    /// Optim.Mars's defaults, those of the official code.
     let defaults =
-        { lr = 3e-3; beta1 = 0.95; beta2 = 0.99; eps = 1e-8; weightDecay = 0.0; amsgrad = false; gamma = 0.025; exact = false
-          marsType = MarsType.AdamW; optimize1d = false; lr1d = 3e-3; betas1d = (0.9, 0.95); weightDecay1d = 0.1; clip = true }
+        let f = Factory "Mars"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay"; amsgrad = f.Default "amsgrad"; gamma = f.Default "gamma"; exact = f.Default "exact"
+          marsType = f.Default "type"; optimize1d = f.Default "optimize1d"; lr1d = f.Default "lr1d"
+          betas1d = f.ResolvedInBody("betas1d", Interop.bodyBetas); weightDecay1d = f.Default "weightDecay1d"; clip = f.Default "clip" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) =
@@ -179,10 +303,13 @@ module MarsM =
           /// Which parameters take the matrix branch.
           isMatrixParameter: ParameterInfo -> bool
           bf16: bool }
-    /// Optim.MarsM's defaults, the official code's: η = 1e-3, λ = 0.1, β = 0.95, 5 Newton–Schulz steps, γ = 0.025, hidden matrices.
+    /// Optim.MarsM's defaults, the official code's (hidden matrices take the matrix branch).
     let defaults =
-        { lr = 1e-3; weightDecay = 0.1; momentum = 0.95; nsSteps = 5; adamwBetas = (0.9, 0.95); adamwEps = 1e-8; gamma = 0.025
-          clip = true; exact = false; isMatrixParameter = Param.hiddenMatrices; bf16 = false }
+        let f = Factory "MarsM"
+        { lr = f.Default "lr"; weightDecay = f.Default "weightDecay"; momentum = f.Default "momentum"; nsSteps = f.Default "nsSteps"
+          adamwBetas = f.ResolvedInBody("adamwBetas", Interop.bodyBetas); adamwEps = f.Default "adamwEps"; gamma = f.Default "gamma"
+          clip = f.Default "clip"; exact = f.Default "exact"
+          isMatrixParameter = f.ResolvedInBody("isMatrixParameter", Param.hiddenMatrices); bf16 = f.Default "bf16" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) =
@@ -203,10 +330,12 @@ module MarsMEfficient =
           /// Which parameters take the matrix branch.
           isMatrixParameter: ParameterInfo -> bool
           bf16: bool }
-    /// Optim.MarsMEfficient's defaults (those of MarsM.defaults).
+    /// Optim.MarsMEfficient's defaults.
     let defaults =
-        { lr = 1e-3; weightDecay = 0.1; momentum = 0.95; nsSteps = 5; adamwBetas = (0.9, 0.95); adamwEps = 1e-8; gamma = 0.025
-          isMatrixParameter = Param.hiddenMatrices; bf16 = false }
+        let f = Factory "MarsMEfficient"
+        { lr = f.Default "lr"; weightDecay = f.Default "weightDecay"; momentum = f.Default "momentum"; nsSteps = f.Default "nsSteps"
+          adamwBetas = f.ResolvedInBody("adamwBetas", Interop.bodyBetas); adamwEps = f.Default "adamwEps"; gamma = f.Default "gamma"
+          isMatrixParameter = f.ResolvedInBody("isMatrixParameter", Param.hiddenMatrices); bf16 = f.Default "bf16" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) =
@@ -217,8 +346,11 @@ module MarsMEfficient =
 module Muon =
     /// η, λ, β, Nesterov or plain momentum, Newton–Schulz steps, the shape scaling and bfloat16 iteration.
     type Settings = { lr: float; weightDecay: float; momentum: float; nesterov: bool; nsSteps: int; scaling: ShapeScaling; bf16: bool }
-    /// Optim.Muon's defaults, Keller Jordan's: η = 0.02, β = 0.95, Nesterov, 5 steps, √max(1, rows/cols).
-    let defaults = { lr = 0.02; weightDecay = 0.0; momentum = 0.95; nesterov = true; nsSteps = 5; scaling = ShapeScaling.Muon; bf16 = false }
+    /// Optim.Muon's defaults, Keller Jordan's.
+    let defaults =
+        let f = Factory "Muon"
+        { lr = f.Default "lr"; weightDecay = f.Default "weightDecay"; momentum = f.Default "momentum"; nesterov = f.Default "nesterov"
+          nsSteps = f.Default "nsSteps"; scaling = f.Default "scaling"; bf16 = f.Default "bf16" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Muon(s.lr, s.weightDecay, s.momentum, s.nesterov, s.nsSteps, s.scaling, s.bf16)
@@ -234,9 +366,12 @@ module MuonWithAuxAdam =
           adamWeightDecay: float
           /// Which parameters Muon updates.
           isMuonParameter: ParameterInfo -> bool }
-    /// Optim.MuonWithAuxAdam's defaults: Muon.defaults, Adam with η = 3e-4, β = (0.9, 0.95), ε = 1e-10, hidden matrices to Muon.
+    /// Optim.MuonWithAuxAdam's defaults: Muon.defaults, the auxiliary Adam's, hidden matrices to Muon.
     let defaults =
-        { muon = Muon.defaults; adamLr = 3e-4; adamBetas = (0.9, 0.95); adamEps = 1e-10; adamWeightDecay = 0.0; isMuonParameter = Param.hiddenMatrices }
+        let f = Factory "MuonWithAuxAdam"
+        { muon = f.ResolvedInBody("muon", Muon.defaults); adamLr = f.Default "adamLr"
+          adamBetas = f.ResolvedInBody("adamBetas", Interop.bodyBetas); adamEps = f.Default "adamEps"
+          adamWeightDecay = f.Default "adamWeightDecay"; isMuonParameter = f.ResolvedInBody("isMuonParameter", Param.hiddenMatrices) }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) =
@@ -246,8 +381,10 @@ module MuonWithAuxAdam =
 module Sps =
     /// The largest step α, the lower bound f* and the ε added to ‖g‖².
     type Settings = { maxLr: float; lowerBound: float; eps: float }
-    /// Optim.Sps's defaults: α = 1, f* = 0, ε = 0.
-    let defaults = { maxLr = 1.0; lowerBound = 0.0; eps = 0.0 }
+    /// Optim.Sps's defaults.
+    let defaults =
+        let f = Factory "Sps"
+        { maxLr = f.Default "maxLr"; lowerBound = f.Default "lowerBound"; eps = f.Default "eps" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Sps(s.maxLr, s.lowerBound, s.eps)
@@ -256,8 +393,10 @@ module Sps =
 module SpsPlus =
     /// The largest step α, the lower bound f* and the ε added to ‖g‖².
     type Settings = { maxLr: float; lowerBound: float; eps: float }
-    /// Optim.SpsPlus's defaults: α = 1, f* = 0, ε = 0.
-    let defaults = { maxLr = 1.0; lowerBound = 0.0; eps = 0.0 }
+    /// Optim.SpsPlus's defaults.
+    let defaults =
+        let f = Factory "SpsPlus"
+        { maxLr = f.Default "maxLr"; lowerBound = f.Default "lowerBound"; eps = f.Default "eps" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.SpsPlus(s.maxLr, s.lowerBound, s.eps)
@@ -266,8 +405,11 @@ module SpsPlus =
 module Momo =
     /// α, λ (proximal), β, f*, zero-started averages, and the online estimate of f*.
     type Settings = { lr: float; weightDecay: float; beta: float; lowerBound: float; biasCorrection: bool; estimateLowerBound: bool }
-    /// Optim.Momo's defaults, the paper's: α = 1, β = 0.9, f* = 0, averages started at the first values.
-    let defaults = { lr = 1.0; weightDecay = 0.0; beta = 0.9; lowerBound = 0.0; biasCorrection = false; estimateLowerBound = false }
+    /// Optim.Momo's defaults, the paper's.
+    let defaults =
+        let f = Factory "Momo"
+        { lr = f.Default "lr"; weightDecay = f.Default "weightDecay"; beta = f.Default "beta"; lowerBound = f.Default "lowerBound"
+          biasCorrection = f.Default "biasCorrection"; estimateLowerBound = f.Default "estimateLowerBound" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Momo(s.lr, s.weightDecay, s.beta, s.lowerBound, s.biasCorrection, s.estimateLowerBound)
@@ -276,8 +418,12 @@ module Momo =
 module MomoAdam =
     /// α, (β₁, β₂), ε, λ, f*, proximal (divide = true) or decoupled λ, and the online estimate of f*.
     type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; lowerBound: float; divide: bool; estimateLowerBound: bool }
-    /// Optim.MomoAdam's defaults, the paper's: α = 1e-2, β = (0.9, 0.999), ε = 1e-8, f* = 0, proximal λ.
-    let defaults = { lr = 1e-2; beta1 = 0.9; beta2 = 0.999; eps = 1e-8; weightDecay = 0.0; lowerBound = 0.0; divide = true; estimateLowerBound = false }
+    /// Optim.MomoAdam's defaults, the paper's.
+    let defaults =
+        let f = Factory "MomoAdam"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay"; lowerBound = f.Default "lowerBound"; divide = f.Default "divide"
+          estimateLowerBound = f.Default "estimateLowerBound" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.MomoAdam(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.lowerBound, s.divide, s.estimateLowerBound)

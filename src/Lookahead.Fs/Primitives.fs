@@ -112,6 +112,70 @@ module Primitives =
     [<CompiledName("Boosted")>]
     let boosted (policy: BoostPolicy) (factory: int -> IGradientTransformation) = Transforms.Boosted(Func<_, _> factory, policy)
 
+    /// Settings of the general EMA.
+    type EmaSettings = { decay: float; debias: bool; startAtFirstUpdate: bool }
+
+    /// Transforms.Ema's defaults for debias and startAtFirstUpdate, with the decay it requires.
+    [<CompiledName("EmaDefaults")>]
+    let emaDefaults (decay: float) : EmaSettings =
+        let f = Factory(typeof<Transforms>, "Ema")
+        { decay = f.Required("decay", decay); debias = f.Default "debias"; startAtFirstUpdate = f.Default "startAtFirstUpdate" }
+
+    /// The general EMA: optional debiasing, optional start at the first update.
+    [<CompiledName("EmaWith")>]
+    let emaWith (s: EmaSettings) = Transforms.Ema(s.decay, s.debias, s.startAtFirstUpdate)
+
+    /// u ← a(t)·g + b(t)·m with the weights of a shift schedule (e.g. ShiftSchedule.NAdam) and m from the momentum transform.
+    [<CompiledName("LookaheadShiftWith")>]
+    let lookaheadShiftWith (schedule: IShiftSchedule) (momentum: IGradientTransformation) = Transforms.LookaheadShift(schedule, momentum)
+
+    /// Settings of the non-finite guard.
+    type GuardSettings =
+        { /// What a step with NaN or ±∞ gradients (or a non-finite loss) does: skip, zero the bad entries, or raise.
+          policy: NonFinitePolicy
+          /// Raise once this many steps in a row were non-finite; None for never.
+          maxConsecutive: int64 option }
+
+    let private guardFactory = lazy Factory(typeof<Transforms>, "GuardNonFinite")
+
+    /// Transforms.GuardNonFinite's defaults: its policy, and no limit on consecutive non-finite steps.
+    [<CompiledName("GuardDefaults")>]
+    let guardDefaults : GuardSettings =
+        { policy = guardFactory.Value.Default "policy"; maxConsecutive = None }
+
+    /// The guard with explicit settings.
+    [<CompiledName("GuardNonFiniteWith")>]
+    let guardNonFiniteWith (s: GuardSettings) (inner: IGradientTransformation) =
+        match s.maxConsecutive with
+        | None -> Transforms.GuardNonFinite(inner, s.policy)
+        | Some n -> Transforms.GuardNonFinite(inner, s.policy, n)
+
+    /// Guards inner against non-finite gradients and a non-finite loss with a policy (skip, zero, raise); the
+    /// state counts the non-finite steps. E.g. `Adam.create Adam.defaults |> Primitives.guardNonFinite NonFinitePolicy.Skip`.
+    [<CompiledName("GuardNonFinite")>]
+    let guardNonFinite (policy: NonFinitePolicy) (inner: IGradientTransformation) =
+        guardNonFiniteWith { guardDefaults with policy = policy } inner
+
+/// Reading the state of Primitives.guardNonFinite.
+[<RequireQualifiedAccess>]
+module NonFinite =
+    /// Non-finite steps so far.
+    type Counts = { steps: int64; consecutive: int64; total: int64 }
+
+    /// The guard's counts when the state is a guard's state (the guard outermost), None otherwise.
+    [<CompiledName("TryCounts")>]
+    let tryCounts (state: IOptState) : Counts option =
+        match state with
+        | :? GuardNonFiniteState as g -> Some { steps = g.Count; consecutive = g.Consecutive; total = g.Total }
+        | _ -> None
+
+    /// The guarded transform's state inside a guard's state, None when the state is not a guard's.
+    [<CompiledName("TryInner")>]
+    let tryInner (state: IOptState) : IOptState option =
+        match state with
+        | :? GuardNonFiniteState as g -> Some g.Inner
+        | _ -> None
+
 /// Predicates on parameters, for Transform.partitionBy.
 [<RequireQualifiedAccess>]
 module Param =
@@ -126,6 +190,10 @@ module Param =
     /// Rank is at least r.
     [<CompiledName("RankAtLeast")>]
     let rankAtLeast (r: int) (i: ParameterInfo) = i.Rank >= r
+
+    /// Shape equals the given one.
+    [<CompiledName("ShapeIs")>]
+    let shapeIs (shape: int64 list) = let p = Parameters.ShapeIs(Array.ofList shape) in fun (i: ParameterInfo) -> p.Invoke i
 
     /// The matrices of a network's hidden layers: rank ≥ 2 and not an embedding or output head (Muon's and MARS-M's routing).
     [<CompiledName("HiddenMatrices")>]

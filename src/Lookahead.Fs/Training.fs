@@ -33,3 +33,35 @@ module Training =
         updates.Dispose()
         OptState.Dispose state
         OptState.Detach next
+
+    /// RunnerOptions' defaults (the C# record's).
+    [<CompiledName("DefaultOptions")>]
+    let defaultOptions : RunnerOptions = RunnerOptions()
+
+    /// A runner with options, e.g. `Training.runnerWith (RunnerOptions(KeepGradients = false)) tx model`.
+    [<CompiledName("RunnerWith")>]
+    let runnerWith (options: RunnerOptions) (tx: IGradientTransformation) (model: torch.nn.Module) = new Runner(tx, model, options)
+
+    /// A runner over a parameter tree (borrowed; re-pointed to the runner's storage); step it with stepGradients.
+    [<CompiledName("RunnerOf")>]
+    let runnerOf (tx: IGradientTransformation) (parameters: TensorTree) = new Runner(tx, parameters)
+
+    /// A runner over a parameter tree, with options.
+    [<CompiledName("RunnerOfWith")>]
+    let runnerOfWith (options: RunnerOptions) (tx: IGradientTransformation) (parameters: TensorTree) = new Runner(tx, parameters, options)
+
+    /// One step with the given gradients (borrowed; matched by name) instead of the parameters' .grad.
+    [<CompiledName("StepGradients")>]
+    let stepGradients (context: StepContext) (gradients: TensorTree) (runner: Runner) = runner.Step(gradients, context)
+
+    /// The runner's state (owned by the runner; valid until its next step).
+    [<CompiledName("State")>]
+    let state (runner: Runner) = runner.State
+
+    /// The runner's parameters.
+    [<CompiledName("Parameters")>]
+    let parameters (runner: Runner) = runner.Parameters
+
+    /// Steps the runner has taken.
+    [<CompiledName("StepCount")>]
+    let stepCount (runner: Runner) = runner.StepCount
