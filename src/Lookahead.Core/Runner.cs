@@ -236,7 +236,7 @@ public sealed class Runner : IDisposable
         ArgumentNullException.ThrowIfNull(gradients);
         context ??= StepContext.Empty;
         Validation.CheckContext(_requirements, context, StepCount + 1);
-        _parameters.CheckMatches(gradients.Count == _parameters.Count ? TensorTree.Of(_parameters.Names, _parameters.Names.Select(n => gradients.Contains(n) ? gradients[n] : throw new ArgumentException($"gradients lack '{n}'", nameof(gradients))).ToArray()) : gradients, nameof(gradients), "parameters");
+        _parameters.CheckMatches(gradients.Count == _parameters.Count ? TensorTree.Of(_parameters.Names, _parameters.Names.Select(n => gradients.Contains(n) ? gradients[n] : throw new ArgumentException($"gradients lack '{n}' (they hold: {string.Join(", ", gradients.Names)})", nameof(gradients))).ToArray()) : gradients, nameof(gradients), "parameters");
         using var noGrad = no_grad();
         for (int k = 0; k < _updates.Count; k++) _updates.Tensors[k].copy_(gradients[_updates.Names[k]]);
         Run(context, copyFrom: null);

@@ -270,7 +270,7 @@ let private checkpointTests =
                 let reference, _ = List.mapFold (Optimizer.step tx) after rest
                 List.iter2 (treesIdentical "continued") continued reference
                 match Checkpoint.tryLoad a (Lion.create Lion.defaults) after.Parameters with
-                | Error message -> Expect.stringContains message "saved for the optimizer" "names the other optimizer"
+                | Error message -> Expect.stringContains message "saved for another optimizer" "names the other optimizer"
                 | Ok _ -> failtest "another lr is another optimizer"
                 Expect.isOk (Checkpoint.tryLoad a tx after.Parameters) "the right optimizer loads"
             finally
