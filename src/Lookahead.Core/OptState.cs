@@ -12,8 +12,9 @@ namespace Lookahead;
 public readonly record struct StateLeaf(string Path, Tensor? Tensor, double? Scalar);
 
 /// <summary>
-/// The state of a transform: immutable data made of scalars and tensors. States are records named
-/// after the primitive that makes them (<see cref="TraceState"/> and so on).
+/// The state of a transform: immutable data made of scalars and tensors. Lookahead's own transforms
+/// declare their slots once (<see cref="StateLayout"/>) and hold a <see cref="DeclaredState"/>; a transform
+/// written elsewhere may implement this interface itself.
 /// </summary>
 /// <remarks>
 /// <para><b>Ownership.</b> A state owns its tensor handles. <see cref="IGradientTransformation.Update"/>

@@ -152,24 +152,23 @@ public sealed class Runner : IDisposable
     }
 
     /// <summary>
-    /// Moves every state tensor shaped like a parameter into a flat buffer per state slot (dtype, device),
-    /// in runner order, so the state is contiguous like the parameters. Other leaves stay as they are.
+    /// Moves every tensor of the state's declared per-parameter slots (<see cref="DeclaredState.PerParameterSlots"/>)
+    /// into one flat buffer per slot, dtype and device, in runner order, so the state is contiguous like the
+    /// parameters. Other leaves (scalars, whole-tree tensors, states not declared by a layout) stay as they are.
     /// </summary>
     IOptState Relayout(IOptState state)
     {
         var slots = new Dictionary<(string Slot, ScalarType, string), List<(string Path, Tensor T, int Position)>>();
-        foreach (var leaf in state.Leaves())
-        {
-            if (leaf.Tensor is not { } t) continue;
-            int cut = leaf.Path.LastIndexOf('/');
-            string slot = cut < 0 ? "" : leaf.Path[..cut], name = leaf.Path[(cut + 1)..];
-            if (!_position.TryGetValue(name, out int k)) continue;
-            var p = _parameters.Tensors[k];
-            if (!t.shape.SequenceEqual(p.shape) || t.dtype != p.dtype || t.device.ToString() != p.device.ToString()) continue;
-            var key = (slot, t.dtype, t.device.ToString());
-            if (!slots.TryGetValue(key, out var list)) slots[key] = list = new();
-            list.Add((leaf.Path, t, k));
-        }
+        foreach (var (prefix, tree) in DeclaredState.PerParameterSlots(state))
+            foreach (var (name, t) in tree)
+            {
+                if (!_position.TryGetValue(name, out int k)) continue;
+                var p = _parameters.Tensors[k];
+                if (!t.shape.SequenceEqual(p.shape) || t.dtype != p.dtype || t.device.ToString() != p.device.ToString()) continue;
+                var key = (prefix, t.dtype, t.device.ToString());
+                if (!slots.TryGetValue(key, out var list)) slots[key] = list = new();
+                list.Add((prefix + "/" + name, t, k));
+            }
         var moved = new Dictionary<string, Tensor>();
         foreach (var list in slots.Values)
         {

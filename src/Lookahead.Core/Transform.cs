@@ -119,9 +119,16 @@ public abstract class Transform<TState> : IGradientTransformation, IInPlaceTrans
     TState CastState(IOptState state)
     {
         ArgumentNullException.ThrowIfNull(state);
-        return state as TState ?? throw new ArgumentException(
-            $"{Label} expects a state of type {typeof(TState).Name} (from its own Init), got {state.GetType().Name}", nameof(state));
+        var typed = state as TState ?? throw new ArgumentException(
+            $"{Label} expects a state of type {typeof(TState).Name} (from its own Init), got {DescribeState(state)}", nameof(state));
+        CheckState(typed);
+        return typed;
     }
+
+    static string DescribeState(IOptState state) => state is DeclaredState d ? d.Layout.Signature : state.GetType().Name;
+
+    /// <summary>Further checks that <paramref name="state"/> is this transform's own (e.g. its declared layout); throws an <see cref="ArgumentException"/> if not.</summary>
+    protected virtual void CheckState(TState state) { }
 
     /// <inheritdoc />
     public override string ToString() => Name;

@@ -26,7 +26,7 @@ public static partial class Transforms
 
     /// <summary>
     /// Sequential composition with named stages: like <see cref="Chain(IGradientTransformation[])"/>,
-    /// but the state maps each name to its stage's state, so a stage's state can be found by name.
+    /// but the state holds each stage's state under its name (<c>state["momentum"]</c> of the <see cref="DeclaredState"/>).
     /// </summary>
     public static IGradientTransformation NamedChain(params (string Name, IGradientTransformation Transform)[] stages)
     {
@@ -42,42 +42,20 @@ public static partial class Transforms
     }
 }
 
-/// <summary>State of <see cref="Transforms.Chain(IGradientTransformation[])"/>: one state per stage, in order.</summary>
-public sealed record ChainState(IReadOnlyList<IOptState> States) : IOptState
+sealed class ChainTransform(IGradientTransformation[] stages) : DeclaredTransform, IComposite
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() => States.SelectMany((s, i) => OptState.Nested(i.ToString(), s));
+    // One child slot per stage, named by its position: "0", "1", …
+    readonly (StateLayout Layout, Slot<IOptState>[] Stages) _state = Declared("chain", stages.Select((s, i) => (i.ToString(System.Globalization.CultureInfo.InvariantCulture), s)));
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
-        new ChainState(States.Select((s, i) => OptState.MapNested(i.ToString(), s, f)).ToArray());
+    internal static (StateLayout, Slot<IOptState>[]) Declared(string kind, IEnumerable<(string Name, IGradientTransformation Transform)> stages)
+    {
+        var layout = new StateLayout(kind);
+        var slots = stages.Select(s => layout.Child(s.Name, s.Transform.Init)).ToArray();
+        return (layout.Seal(), slots);
+    }
 
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) =>
-        new ChainState(States.Select((st, i) => OptState.MapNestedScalars(i.ToString(System.Globalization.CultureInfo.InvariantCulture), st, f)).ToArray());
-}
+    protected override StateLayout Declare() => _state.Layout;
 
-/// <summary>State of <see cref="Transforms.NamedChain"/>: each stage's state under its name, in order.</summary>
-public sealed record NamedChainState(IReadOnlyList<KeyValuePair<string, IOptState>> States) : IOptState
-{
-    /// <summary>The state of the stage called <paramref name="name"/>.</summary>
-    public IOptState this[string name] => States.FirstOrDefault(kv => kv.Key == name).Value
-        ?? throw new KeyNotFoundException($"no stage named '{name}' (stages: {string.Join(", ", States.Select(kv => kv.Key))})");
-
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() => States.SelectMany(kv => OptState.Nested(kv.Key, kv.Value));
-
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
-        new NamedChainState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNested(kv.Key, kv.Value, f))).ToArray());
-
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) =>
-        new NamedChainState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNestedScalars(kv.Key, kv.Value, f))).ToArray());
-}
-
-sealed class ChainTransform(IGradientTransformation[] stages) : Transform<ChainState>, IComposite
-{
     public System.Collections.Generic.IEnumerable<IGradientTransformation> Children => stages;
 
     public override Spec Spec
@@ -90,21 +68,21 @@ sealed class ChainTransform(IGradientTransformation[] stages) : Transform<ChainS
         }
     }
 
-    protected override ChainState InitState(TensorTree parameters) => new(stages.Select(s => s.Init(parameters)).ToArray());
-
-    public override ChainState Step(TensorTree updates, ChainState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        if (state.States.Count != stages.Length)
-            throw new ArgumentException($"{Label} has {stages.Length} stages but the state has {state.States.Count}", nameof(state));
-        var next = new IOptState[stages.Length];
         for (int i = 0; i < stages.Length; i++)
-            next[i] = InPlace.Step(stages[i], updates, state.States[i], parameters, context);
-        return new(next);
+            state = state.With(_state.Stages[i], InPlace.Step(stages[i], updates, state.Get(_state.Stages[i]), parameters, context));
+        return state;
     }
 }
 
-sealed class NamedChainTransform((string Name, IGradientTransformation Transform)[] stages) : Transform<NamedChainState>, IComposite
+sealed class NamedChainTransform((string Name, IGradientTransformation Transform)[] stages) : DeclaredTransform, IComposite
 {
+    // One child slot per stage, under the stage's name.
+    readonly (StateLayout Layout, Slot<IOptState>[] Stages) _state = ChainTransform.Declared("named_chain", stages);
+
+    protected override StateLayout Declare() => _state.Layout;
+
     public System.Collections.Generic.IEnumerable<IGradientTransformation> Children => stages.Select(s => s.Transform);
 
     public override Spec Spec
@@ -117,16 +95,10 @@ sealed class NamedChainTransform((string Name, IGradientTransformation Transform
         }
     }
 
-    protected override NamedChainState InitState(TensorTree parameters) =>
-        new(stages.Select(s => new KeyValuePair<string, IOptState>(s.Name, s.Transform.Init(parameters))).ToArray());
-
-    public override NamedChainState Step(TensorTree updates, NamedChainState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        if (!state.States.Select(kv => kv.Key).SequenceEqual(stages.Select(s => s.Name)))
-            throw new ArgumentException($"{Label}: the state's stages [{string.Join(", ", state.States.Select(kv => kv.Key))}] do not match", nameof(state));
-        var next = new KeyValuePair<string, IOptState>[stages.Length];
         for (int i = 0; i < stages.Length; i++)
-            next[i] = new(stages[i].Name, InPlace.Step(stages[i].Transform, updates, state.States[i].Value, parameters, context));
-        return new(next);
+            state = state.With(_state.Stages[i], InPlace.Step(stages[i].Transform, updates, state.Get(_state.Stages[i]), parameters, context));
+        return state;
     }
 }

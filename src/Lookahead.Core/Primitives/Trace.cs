@@ -44,34 +44,24 @@ public static partial class Transforms
         Trace(Check.UnitOpen(decay, nameof(decay), "EMA decay β"), decay, debias, startAtFirstUpdate);
 }
 
-/// <summary>State of <see cref="Transforms.Trace"/> and <see cref="Transforms.Ema"/>.</summary>
-/// <param name="Count">Steps taken so far.</param>
-/// <param name="Momentum">The buffer m, shaped like the parameters (zero before the first step).</param>
-public sealed record TraceState(long Count, TensorTree Momentum) : IOptState
+sealed class TraceTransform(double decay, double dampening, bool debias, bool startAtFirstUpdate) : DeclaredTransform
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() =>
-        OptState.Tree("momentum", Momentum).Prepend(OptState.Scalar("count", Count));
+    static readonly StateLayout State = new("trace");
+    /// <summary>Steps taken so far.</summary>
+    internal static readonly Slot<long> Count = State.Integer("count");
+    /// <summary>The buffer m, shaped like the parameters (zero before the first step).</summary>
+    internal static readonly Slot<TensorTree> Momentum = State.PerParameter("momentum", SlotStart.Zeros);
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Momentum = OptState.MapTree("momentum", Momentum, f) };
+    protected override StateLayout Declare() => State;
 
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) => this with { Count = OptState.Integer("count", Count, f) };
-}
-
-sealed class TraceTransform(double decay, double dampening, bool debias, bool startAtFirstUpdate) : Transform<TraceState>
-{
     public override Spec Spec => Spec.Of("trace").With("decay", decay).With("dampening", dampening)
         .With("debias", debias).With("start_at_first_update", startAtFirstUpdate);
 
-    protected override TraceState InitState(TensorTree parameters) => new(0, parameters.ZerosLike());
-
-    public override TraceState Step(TensorTree updates, TraceState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        long t = state.Count + 1;
+        long t = state.Get(Count) + 1;
         using var correction = (debias ? 1 - Math.Pow(decay, t) : 1).ToScalar();
-        foreach (var group in Buffers.Groups(updates, state.Momentum))
+        foreach (var group in Buffers.Groups(updates, state.Get(Momentum)))
         {
             Tensor u = group[0], m = group[1];
             if (startAtFirstUpdate && t == 1) m.copy_(u);
@@ -79,6 +69,6 @@ sealed class TraceTransform(double decay, double dampening, bool debias, bool st
             u.copy_(m);
             if (debias) u.div_(correction);
         }
-        return state with { Count = t };
+        return state.With(Count, t);
     }
 }
