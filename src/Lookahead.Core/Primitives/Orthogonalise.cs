@@ -168,8 +168,8 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
                 using var scope = NewDisposeScope();
                 var members = group.ToArray();
                 var stack = torch.stack(members.Select(i => updates.Tensors[i].reshape(group.Key.r, group.Key.c)));
-                var result = Orthogonalise(stack);
-                for (int k = 0; k < members.Length; k++) updates.Tensors[members[k]].copy_(result[k].reshape(updates.Tensors[members[k]].shape));
+                NewtonSchulz(stack);
+                for (int k = 0; k < members.Length; k++) updates.Tensors[members[k]].copy_(stack[k].reshape(updates.Tensors[members[k]].shape));
                 batched.UnionWith(members);
             }
         }
@@ -179,97 +179,98 @@ sealed class OrthogonaliseTransform(OrthogonaliserOptions o) : Transform<EmptySt
             using var scope = NewDisposeScope();
             Tensor u = updates.Tensors[i];
             var (rows, cols) = Transforms.MatrixShape(updates.Names[i], u, o.HigherRank, Label);
-            var matrix = u.shape.Length > 2 && o.HigherRank == HigherRankPolicy.FlattenTrailing ? u.view(rows, cols) : u;
-            if (o.ExactPolar || o.BFloat16 || matrix.dim() != 2 || matrix.device_type != DeviceType.CPU)
-                // Batches (the Batch policy), CUDA (where allocation is cheap and batched products pay), bfloat16 and the SVD reference.
-                u.copy_(Orthogonalise(matrix).reshape(u.shape));
-            else InPlace(matrix, context);
+            // One matrix is a batch of one; the Batch policy folds the leading dimensions into the batch.
+            using var matrices = u.shape.Length > 2 && o.HigherRank == HigherRankPolicy.Batch ? u.view(-1, u.shape[^2], u.shape[^1]) : u.view(1, rows, cols);
+            if (o.ExactPolar) matrices.copy_(Polar(matrices));
+            else NewtonSchulz(matrices);
         }
         return state;
     }
 
     /// <summary>
-    /// Newton–Schulz on one matrix with no allocation of matrix-sized tensors: four scratch buffers and in-place
-    /// products (<c>addmm_</c> with β = 0, α = 1; the coefficients are applied in double precision by
-    /// elementwise ops). Overwrites <paramref name="g"/> with the result. Same arrangement of products as
-    /// <see cref="Orthogonalise(Tensor)"/>.
+    /// into ← β·into + p·q for batches of matrices (β is 0 or 1). A batch of one runs in place on its 2-D views
+    /// (<c>addmm_</c>: no allocation, the runner's CPU path); larger batches use one batched product and a copy
+    /// (TorchSharp has no in-place batched product; on CUDA, where batches are formed, allocation is cheap).
     /// </summary>
-    void InPlace(Tensor g, StepContext context)
+    static Tensor Gemm(Tensor into, Tensor p, Tensor q, float beta)
     {
-        bool tall = g.shape[0] > g.shape[1];
-        long m = Math.Min(g.shape[0], g.shape[1]), n = Math.Max(g.shape[0], g.shape[1]);
-        Tensor x = Buffers.Rent(new[] { m, n }, g.dtype, g.device), y = Buffers.Rent(new[] { m, n }, g.dtype, g.device);
-        Tensor a = Buffers.Rent(new[] { m, m }, g.dtype, g.device), b = Buffers.Rent(new[] { m, m }, g.dtype, g.device);
+        if (into.shape[0] == 1)
+        {
+            using Tensor i0 = into[0], p0 = p[0], q0 = q[0];
+            i0.addmm_(p0, q0, beta, 1);
+            return into;
+        }
+        using var product = p.bmm(q);
+        return beta == 0 ? into.copy_(product) : into.add_(product);
+    }
+
+    /// <summary>The exact polar factor U·Vᵀ of each matrix of a batch, from the SVD (the reference the iterations approximate).</summary>
+    static Tensor Polar(Tensor g)
+    {
+        var (left, _, rightT) = linalg.svd(g, fullMatrices: false);
+        return left.matmul(rightT);
+    }
+
+    /// <summary>
+    /// Newton–Schulz on a batch of matrices (B, r, c), overwriting it with the approximate polar factors: the one
+    /// definition of the iteration, for a single CPU matrix (B = 1, in place, as the runner runs it) and for
+    /// stacked batches alike. Each matrix is normalised by its own Frobenius norm (+ ε); a tall matrix is iterated
+    /// as its transpose. With X (m × n, m ≤ n) and A = XXᵀ, one step is X ← a·X + (b·A + (c·A)·A)·X in Muon's
+    /// arrangement and X ← a·X + b·(AX) + (c·A)·(AX) in MARS's, the products grouped as the official code groups
+    /// them. Scratch: four buffers (five in Muon's arrangement) from the executor (reused by the runner), products by <see cref="Gemm"/>, the
+    /// coefficients applied in double precision. With <see cref="OrthogonaliserOptions.BFloat16"/> the iteration
+    /// runs in bfloat16 (MARS normalises before the cast, Muon after it, as their code does).
+    /// </summary>
+    void NewtonSchulz(Tensor g)
+    {
+        long batch = g.shape[0];
+        bool tall = g.shape[1] > g.shape[2];
+        long m = Math.Min(g.shape[1], g.shape[2]), n = Math.Max(g.shape[1], g.shape[2]);
+        var dtype = o.BFloat16 ? ScalarType.BFloat16 : g.dtype;
+        Tensor x = Buffers.Rent(new[] { batch, m, n }, dtype, g.device), y = Buffers.Rent(new[] { batch, m, n }, dtype, g.device);
+        Tensor a = Buffers.Rent(new[] { batch, m, m }, dtype, g.device), s = Buffers.Rent(new[] { batch, m, m }, dtype, g.device);
+        Tensor? p = o.Arrangement == NewtonSchulzArrangement.Muon ? Buffers.Rent(new[] { batch, m, m }, dtype, g.device) : null;
         try
         {
             using Scalar eps = o.Epsilon.ToScalar(), ca = o.Coefficients.A.ToScalar(), cb = o.Coefficients.B.ToScalar(), cc = o.Coefficients.C.ToScalar();
-            using (var gt = tall ? g.t() : g.alias()) x.copy_(gt);
-            using (var norm = x.norm()) x.div_(norm.add_(eps));
+            using (var gt = tall ? g.mT : g.alias())
+            {
+                if (o.BFloat16 && o.Arrangement == NewtonSchulzArrangement.Mars)
+                {
+                    using var norm = linalg.matrix_norm(gt, "fro", dims: new long[] { -2, -1 }, keepdim: true);
+                    using var scaled = gt.div(norm.add_(eps));
+                    x.copy_(scaled);
+                }
+                else
+                {
+                    x.copy_(gt);
+                    using var norm = linalg.matrix_norm(x, "fro", dims: new long[] { -2, -1 }, keepdim: true);
+                    x.div_(norm.add_(eps));
+                }
+            }
             for (int k = 0; k < o.Steps; k++)
             {
-                using (var xt = x.t()) a.addmm_(x, xt, 0, 1);           // A = XXᵀ
+                using (var xt = x.mT) Gemm(a, x, xt, 0);               // A = XXᵀ
+                s.copy_(a).mul_(cc);                                    // c·A
                 if (o.Arrangement == NewtonSchulzArrangement.Muon)
                 {
-                    b.addmm_(a, a, 0, 1).mul_(cc).add_(a, alpha: cb);    // B = c·A² + b·A
-                    y.addmm_(b, x, 0, 1).add_(x, alpha: ca);             // X' = B·X + a·X
+                    Gemm(p!, s, a, 0).add_(a, alpha: cb);               // B = (c·A)·A + b·A
+                    Gemm(y.copy_(x).mul_(ca), p!, x, 1);                // a·X + B·X
                     (x, y) = (y, x);
                 }
                 else
                 {
-                    y.addmm_(a, x, 0, 1);                                // B = A·X
-                    b.copy_(a).mul_(cc);                                 // c·A
-                    x.mul_(ca).add_(y, alpha: cb).addmm_(b, y, 1, 1);    // X' = a·X + b·B + (c·A)·B
+                    Gemm(y, a, x, 0);                                   // AX
+                    Gemm(x.mul_(ca).add_(y, alpha: cb), s, y, 1);       // a·X + b·AX + (c·A)·AX
                 }
             }
-            g.copy_(tall ? x.t() : x);
+            g.copy_(tall ? x.mT : x);
         }
         finally
         {
-            Buffers.Return(x); Buffers.Return(y); Buffers.Return(a); Buffers.Return(b);
+            Buffers.Return(x); Buffers.Return(y); Buffers.Return(a); Buffers.Return(s);
+            if (p is not null) Buffers.Return(p);
         }
-    }
-
-    /// <summary>The polar-factor approximation of a matrix (or batch of matrices); a new tensor in the input's dtype.</summary>
-    Tensor Orthogonalise(Tensor g)
-    {
-        var dtype = g.dtype;
-        bool tall = g.shape[^2] > g.shape[^1];
-        using Scalar eps = o.Epsilon.ToScalar(), a = o.Coefficients.A.ToScalar(), b = o.Coefficients.B.ToScalar(), c = o.Coefficients.C.ToScalar();
-        if (o.ExactPolar)
-        {
-            var (left, _, rightT) = linalg.svd(g, fullMatrices: false);
-            return left.matmul(rightT);
-        }
-        Tensor x;
-        if (o.Arrangement == NewtonSchulzArrangement.Mars)
-        {
-            // Norm of the input before any cast; per matrix when a batch of them is orthogonalised.
-            x = g.div(linalg.matrix_norm(g, "fro", dims: new long[] { -2, -1 }, keepdim: true).add_(eps));
-            if (o.BFloat16) x = x.to(ScalarType.BFloat16);
-            if (tall) x = x.mT;
-        }
-        else
-        {
-            x = o.BFloat16 ? g.to(ScalarType.BFloat16) : g;
-            if (tall) x = x.mT;
-            x = x.div(linalg.matrix_norm(x, "fro", dims: new long[] { -2, -1 }, keepdim: true).add_(eps));
-        }
-        for (int k = 0; k < o.Steps; k++)
-        {
-            var gram = x.matmul(x.mT);
-            if (o.Arrangement == NewtonSchulzArrangement.Muon)
-            {
-                var poly = gram.mul(b).add_(gram.mul(c).matmul(gram));
-                x = x.mul(a).add_(poly.matmul(x));
-            }
-            else
-            {
-                var ax = gram.matmul(x);
-                x = x.mul(a).add_(ax.mul(b)).add_(gram.mul(c).matmul(ax));
-            }
-        }
-        if (tall) x = x.mT;
-        return x.dtype == dtype ? x : x.to(dtype);
     }
 }
 
