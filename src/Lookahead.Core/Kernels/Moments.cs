@@ -4,33 +4,41 @@ using static TorchSharp.torch;
 namespace Lookahead.Kernels;
 
 /// <summary>
-/// The moment arithmetic shared by the primitives, written once as in-place kernels over buffers the
-/// caller owns (plain tensor → tensor functions, kept apart from the transforms).
+/// The moment arithmetic shared by the primitives, written once as generic kernels over
+/// <see cref="IArrayOps{TArray}"/> (in place on their first array), with tensor overloads that run them through
+/// <see cref="TensorOps"/>.
 /// </summary>
 /// <remarks>
-/// Every scalar operand is an explicit <see cref="Scalar"/> held in a <c>using</c> until the native call
-/// returns. TorchSharp's implicit double → Scalar conversion makes an object that no dispose scope
-/// tracks and that the finalizer may free while the native call still reads it (seen here as
-/// "Expected false to be true ... toDouble" under parallel load). Lookahead's primitives never use it.
+/// Every scalar operand reaches TorchSharp as an explicit <see cref="Scalar"/> held in a <c>using</c> until the
+/// native call returns (<see cref="TensorOps"/>). TorchSharp's implicit double → Scalar conversion makes an
+/// object that no dispose scope tracks and that the finalizer may free while the native call still reads it
+/// (seen here as "Expected false to be true ... toDouble" under parallel load). Lookahead's primitives never use it.
 /// </remarks>
 public static class Moments
 {
-    /// <summary>m ← β·m + w·x, in place on <paramref name="m"/> (β = 1 skips the multiplication).</summary>
-    public static Tensor Accumulate(Tensor m, Tensor x, double decay, double weight)
+    /// <summary>m ← β·m + w·x (β = 1 skips the multiplication).</summary>
+    public static TArray Accumulate<TArray, TOps>(TOps ops, TArray m, TArray x, double decay, double weight) where TOps : struct, IArrayOps<TArray>
     {
-        using Scalar b = decay.ToScalar(), w = weight.ToScalar();
-        if (decay != 1) m.mul_(b);
-        return m.add_(x, alpha: w);
+        if (decay != 1) ops.Mul(m, decay);
+        return ops.AddScaled(m, x, weight);
     }
 
-    /// <summary>v ← β·v + w·x², in place on <paramref name="v"/> (β = 1 skips the multiplication).</summary>
-    public static Tensor AccumulateSquare(Tensor v, Tensor x, double decay, double weight)
+    /// <summary>v ← β·v + w·x² (β = 1 skips the multiplication).</summary>
+    public static TArray AccumulateSquare<TArray, TOps>(TOps ops, TArray v, TArray x, double decay, double weight) where TOps : struct, IArrayOps<TArray>
     {
-        using Scalar b = decay.ToScalar(), w = weight.ToScalar();
-        if (decay != 1) v.mul_(b);
-        return v.addcmul_(x, x, value: w);
+        if (decay != 1) ops.Mul(v, decay);
+        return ops.AddProduct(v, x, x, weight);
     }
+
+    /// <summary>m ← max(m, x).</summary>
+    public static TArray RunningMax<TArray, TOps>(TOps ops, TArray m, TArray x) where TOps : struct, IArrayOps<TArray> => ops.Max(m, x);
+
+    /// <summary>m ← β·m + w·x, in place on <paramref name="m"/>.</summary>
+    public static Tensor Accumulate(Tensor m, Tensor x, double decay, double weight) => Accumulate<Tensor, TensorOps>(default, m, x, decay, weight);
+
+    /// <summary>v ← β·v + w·x², in place on <paramref name="v"/>.</summary>
+    public static Tensor AccumulateSquare(Tensor v, Tensor x, double decay, double weight) => AccumulateSquare<Tensor, TensorOps>(default, v, x, decay, weight);
 
     /// <summary>m ← max(m, x), in place on <paramref name="m"/> (a clamp from below by x: no temporary).</summary>
-    public static Tensor RunningMax(Tensor m, Tensor x) => m.clamp_(x, null!);
+    public static Tensor RunningMax(Tensor m, Tensor x) => RunningMax<Tensor, TensorOps>(default, m, x);
 }

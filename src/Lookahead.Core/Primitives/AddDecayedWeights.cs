@@ -1,3 +1,4 @@
+using static TorchSharp.torch;
 using TorchSharp;
 
 namespace Lookahead;
@@ -22,8 +23,11 @@ sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptySta
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
         if (weightDecay == 0) return state;
-        using var lambda = weightDecay.ToScalar();
-        foreach (var group in Buffers.Groups(updates, parameters)) group[0].add_(group[1], alpha: lambda);
+        foreach (var group in Buffers.Groups(updates, parameters)) Kernel<Tensor, Kernels.TensorOps>(default, group[0], group[1]);
         return state;
     }
+
+    /// <summary>u ← u + λ·θ on one block.</summary>
+    internal TArray Kernel<TArray, TOps>(TOps ops, TArray u, TArray theta) where TOps : struct, Kernels.IArrayOps<TArray> =>
+        ops.AddScaled(u, theta, weightDecay);
 }

@@ -14,7 +14,7 @@ sealed class SignTransform : Transform<EmptyState>
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
-        foreach (var group in Buffers.Groups(updates)) group[0].sign_();
+        foreach (var group in Buffers.Groups(updates)) default(Kernels.TensorOps).Sign(group[0]);
         return state;
     }
 }

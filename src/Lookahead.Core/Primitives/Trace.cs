@@ -60,15 +60,19 @@ sealed class TraceTransform(double decay, double dampening, bool debias, bool st
     public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
         long t = state.Get(Count) + 1;
-        using var correction = (debias ? 1 - Math.Pow(decay, t) : 1).ToScalar();
+        bool copy = startAtFirstUpdate && t == 1;
+        double correction = debias ? 1 - Math.Pow(decay, t) : 1;
         foreach (var group in Buffers.Groups(updates, state.Get(Momentum)))
-        {
-            Tensor u = group[0], m = group[1];
-            if (startAtFirstUpdate && t == 1) m.copy_(u);
-            else Kernels.Moments.Accumulate(m, u, decay, 1 - dampening);
-            u.copy_(m);
-            if (debias) u.div_(correction);
-        }
+            Kernel<Tensor, Kernels.TensorOps>(default, group[0], group[1], copy, correction);
         return state.With(Count, t);
+    }
+
+    /// <summary>The elementwise step on one block: m ← β·m + (1−δ)·u (or m ← u on torch's first step), u ← m / c.</summary>
+    internal void Kernel<TArray, TOps>(TOps ops, TArray u, TArray m, bool copy, double correction) where TOps : struct, Kernels.IArrayOps<TArray>
+    {
+        if (copy) ops.Copy(m, u);
+        else Kernels.Moments.Accumulate(ops, m, u, decay, 1 - dampening);
+        ops.Copy(u, m);
+        if (debias) ops.Div(u, correction);
     }
 }

@@ -1,0 +1,176 @@
+using System;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lookahead.Kernels;
+
+/// <summary>
+/// The array operations that Lookahead's elementwise kernels are written against, so that one kernel (one
+/// formula) runs on more than one executor: <see cref="TensorOps"/> runs it on TorchSharp tensors of any
+/// device (the pure path and the runner), <see cref="ArrayBlockOps"/> on blocks of a host array (the shape a
+/// fused CPU executor needs: the same kernel applied block by block over flat buffers).
+/// </summary>
+/// <remarks>
+/// <para>Every operation works in place on its first argument and returns it, so a kernel reads like the
+/// maths: <c>ops.AddScaled(ops.Mul(m, β), u, 1 − δ)</c> is m ← β·m + (1−δ)·u. Scalar coefficients are
+/// doubles; an executor applies them in its array's precision the way TorchSharp does (a double scalar
+/// against a float tensor rounds the product to float).</para>
+/// <para>Implementations are structs so that a generic kernel <c>K&lt;TArray, TOps&gt;</c> is specialised per
+/// executor by the JIT, with no interface dispatch in a fused loop.</para>
+/// </remarks>
+/// <typeparam name="TArray">The executor's array type.</typeparam>
+public interface IArrayOps<TArray>
+{
+    /// <summary>into ← from.</summary>
+    TArray Copy(TArray into, TArray from);
+    /// <summary>x ← s·x.</summary>
+    TArray Mul(TArray x, double s);
+    /// <summary>x ← x / s.</summary>
+    TArray Div(TArray x, double s);
+    /// <summary>x ← x + c.</summary>
+    TArray Add(TArray x, double c);
+    /// <summary>y ← y + w·x.</summary>
+    TArray AddScaled(TArray y, TArray x, double w);
+    /// <summary>y ← y + (w·x)·z (grouped as torch's <c>addcmul</c> groups it).</summary>
+    TArray AddProduct(TArray y, TArray x, TArray z, double w);
+    /// <summary>x ← x·d (elementwise).</summary>
+    TArray MulBy(TArray x, TArray d);
+    /// <summary>x ← x / d (elementwise).</summary>
+    TArray DivBy(TArray x, TArray d);
+    /// <summary>m ← max(m, x) (elementwise).</summary>
+    TArray Max(TArray m, TArray x);
+    /// <summary>x ← max(x, lo).</summary>
+    TArray ClampMin(TArray x, double lo);
+    /// <summary>x ← √x.</summary>
+    TArray Sqrt(TArray x);
+    /// <summary>x ← sign(x) (0 at 0).</summary>
+    TArray Sign(TArray x);
+}
+
+/// <summary>
+/// <see cref="IArrayOps{TArray}"/> on TorchSharp tensors, in place, on the tensors' own device. Every scalar is an
+/// explicit <see cref="Scalar"/> disposed when the native call returns (see <see cref="Moments"/>).
+/// </summary>
+public readonly struct TensorOps : IArrayOps<Tensor>
+{
+    /// <inheritdoc />
+    public Tensor Copy(Tensor into, Tensor from) => into.copy_(from);
+
+    /// <inheritdoc />
+    public Tensor Mul(Tensor x, double s) { using var c = s.ToScalar(); return x.mul_(c); }
+
+    /// <inheritdoc />
+    public Tensor Div(Tensor x, double s) { using var c = s.ToScalar(); return x.div_(c); }
+
+    /// <inheritdoc />
+    public Tensor Add(Tensor x, double c) { using var s = c.ToScalar(); return x.add_(s); }
+
+    /// <inheritdoc />
+    public Tensor AddScaled(Tensor y, Tensor x, double w) { using var s = w.ToScalar(); return y.add_(x, alpha: s); }
+
+    /// <inheritdoc />
+    public Tensor AddProduct(Tensor y, Tensor x, Tensor z, double w) { using var s = w.ToScalar(); return y.addcmul_(x, z, value: s); }
+
+    /// <inheritdoc />
+    public Tensor MulBy(Tensor x, Tensor d) => x.mul_(d);
+
+    /// <inheritdoc />
+    public Tensor DivBy(Tensor x, Tensor d) => x.div_(d);
+
+    /// <inheritdoc />
+    public Tensor Max(Tensor m, Tensor x) => m.clamp_(x, null!);
+
+    /// <inheritdoc />
+    public Tensor ClampMin(Tensor x, double lo) { using var s = lo.ToScalar(); return x.clamp_min_(s); }
+
+    /// <inheritdoc />
+    public Tensor Sqrt(Tensor x) => x.sqrt_();
+
+    /// <inheritdoc />
+    public Tensor Sign(Tensor x) => x.sign_();
+}
+
+/// <summary>A block of a host float64 array: the array type of <see cref="ArrayBlockOps"/>.</summary>
+/// <param name="Array">The backing array.</param>
+/// <param name="Offset">The first element of the block.</param>
+/// <param name="Length">Its length.</param>
+public readonly record struct ArrayBlock(double[] Array, int Offset, int Length)
+{
+    /// <summary>The whole of <paramref name="array"/>.</summary>
+    public static ArrayBlock Of(double[] array) => new(array, 0, array.Length);
+
+    /// <summary>The block's elements.</summary>
+    public Span<double> Span => Array.AsSpan(Offset, Length);
+}
+
+/// <summary>
+/// <see cref="IArrayOps{TArray}"/> over blocks of host float64 arrays: plain loops with IEEE double arithmetic, the
+/// same operations in the same order as <see cref="TensorOps"/> on a float64 tensor on the CPU (including where
+/// torch fuses a multiply into an add), so the results are bit-identical; the one exception is <see cref="Sqrt"/>,
+/// which torch computes with a vectorised approximation that can differ from the correctly rounded root by 1 ulp.
+/// It shows (and the tests prove) that the kernels do not depend on TorchSharp; a fused CPU executor runs them this
+/// way, block by block.
+/// </summary>
+public readonly struct ArrayBlockOps : IArrayOps<ArrayBlock>
+{
+    /// <inheritdoc />
+    public ArrayBlock Copy(ArrayBlock into, ArrayBlock from) { from.Span.CopyTo(into.Span); return into; }
+
+    /// <inheritdoc />
+    public ArrayBlock Mul(ArrayBlock x, double s) { foreach (ref var v in x.Span) v *= s; return x; }
+
+    /// <inheritdoc />
+    public ArrayBlock Div(ArrayBlock x, double s) { foreach (ref var v in x.Span) v /= s; return x; }
+
+    /// <inheritdoc />
+    public ArrayBlock Add(ArrayBlock x, double c) { foreach (ref var v in x.Span) v += c; return x; }
+
+    /// <inheritdoc />
+    public ArrayBlock AddScaled(ArrayBlock y, ArrayBlock x, double w)
+    {
+        Span<double> ys = y.Span, xs = x.Span;
+        for (int i = 0; i < ys.Length; i++) ys[i] = Math.FusedMultiplyAdd(w, xs[i], ys[i]);   // torch's CPU add with alpha fuses it
+        return y;
+    }
+
+    /// <inheritdoc />
+    public ArrayBlock AddProduct(ArrayBlock y, ArrayBlock x, ArrayBlock z, double w)
+    {
+        Span<double> ys = y.Span, xs = x.Span, zs = z.Span;
+        for (int i = 0; i < ys.Length; i++) ys[i] = Math.FusedMultiplyAdd(w * xs[i], zs[i], ys[i]);   // (w·x)·z fused into the sum, as torch's CPU addcmul
+        return y;
+    }
+
+    /// <inheritdoc />
+    public ArrayBlock MulBy(ArrayBlock x, ArrayBlock d)
+    {
+        Span<double> xs = x.Span, ds = d.Span;
+        for (int i = 0; i < xs.Length; i++) xs[i] *= ds[i];
+        return x;
+    }
+
+    /// <inheritdoc />
+    public ArrayBlock DivBy(ArrayBlock x, ArrayBlock d)
+    {
+        Span<double> xs = x.Span, ds = d.Span;
+        for (int i = 0; i < xs.Length; i++) xs[i] /= ds[i];
+        return x;
+    }
+
+    /// <inheritdoc />
+    public ArrayBlock Max(ArrayBlock m, ArrayBlock x)
+    {
+        Span<double> ms = m.Span, xs = x.Span;
+        for (int i = 0; i < ms.Length; i++) if (!(ms[i] > xs[i]) || double.IsNaN(ms[i])) ms[i] = double.IsNaN(ms[i]) ? ms[i] : xs[i];   // ties take x, as torch's clamp does
+        return m;
+    }
+
+    /// <inheritdoc />
+    public ArrayBlock ClampMin(ArrayBlock x, double lo) { foreach (ref var v in x.Span) if (v < lo) v = lo; return x; }
+
+    /// <inheritdoc />
+    public ArrayBlock Sqrt(ArrayBlock x) { foreach (ref var v in x.Span) v = Math.Sqrt(v); return x; }
+
+    /// <inheritdoc />
+    public ArrayBlock Sign(ArrayBlock x) { foreach (ref var v in x.Span) v = double.IsNaN(v) ? v : Math.Sign(v); return x; }
+}
