@@ -1,10 +1,12 @@
 // Build script: dotnet fsi build.fsx [target]
 // Targets (any case): clean, build, notebooks, test (the default; runs the notebooks first), compare (the main job), demo,
 // pack (packages + a check of the installed tool), soak (the long memory soak), bench, bench-quick (performance targets), replay (the official implementations' trajectories from ../shared/oracle/cases, else the vendored
-// tests/oracle/cases; LOOKAHEAD_ORACLE_DIR overrides the folder).
+// tests/oracle/cases; LOOKAHEAD_ORACLE_DIR overrides the folder), mutate (mutation testing of Lookahead.Core from
+// build/mutations.json, in a temporary copy; not part of CI; `mutate -- --only ID[,ID]` runs a subset, `-- --list` lists them).
 // System.Reactive pinned to a served version: Fake's dependency asks for 4.4.1, which the registry lacks.
 #r "nuget: System.Reactive, 5.0.0"
 #r "nuget: Fake.Core.Target, 5.20.3"
+#load "build/Mutations.fsx"
 
 open System
 open System.Diagnostics
@@ -111,6 +113,12 @@ Target.create "soak" (fun _ ->
     Environment.SetEnvironmentVariable("LOOKAHEAD_SOAK_SIZE", "256")
     run "dotnet" (sprintf "run --project tests/Lookahead.Tests -c %s --no-build -- --sequenced --no-spinner --colours 0 --filter-test-case soak" configuration))
 
+// Mutation testing (build/Mutations.fsx): each mutation of build/mutations.json is applied in a temporary
+// copy of the repository, the tests its filter selects run against it, and the target prints one line per
+// mutation and "mutation score: K killed of N (P %)" with the survivors. Slow; not part of CI.
+// Options after "--": --only ID[,ID], --list, --timeout S, --baseline, --fail-under P, --keep.
+Target.create "mutate" (fun p -> Mutations.run root (List.ofSeq p.Context.Arguments))
+
 Target.create "default" ignore
 
 open Fake.Core.TargetOperators
@@ -124,4 +132,5 @@ open Fake.Core.TargetOperators
 "build" ==> "pack" |> ignore
 "build" ==> "soak" |> ignore
 
-Target.runOrDefault "default"
+// With arguments: the options after "--" reach the target (compare, mutate).
+Target.runOrDefaultWithArguments "default"
