@@ -162,18 +162,24 @@ module NonFinite =
     /// Non-finite steps so far.
     type Counts = { steps: int64; consecutive: int64; total: int64 }
 
+    /// A guard's state: the declared state whose layout is the guard's (slots count, consecutive, total, inner).
+    let private (|Guard|_|) (state: IOptState) =
+        match state with
+        | :? DeclaredState as d when d.Layout.Kind = "guard_non_finite" -> Some d
+        | _ -> None
+
     /// The guard's counts when the state is a guard's state (the guard outermost), None otherwise.
     [<CompiledName("TryCounts")>]
     let tryCounts (state: IOptState) : Counts option =
         match state with
-        | :? GuardNonFiniteState as g -> Some { steps = g.Count; consecutive = g.Consecutive; total = g.Total }
+        | Guard g -> Some { steps = g.["count"] :?> int64; consecutive = g.["consecutive"] :?> int64; total = g.["total"] :?> int64 }
         | _ -> None
 
     /// The guarded transform's state inside a guard's state, None when the state is not a guard's.
     [<CompiledName("TryInner")>]
     let tryInner (state: IOptState) : IOptState option =
         match state with
-        | :? GuardNonFiniteState as g -> Some g.Inner
+        | Guard g -> Some (g.["inner"] :?> IOptState)
         | _ -> None
 
 /// Predicates on parameters, for Transform.partitionBy.

@@ -28,13 +28,13 @@ let tests =
             use _ = torch.NewDisposeScope()
             let tx = Transform.partition (fun p -> if p.Name.EndsWith "bias" then "bias" else "rest") [ "rest", Primitives.trace 0.9; "bias", Primitives.ema 0.5 ]
             let parameters = tree problem problem.Params0
+            let momentum (x: obj) = ((x :?> DeclaredState).["momentum"] :?> TensorTree).Names
             match tx.Init parameters with
-            | :? PartitionState as s ->
-                let bias = s.States |> Seq.find (fun kv -> kv.Key = "bias")
-                let rest = s.States |> Seq.find (fun kv -> kv.Key = "rest")
-                Expect.sequenceEqual (bias.Value :?> TraceState).Momentum.Names [ "fc.bias" ] "bias label"
-                Expect.sequenceEqual (rest.Value :?> TraceState).Momentum.Names [ "fc.weight"; "scale" ] "rest label"
-            | other -> failtestf "expected a PartitionState, got %A" other
+            | :? DeclaredState as s ->
+                Expect.sequenceEqual (s.Layout.Slots |> Seq.map (fun slot -> slot.Name)) [ "rest"; "bias" ] "one slot per label, in the given order"
+                Expect.sequenceEqual (momentum s.["bias"]) [ "fc.bias" ] "bias label"
+                Expect.sequenceEqual (momentum s.["rest"]) [ "fc.weight"; "scale" ] "rest label"
+            | other -> failtestf "expected a partition's DeclaredState, got %A" other
         }
         test "partition by shape and an unknown label is an error naming the parameter" {
             use _ = torch.NewDisposeScope()
@@ -57,10 +57,35 @@ let tests =
             use _ = torch.NewDisposeScope()
             let tx = Transform.namedChain [ "momentum", Primitives.ema 0.9; "lr", Primitives.scale -0.1 ]
             match tx.Init(tree problem problem.Params0) with
-            | :? NamedChainState as s ->
-                Expect.isTrue (s.["momentum"] :? TraceState) "the momentum stage's state"
+            | :? DeclaredState as s ->
+                Expect.equal (s.["momentum"] :?> DeclaredState).Layout.Kind "trace" "the momentum stage's state"
                 Expect.isTrue (obj.ReferenceEquals(s.["lr"], EmptyState.Instance)) "the scale stage is stateless"
-            | other -> failtestf "expected a NamedChainState, got %A" other
+            | other -> failtestf "expected a named chain's DeclaredState, got %A" other
+        }
+        test "declared combinator states keep their leaf paths and order" {
+            use _ = torch.NewDisposeScope()
+            let parameters = tree problem problem.Params0
+            let leaves (tx: IGradientTransformation) = (tx.Init parameters).Leaves() |> List.ofSeq
+            let paths tx = leaves tx |> List.map (fun l -> l.Path)
+            let perParameter slot = [ for n in problem.Names -> slot + "/" + n ]
+            let trace prefix = (prefix + "/count") :: perParameter (prefix + "/momentum")
+            let inner = Transforms.Trace 0.9
+            Expect.equal (paths (Transforms.When((fun _ _ -> true), inner))) ([ "count"; "applied" ] @ trace "inner") "when"
+            Expect.equal (paths (Transforms.Scheduled(fun _ -> inner))) ("count" :: trace "inner") "scheduled"
+            let boosted = Transforms.Boosted((fun _ -> inner), BoostPolicy())
+            Expect.equal (paths boosted) ([ "count"; "level"; "window_sum"; "window_count"; "previous_mean" ] @ trace "inner") "boosted"
+            let previousMean = (leaves boosted |> List.find (fun l -> l.Path = "previous_mean")).Scalar.Value
+            Expect.isTrue (System.Double.IsNaN previousMean) "previous_mean starts NaN"
+            Expect.equal (paths (Transforms.GuardNonFinite inner)) ([ "count"; "consecutive"; "total" ] @ trace "inner") "guard"
+            Expect.equal (paths (Transforms.SlowFastWeights(inner, 5, 0.5))) ("count" :: perParameter "slow" @ trace "inner") "slow/fast weights"
+            let partition = Transforms.Partition((fun (p: ParameterInfo) -> if p.Rank = 1 then "vector" else "other"), struct ("other", inner), struct ("vector", inner))
+            Expect.equal (paths partition) [ "other/count"; "other/momentum/fc.weight"; "other/momentum/scale"; "vector/count"; "vector/momentum/fc.bias" ] "partition"
+        }
+        test "a partition label that cannot name a state slot is refused when the partition is built" {
+            for bad in [ ""; "a/b" ] do
+                Expect.throwsC (fun () -> Transforms.Partition((fun _ -> bad), struct (bad, Transforms.Sign())) |> ignore) (fun ex ->
+                    Expect.isTrue (ex :? System.ArgumentException) "an ArgumentException"
+                    Expect.stringContains ex.Message $"'{bad}'" "names the label")
         }
         test "Optimizer.run folds over a list of gradient trees" {
             use _ = torch.NewDisposeScope()

@@ -68,13 +68,13 @@ let inputs =
         mismatch "a wrong shape" (fun () -> TensorTree.Of(struct ("w", t [| 4L |] torch.float64), struct ("b", t [| 2L |] torch.float64))) [ "'w'"; "[4]"; "[2, 2]" ]
         mismatch "a wrong dtype" (fun () -> TensorTree.Of(struct ("w", t [| 2L; 2L |] torch.float32), struct ("b", t [| 2L |] torch.float64))) [ "'w'"; "Float32"; "Float64" ]
         mismatch "the wrong order" (fun () -> TensorTree.Of(struct ("b", t [| 2L |] torch.float64), struct ("w", t [| 2L; 2L |] torch.float64))) [ "different order" ]
-        test "a state from another transform is rejected, naming the expected state type" {
+        test "a state from another transform is rejected, naming the expected state's layout and the one it got" {
             use _ = torch.NewDisposeScope()
             let parameters = tree problem problem.Params0
             let wrong = (Transforms.Ema 0.9).Init parameters
             Expect.throwsC (fun () -> (Optim.Adam()).Update(parameters, wrong, parameters, StepContext.Empty) |> ignore) (fun ex ->
-                Expect.stringContains ex.Message "ChainState" "names the expected state"
-                Expect.stringContains ex.Message "TraceState" "names the state it got")
+                Expect.stringContains ex.Message "chain[0: Child" "names the expected state"
+                Expect.stringContains ex.Message "trace[count: Integer, momentum: PerParameter]" "names the state it got")
         }
         test "a missing context value names the primitive and the key" {
             Expect.throwsC (fun () -> StepContext.Empty.Get(ContextKeys.Loss, "MoMo") |> ignore) (fun ex ->

@@ -40,37 +40,34 @@ public static partial class Transforms
     }
 }
 
-/// <summary>State of <see cref="Transforms.Boosted"/>.</summary>
-/// <param name="Count">Steps taken so far.</param>
-/// <param name="Level">The current level ℓ.</param>
-/// <param name="WindowSum">Sum of the losses of the current window.</param>
-/// <param name="WindowCount">Steps in the current window.</param>
-/// <param name="PreviousMean">Mean loss of the last complete window (NaN before the first).</param>
-/// <param name="Inner">State of the current level's transform.</param>
-public sealed record BoostedState(long Count, int Level, double WindowSum, int WindowCount, double PreviousMean, IOptState Inner) : IOptState
+sealed class BoostedTransform(Func<int, IGradientTransformation> factory, BoostPolicy policy, string name) : DeclaredTransform, IComposite, IValidating
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() =>
-        new[]
-        {
-            OptState.Scalar("count", Count), OptState.Scalar("level", Level), OptState.Scalar("window_sum", WindowSum),
-            OptState.Scalar("window_count", WindowCount), OptState.Scalar("previous_mean", PreviousMean),
-        }.Concat(OptState.Nested("inner", Inner));
+    // Leaves, in order: count (steps taken), level (the current level ℓ), window_sum (sum of the current window's
+    // losses), window_count (steps in the current window), previous_mean (mean loss of the last complete window,
+    // NaN before the first), inner/… (the state of the current level's transform, started by factory(0)).
+    readonly State _state = new(factory, name);
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Inner = OptState.MapNested("inner", Inner, f) };
-
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) => this with
+    sealed class State
     {
-        Count = OptState.Integer("count", Count, f), Level = (int)OptState.Integer("level", Level, f), WindowSum = f("window_sum", WindowSum),
-        WindowCount = (int)OptState.Integer("window_count", WindowCount, f), PreviousMean = f("previous_mean", PreviousMean),
-        Inner = OptState.MapNestedScalars("inner", Inner, f),
-    };
-}
+        internal readonly StateLayout Layout = new("boosted");
+        internal readonly Slot<long> Count, Level, WindowCount;
+        internal readonly Slot<double> WindowSum, PreviousMean;
+        internal readonly Slot<IOptState> Inner;
 
-sealed class BoostedTransform(Func<int, IGradientTransformation> factory, BoostPolicy policy, string name) : Transform<BoostedState>, IComposite, IValidating
-{
+        internal State(Func<int, IGradientTransformation> factory, string name)
+        {
+            Count = Layout.Integer("count");
+            Level = Layout.Integer("level");
+            WindowSum = Layout.Real("window_sum");
+            WindowCount = Layout.Integer("window_count");
+            PreviousMean = Layout.Real("previous_mean", double.NaN);
+            Inner = Layout.Child("inner", p => At(factory, name, 0).Init(p));
+            Layout.Seal();
+        }
+    }
+
+    protected override StateLayout Declare() => _state.Layout;
+
     public IEnumerable<IGradientTransformation> Children => new[] { At(0) };
 
     public override Spec Spec => Spec.Of("boosted").With("name", name).With("policy", policy)
@@ -82,24 +79,26 @@ sealed class BoostedTransform(Func<int, IGradientTransformation> factory, BoostP
 
     public IEnumerable<ContextRequirement> Requirements => new[] { ContextRequirement.For(ContextKeys.Loss, Label) };
 
-    IGradientTransformation At(int level) =>
-        factory(level) ?? throw new InvalidOperationException($"{Label}: the factory returned null for level {level}");
+    IGradientTransformation At(int level) => At(factory, name, level);
 
-    protected override BoostedState InitState(TensorTree parameters) => new(0, 0, 0, 0, double.NaN, At(0).Init(parameters));
+    static IGradientTransformation At(Func<int, IGradientTransformation> factory, string name, int level) =>
+        factory(level) ?? throw new InvalidOperationException($"{name}: the factory returned null for level {level}");
 
-    public override BoostedState Step(TensorTree updates, BoostedState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
         double loss = context.Get(ContextKeys.Loss, Label);
         if (!double.IsFinite(loss)) throw new ArgumentException($"{Label}: the loss in the context is {loss}; it must be finite", nameof(context));
-        var inner = InPlace.Step(At(state.Level), updates, state.Inner, parameters, context);
-        double sum = state.WindowSum + loss, previous = state.PreviousMean;
-        int count = state.WindowCount + 1, level = state.Level;
+        int level = checked((int)state.Get(_state.Level));
+        var inner = InPlace.Step(At(level), updates, state.Get(_state.Inner), parameters, context);
+        double sum = state.Get(_state.WindowSum) + loss, previous = state.Get(_state.PreviousMean);
+        long count = state.Get(_state.WindowCount) + 1;
         if (count == policy.Window)
         {
             double mean = sum / count;
             if (!double.IsNaN(previous) && level < policy.MaxLevel && previous - mean < policy.Tolerance * Math.Abs(previous)) level++;
             previous = mean; sum = 0; count = 0;
         }
-        return new(state.Count + 1, level, sum, count, previous, inner);
+        return state.With(_state.Count, state.Get(_state.Count) + 1).With(_state.Level, level).With(_state.WindowSum, sum)
+            .With(_state.WindowCount, count).With(_state.PreviousMean, previous).With(_state.Inner, inner);
     }
 }

@@ -31,40 +31,33 @@ public static partial class Transforms
         new GuardNonFiniteTransform(Check.NotNull(inner, nameof(inner)), policy, Check.AtLeast(maxConsecutive, 1, nameof(maxConsecutive)));
 }
 
-/// <summary>State of <see cref="Transforms.GuardNonFinite"/>.</summary>
-/// <param name="Count">Steps seen.</param>
-/// <param name="Consecutive">Non-finite steps in a row, up to the last step.</param>
-/// <param name="Total">Non-finite steps in total.</param>
-/// <param name="Inner">State of the guarded transform.</param>
-public sealed record GuardNonFiniteState(long Count, long Consecutive, long Total, IOptState Inner) : IOptState
+sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePolicy policy, long maxConsecutive) : DeclaredTransform, IComposite
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() =>
-        new[] { OptState.Scalar("count", Count), OptState.Scalar("consecutive", Consecutive), OptState.Scalar("total", Total) }
-            .Concat(OptState.Nested("inner", Inner));
+    // Leaves: count (steps seen), consecutive (non-finite steps in a row, up to the last step),
+    // total (non-finite steps in total), inner/… (the guarded transform's state).
+    readonly (StateLayout Layout, Slot<long> Count, Slot<long> Consecutive, Slot<long> Total, Slot<IOptState> Inner) _state = Declared(inner);
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Inner = OptState.MapNested("inner", Inner, f) };
-
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) => this with
+    static (StateLayout, Slot<long>, Slot<long>, Slot<long>, Slot<IOptState>) Declared(IGradientTransformation inner)
     {
-        Count = OptState.Integer("count", Count, f), Consecutive = OptState.Integer("consecutive", Consecutive, f),
-        Total = OptState.Integer("total", Total, f), Inner = OptState.MapNestedScalars("inner", Inner, f),
-    };
-}
+        var layout = new StateLayout("guard_non_finite");
+        var count = layout.Integer("count");
+        var consecutive = layout.Integer("consecutive");
+        var total = layout.Integer("total");
+        var child = layout.Child("inner", inner.Init);
+        return (layout.Seal(), count, consecutive, total, child);
+    }
 
-sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePolicy policy, long maxConsecutive) : Transform<GuardNonFiniteState>, IComposite
-{
+    protected override StateLayout Declare() => _state.Layout;
+
     public override Spec Spec => Spec.Of("guard_non_finite").With("policy", policy).With("max_consecutive", maxConsecutive).With("inner", inner);
 
     public IEnumerable<IGradientTransformation> Children => new[] { inner };
 
-    protected override GuardNonFiniteState InitState(TensorTree parameters) => new(0, 0, 0, inner.Init(parameters));
-
-    public override GuardNonFiniteState Step(TensorTree updates, GuardNonFiniteState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        long t = state.Count + 1;
+        long t = state.Get(_state.Count) + 1;
+        long consecutive = state.Get(_state.Consecutive), total = state.Get(_state.Total);
+        var innerState = state.Get(_state.Inner);
         bool lossBad = context.TryGet(ContextKeys.Loss, out var loss) && !double.IsFinite(loss);
         // One reduction per tensor on its device, one read back per step.
         var bad = new List<string>();
@@ -79,18 +72,21 @@ sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePol
             }
         }
         if (bad.Count == 0 && !lossBad)
-            return new(t, 0, state.Total, InPlace.Step(inner, updates, state.Inner, parameters, context));
+            return Next(state, t, 0, total, InPlace.Step(inner, updates, innerState, parameters, context));
 
         string what = (lossBad ? $"the loss is {loss}" : "") + (lossBad && bad.Count > 0 ? " and " : "") +
                       (bad.Count > 0 ? $"tensors [{string.Join(", ", bad)}] hold NaN or ±∞" : "");
-        if (policy == NonFinitePolicy.Raise || state.Consecutive + 1 >= maxConsecutive && maxConsecutive != long.MaxValue)
-            throw new ArithmeticException($"{Label}: at step {t} {what}" + (policy == NonFinitePolicy.Raise ? "" : $" ({state.Consecutive + 1} non-finite steps in a row, the limit is {maxConsecutive})"));
+        if (policy == NonFinitePolicy.Raise || consecutive + 1 >= maxConsecutive && maxConsecutive != long.MaxValue)
+            throw new ArithmeticException($"{Label}: at step {t} {what}" + (policy == NonFinitePolicy.Raise ? "" : $" ({consecutive + 1} non-finite steps in a row, the limit is {maxConsecutive})"));
         if (policy == NonFinitePolicy.Zero && !lossBad)
         {
             foreach (var name in bad) updates[name].nan_to_num_(0, 0, 0);
-            return new(t, state.Consecutive + 1, state.Total + 1, InPlace.Step(inner, updates, state.Inner, parameters, context));
+            return Next(state, t, consecutive + 1, total + 1, InPlace.Step(inner, updates, innerState, parameters, context));
         }
         foreach (var u in updates.Tensors) u.zero_();
-        return new(t, state.Consecutive + 1, state.Total + 1, state.Inner);
+        return Next(state, t, consecutive + 1, total + 1, innerState);
     }
+
+    DeclaredState Next(DeclaredState state, long count, long consecutive, long total, IOptState inner) =>
+        state.With(_state.Count, count).With(_state.Consecutive, consecutive).With(_state.Total, total).With(_state.Inner, inner);
 }

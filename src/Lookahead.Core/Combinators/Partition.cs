@@ -42,7 +42,8 @@ public static partial class Transforms
     /// <summary>
     /// Partition by label: <paramref name="label"/> gives each parameter a label, and the parameters of
     /// each label are updated by that label's transform alone, which sees only them (a sub-tree in the
-    /// original order). The state maps each label to its transform's state.
+    /// original order). The state holds each label's transform's state under the label
+    /// (<c>state["bias"]</c> of the <see cref="DeclaredState"/>).
     /// </summary>
     /// <param name="label">Labelling function; every label it returns must be a key of <paramref name="transforms"/>.</param>
     /// <param name="transforms">Transform per label, in a fixed order.</param>
@@ -54,6 +55,8 @@ public static partial class Transforms
         foreach (var (l, tx) in transforms)
         {
             if (l is null || !seen.Add(l)) throw new ArgumentException($"label '{l}' is null or occurs twice", nameof(transforms));
+            if (l.Length == 0 || l.Contains('/'))
+                throw new ArgumentException($"label '{l}' must be non-empty and contain no '/' (it names the part's state: '{l}/…')", nameof(transforms));
             if (tx is null) throw new ArgumentNullException(nameof(transforms), $"the transform for label '{l}' is null");
         }
         return new PartitionTransform(label, transforms.ToArray());
@@ -70,23 +73,26 @@ public static partial class Transforms
     }
 }
 
-/// <summary>State of <see cref="Transforms.Partition(Func{ParameterInfo, string}, ValueTuple{string, IGradientTransformation}[])"/>: each label's state.</summary>
-public sealed record PartitionState(IReadOnlyList<KeyValuePair<string, IOptState>> States) : IOptState
+sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : DeclaredTransform, IComposite, IValidating
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() => States.SelectMany(kv => OptState.Nested(kv.Key, kv.Value));
+    // One child slot per label, in the order the labels were given; each child starts from its transform's
+    // Init on the parameters routed to that label.
+    readonly (StateLayout Layout, Slot<IOptState>[] Parts) _state = Declared(label, parts);
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
-        new PartitionState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNested(kv.Key, kv.Value, f))).ToArray());
+    static (StateLayout, Slot<IOptState>[]) Declared(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts)
+    {
+        var layout = new StateLayout("partition");
+        var slots = new Slot<IOptState>[parts.Length];
+        for (int k = 0; k < parts.Length; k++)
+        {
+            int part = k;
+            slots[k] = layout.Child(parts[k].Label, p => parts[part].Transform.Init(p.Select(Groups(label, parts, p)[part])));
+        }
+        return (layout.Seal(), slots);
+    }
 
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) =>
-        new PartitionState(States.Select(kv => new KeyValuePair<string, IOptState>(kv.Key, OptState.MapNestedScalars(kv.Key, kv.Value, f))).ToArray());
-}
+    protected override StateLayout Declare() => _state.Layout;
 
-sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : Transform<PartitionState>, IComposite, IValidating
-{
     public void Validate(IReadOnlyList<ParameterInfo> parameters, ValidationReport report)
     {
         var routed = parts.Select(_ => new List<ParameterInfo>()).ToArray();
@@ -114,7 +120,8 @@ sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label
         }
     }
 
-    List<int>[] Groups(TensorTree parameters)
+    /// <summary>The indices of the parameters routed to each part, in the parts' order.</summary>
+    static List<int>[] Groups(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts, TensorTree parameters)
     {
         var groups = parts.Select(_ => new List<int>()).ToArray();
         for (int i = 0; i < parameters.Count; i++)
@@ -131,18 +138,14 @@ sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label
         return groups;
     }
 
-    protected override PartitionState InitState(TensorTree parameters)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        var groups = Groups(parameters);
-        return new(parts.Select((p, k) => new KeyValuePair<string, IOptState>(p.Label, p.Transform.Init(parameters.Select(groups[k])))).ToArray());
-    }
-
-    public override PartitionState Step(TensorTree updates, PartitionState state, TensorTree parameters, StepContext context)
-    {
-        var groups = Groups(parameters);
-        var next = new KeyValuePair<string, IOptState>[parts.Length];
+        var groups = Groups(label, parts, parameters);
         for (int k = 0; k < parts.Length; k++)
-            next[k] = new(parts[k].Label, InPlace.Step(parts[k].Transform, updates.Select(groups[k]), state.States[k].Value, parameters.Select(groups[k]), context));
-        return new(next);
+        {
+            var slot = _state.Parts[k];
+            state = state.With(slot, InPlace.Step(parts[k].Transform, updates.Select(groups[k]), state.Get(slot), parameters.Select(groups[k]), context));
+        }
+        return state;
     }
 }

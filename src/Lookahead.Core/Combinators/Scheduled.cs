@@ -19,38 +19,34 @@ public static partial class Transforms
         new ScheduledTransform(Check.NotNull(factory, nameof(factory)), name);
 }
 
-/// <summary>State of <see cref="Transforms.Scheduled"/>.</summary>
-/// <param name="Count">Steps taken so far.</param>
-/// <param name="Inner">State of the scheduled transform.</param>
-public sealed record ScheduledState(long Count, IOptState Inner) : IOptState
+sealed class ScheduledTransform(Func<long, IGradientTransformation> factory, string name) : DeclaredTransform, IComposite
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() => OptState.Nested("inner", Inner).Prepend(OptState.Scalar("count", Count));
+    // Leaves: count (steps taken), inner/… (the state of the scheduled transform, started by factory(1)).
+    readonly (StateLayout Layout, Slot<long> Count, Slot<IOptState> Inner) _state = Declared(factory, name);
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Inner = OptState.MapNested("inner", Inner, f) };
+    static (StateLayout, Slot<long>, Slot<IOptState>) Declared(Func<long, IGradientTransformation> factory, string name)
+    {
+        var layout = new StateLayout("scheduled");
+        var count = layout.Integer("count");
+        var inner = layout.Child("inner", p => At(factory, name, 1).Init(p));
+        return (layout.Seal(), count, inner);
+    }
 
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) =>
-        this with { Count = OptState.Integer("count", Count, f), Inner = OptState.MapNestedScalars("inner", Inner, f) };
-}
+    protected override StateLayout Declare() => _state.Layout;
 
-sealed class ScheduledTransform(Func<long, IGradientTransformation> factory, string name) : Transform<ScheduledState>, IComposite
-{
     public override Spec Spec => Spec.Of("scheduled").With("name", name).WithFactoryProbes("steps", factory, Spec.ProbeSteps, "t");
 
     protected override string Label => name;
 
-    public IEnumerable<IGradientTransformation> Children => new[] { At(1) };
+    public IEnumerable<IGradientTransformation> Children => new[] { At(factory, name, 1) };
 
-    IGradientTransformation At(long t) =>
+    static IGradientTransformation At(Func<long, IGradientTransformation> factory, string name, long t) =>
         factory(t) ?? throw new InvalidOperationException($"{name}: the factory returned null at step {t}");
 
-    protected override ScheduledState InitState(TensorTree parameters) => new(0, At(1).Init(parameters));
-
-    public override ScheduledState Step(TensorTree updates, ScheduledState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        long t = state.Count + 1;
-        return new(t, InPlace.Step(At(t), updates, state.Inner, parameters, context));
+        long t = state.Get(_state.Count) + 1;
+        var inner = InPlace.Step(At(factory, name, t), updates, state.Get(_state.Inner), parameters, context);
+        return state.With(_state.Count, t).With(_state.Inner, inner);
     }
 }

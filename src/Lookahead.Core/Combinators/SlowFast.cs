@@ -24,40 +24,34 @@ public static partial class Transforms
         new SlowFastTransform(Check.NotNull(inner, nameof(inner)), (int)Check.AtLeast(syncPeriod, 1, nameof(syncPeriod)), Check.Unit(alpha, nameof(alpha), "slow step size"));
 }
 
-/// <summary>State of <see cref="Transforms.SlowFastWeights"/>.</summary>
-/// <param name="Count">Steps taken so far.</param>
-/// <param name="Slow">The slow weights φ.</param>
-/// <param name="Inner">State of the fast optimizer.</param>
-public sealed record SlowFastState(long Count, TensorTree Slow, IOptState Inner) : IOptState
+sealed class SlowFastTransform(IGradientTransformation inner, int k, double alpha) : DeclaredTransform, IComposite
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() =>
-        OptState.Tree("slow", Slow).Prepend(OptState.Scalar("count", Count)).Concat(OptState.Nested("inner", Inner));
+    // Leaves: count (steps taken), slow/… (the slow weights φ, one per parameter, starting as a copy of the
+    // parameters given to Init), inner/… (the fast optimizer's state).
+    readonly (StateLayout Layout, Slot<long> Count, Slot<TensorTree> Slow, Slot<IOptState> Inner) _state = Declared(inner);
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
-        this with { Slow = OptState.MapTree("slow", Slow, f), Inner = OptState.MapNested("inner", Inner, f) };
+    static (StateLayout, Slot<long>, Slot<TensorTree>, Slot<IOptState>) Declared(IGradientTransformation inner)
+    {
+        var layout = new StateLayout("slow_fast_weights");
+        var count = layout.Integer("count");
+        var slow = layout.PerParameter("slow", SlotStart.CopyOfParameters);
+        var child = layout.Child("inner", inner.Init);
+        return (layout.Seal(), count, slow, child);
+    }
 
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) =>
-        this with { Count = OptState.Integer("count", Count, f), Inner = OptState.MapNestedScalars("inner", Inner, f) };
-}
+    protected override StateLayout Declare() => _state.Layout;
 
-sealed class SlowFastTransform(IGradientTransformation inner, int k, double alpha) : Transform<SlowFastState>, IComposite
-{
     public IEnumerable<IGradientTransformation> Children => new[] { inner };
 
     public override Spec Spec => Spec.Of("slow_fast_weights").With("k", k).With("alpha", alpha).With("inner", inner);
 
-    protected override SlowFastState InitState(TensorTree parameters) => new(0, parameters.Clone(), inner.Init(parameters));
-
-    public override SlowFastState Step(TensorTree updates, SlowFastState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        long t = state.Count + 1;
-        var innerState = InPlace.Step(inner, updates, state.Inner, parameters, context);
+        long t = state.Get(_state.Count) + 1;
+        var innerState = InPlace.Step(inner, updates, state.Get(_state.Inner), parameters, context);
         if (t % k == 0)
         {
-            foreach (var group in Buffers.Groups(updates, state.Slow, parameters))
+            foreach (var group in Buffers.Groups(updates, state.Get(_state.Slow), parameters))
             {
                 Tensor u = group[0], slow = group[1], theta = group[2];
                 u.add_(theta);                                          // the fast weights θ + u
@@ -65,6 +59,6 @@ sealed class SlowFastTransform(IGradientTransformation inner, int k, double alph
                 u.copy_(slow).sub_(theta);                              // restart from φ
             }
         }
-        return new(t, state.Slow, innerState);
+        return state.With(_state.Count, t).With(_state.Inner, innerState);
     }
 }

@@ -19,38 +19,32 @@ public static partial class Transforms
         new WhenTransform(Check.NotNull(condition, nameof(condition)), Check.NotNull(inner, nameof(inner)), name);
 }
 
-/// <summary>State of <see cref="Transforms.When"/>.</summary>
-/// <param name="Count">Steps seen so far (applied or not).</param>
-/// <param name="Applied">Steps on which the inner transform ran.</param>
-/// <param name="Inner">The inner transform's state.</param>
-public sealed record WhenState(long Count, long Applied, IOptState Inner) : IOptState
+sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTransformation inner, string name) : DeclaredTransform, IComposite
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() =>
-        new[] { OptState.Scalar("count", Count), OptState.Scalar("applied", Applied) }.Concat(OptState.Nested("inner", Inner));
+    // Leaves: count (steps seen, applied or not), applied (steps on which the inner transform ran), inner/….
+    readonly (StateLayout Layout, Slot<long> Count, Slot<long> Applied, Slot<IOptState> Inner) _state = Declared(inner);
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Inner = OptState.MapNested("inner", Inner, f) };
-
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) => this with
+    static (StateLayout, Slot<long>, Slot<long>, Slot<IOptState>) Declared(IGradientTransformation inner)
     {
-        Count = OptState.Integer("count", Count, f), Applied = OptState.Integer("applied", Applied, f),
-        Inner = OptState.MapNestedScalars("inner", Inner, f),
-    };
-}
+        var layout = new StateLayout("when");
+        var count = layout.Integer("count");
+        var applied = layout.Integer("applied");
+        var child = layout.Child("inner", inner.Init);
+        return (layout.Seal(), count, applied, child);
+    }
 
-sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTransformation inner, string name) : Transform<WhenState>, IComposite
-{
+    protected override StateLayout Declare() => _state.Layout;
+
     public IEnumerable<IGradientTransformation> Children => new[] { inner };
 
     public override Spec Spec => Spec.Of("when").With("name", name).WithFunction("condition", condition).With("inner", inner);
-    protected override WhenState InitState(TensorTree parameters) => new(0, 0, inner.Init(parameters));
 
-    public override WhenState Step(TensorTree updates, WhenState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        long t = state.Count + 1;
-        if (!condition(t, context)) return state with { Count = t };
-        return new(t, state.Applied + 1, InPlace.Step(inner, updates, state.Inner, parameters, context));
+        long t = state.Get(_state.Count) + 1;
+        state = state.With(_state.Count, t);
+        if (!condition(t, context)) return state;
+        return state.With(_state.Applied, state.Get(_state.Applied) + 1)
+            .With(_state.Inner, InPlace.Step(inner, updates, state.Get(_state.Inner), parameters, context));
     }
 }
