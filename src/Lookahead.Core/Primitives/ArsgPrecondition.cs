@@ -8,7 +8,7 @@ public static partial class Transforms
     /// maximum started at ε/(1−β₂), and u ← N(g)/sqrt(v_max): ε is a floor of the denominator, never added,
     /// and there is no bias correction. (In damped terms the floor is ε and the denominator
     /// sqrt((1−β₂)·v_max); <see cref="Optim.Arsg"/> folds the constant 1/sqrt(1−β₂) into its step.)
-    /// A <see cref="Precondition"/> with these options; its state is a <see cref="PreconditionState"/>.
+    /// A <see cref="Precondition"/> with these options; its state is the precondition's <see cref="DeclaredState"/> (<c>count</c>, <c>nu</c>, <c>nu_max</c>, <c>numerator</c>).
     /// </summary>
     /// <param name="beta2">β₂ ∈ [0, 1); the paper's default 0.99.</param>
     /// <param name="eps">ε &gt; 0; 1e-8 (fast mode) or 1e-3 (fine mode).</param>

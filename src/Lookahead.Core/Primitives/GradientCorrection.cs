@@ -46,25 +46,24 @@ public static partial class Transforms
         Check.NonNegative(gamma, nameof(gamma)) * (Check.UnitOpen(beta, nameof(beta)) / (1 - beta));
 }
 
-/// <summary>State of <see cref="Transforms.GradientCorrection(double, bool, bool)"/>.</summary>
-/// <param name="Count">Steps taken so far.</param>
-/// <param name="PreviousGradient">g of the previous step (zero before the first); empty in the exact variant.</param>
-public sealed record GradientCorrectionState(long Count, TensorTree PreviousGradient) : IOptState
+sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : DeclaredTransform, IValidating
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() =>
-        OptState.Tree("previous_gradient", PreviousGradient).Prepend(OptState.Scalar("count", Count));
+    // Two layouts with the same slots; the exact variant's g_prev comes from the context, so its slot starts (and stays) empty.
+    static readonly (StateLayout Layout, Slot<long> Count, Slot<TensorTree> PreviousGradient) Approximate = Declared(SlotStart.Zeros), Exact = Declared(SlotStart.None);
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) =>
-        this with { PreviousGradient = OptState.MapTree("previous_gradient", PreviousGradient, f) };
+    static (StateLayout, Slot<long>, Slot<TensorTree>) Declared(SlotStart previous)
+    {
+        var layout = new StateLayout("gradient_correction");
+        // Steps taken so far; g of the previous step (zero before the first; empty in the exact variant).
+        var count = layout.Integer("count");
+        var previousGradient = layout.PerParameter("previous_gradient", previous);
+        return (layout.Seal(), count, previousGradient);
+    }
 
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) => this with { Count = OptState.Integer("count", Count, f) };
-}
+    (StateLayout Layout, Slot<long> Count, Slot<TensorTree> PreviousGradient) State => exact ? Exact : Approximate;
 
-sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : Transform<GradientCorrectionState>, IValidating
-{
+    protected override StateLayout Declare() => State.Layout;
+
     public void Validate(IReadOnlyList<ParameterInfo> parameters, ValidationReport report) { }
 
     public IEnumerable<ContextRequirement> Requirements =>
@@ -72,13 +71,11 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
 
     public override Spec Spec => Spec.Of("gradient_correction").With("scale", scale).With("clip", clip).With("exact", exact);
 
-    protected override GradientCorrectionState InitState(TensorTree parameters) =>
-        new(0, exact ? TensorTree.Empty : parameters.ZerosLike());
-
-    public override GradientCorrectionState Step(TensorTree updates, GradientCorrectionState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        long t = state.Count + 1;
-        TensorTree? previous = state.PreviousGradient;
+        var slots = State;
+        long t = state.Get(slots.Count) + 1;
+        TensorTree? previous = state.Get(slots.PreviousGradient);
         if (exact)
         {
             if (context.TryGet(ContextKeys.PreviousIterateGradient, out var fromContext))
@@ -119,6 +116,6 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
                 norm.clamp_min_(one);
                 g.div_(norm);
             }
-        return state with { Count = t };
+        return state.With(slots.Count, t);
     }
 }

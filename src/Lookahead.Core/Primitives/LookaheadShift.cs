@@ -76,48 +76,49 @@ public static partial class Transforms
         new LookaheadShiftTransform(Check.NotNull(schedule, nameof(schedule)), Check.NotNull(momentum, nameof(momentum)));
 }
 
-/// <summary>State of <see cref="Transforms.LookaheadShift(IShiftSchedule, IGradientTransformation)"/>.</summary>
-/// <param name="Count">Steps taken so far.</param>
-/// <param name="Carry">The schedule's carried number.</param>
-/// <param name="Momentum">State of the momentum transform.</param>
-public sealed record LookaheadShiftState(long Count, double Carry, IOptState Momentum) : IOptState
+sealed class LookaheadShiftTransform : DeclaredTransform, IComposite
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() =>
-        new[] { OptState.Scalar("count", Count), OptState.Scalar("carry", Carry) }.Concat(OptState.Nested("momentum", Momentum));
+    readonly IShiftSchedule schedule;
+    readonly IGradientTransformation momentum;
+    readonly StateLayout _layout;
+    /// <summary>Steps taken so far.</summary>
+    readonly Slot<long> _count;
+    /// <summary>The schedule's carried number.</summary>
+    readonly Slot<double> _carry;
+    /// <summary>State of the momentum transform.</summary>
+    readonly Slot<IOptState> _momentum;
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with { Momentum = OptState.MapNested("momentum", Momentum, f) };
-
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) => this with
+    public LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransformation momentum)
     {
-        Count = OptState.Integer("count", Count, f), Carry = f("carry", Carry), Momentum = OptState.MapNestedScalars("momentum", Momentum, f),
-    };
-}
+        this.schedule = schedule;
+        this.momentum = momentum;
+        _layout = new StateLayout("lookahead_shift");
+        _count = _layout.Integer("count");
+        _carry = _layout.Real("carry", schedule.InitialCarry);
+        _momentum = _layout.Child("momentum", momentum.Init);
+        _layout.Seal();
+    }
 
-sealed class LookaheadShiftTransform(IShiftSchedule schedule, IGradientTransformation momentum) : Transform<LookaheadShiftState>, IComposite
-{
+    protected override StateLayout Declare() => _layout;
+
     public IEnumerable<IGradientTransformation> Children => new[] { momentum };
 
     public override Spec Spec => Spec.Of("lookahead_shift").With("schedule", schedule).With("momentum", momentum);
 
-    protected override LookaheadShiftState InitState(TensorTree parameters) => new(0, schedule.InitialCarry, momentum.Init(parameters));
-
-    public override LookaheadShiftState Step(TensorTree updates, LookaheadShiftState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        long t = state.Count + 1;
-        var (a, b, carry) = schedule.At(t, state.Carry);
+        long t = state.Get(_count) + 1;
+        var (a, b, carry) = schedule.At(t, state.Get(_carry));
         // Scratch: g, kept while the momentum transform overwrites the buffer.
         var groups = Buffers.Groups(updates);
         var raw = new Tensor[groups.Count];
         for (int k = 0; k < groups.Count; k++) raw[k] = Buffers.Rent(groups[k][0]).copy_(groups[k][0]);
         try
         {
-            var inner = InPlace.Step(momentum, updates, state.Momentum, parameters, context);
+            var inner = InPlace.Step(momentum, updates, state.Get(_momentum), parameters, context);
             using Scalar sa = a.ToScalar(), sb = b.ToScalar();
             for (int k = 0; k < groups.Count; k++) groups[k][0].mul_(sb).add_(raw[k], alpha: sa);
-            return new(t, carry, inner);
+            return state.With(_count, t).With(_carry, carry).With(_momentum, inner);
         }
         finally
         {

@@ -88,51 +88,59 @@ public static partial class Transforms
         IGradientTransformation direction = options.Model == PolyakModel.Momentum
             ? Ema(options.Beta, startAtFirstUpdate: !options.BiasCorrection)
             : Identity();
-        var pre = options.Preconditioner is null ? null : (PreconditionTransform)Precondition(options.Preconditioner);
-        return new PolyakTruncationTransform(options, direction, pre);
+        return new PolyakTruncationTransform(options, direction);
     }
 }
 
-/// <summary>State of <see cref="Transforms.PolyakTruncation"/>.</summary>
-/// <param name="Count">Steps taken so far.</param>
-/// <param name="LossAverage">f̄ (the latest loss for the stochastic model).</param>
-/// <param name="GradDotParams">γ̄, the average of ⟨xₖ, gₖ⟩ summed over tensors (0-d, float64).</param>
-/// <param name="LowerBound">The current lower-bound estimate (0-d, float64).</param>
-/// <param name="StepSize">The last step τ (0-d, float64), for diagnostics.</param>
-/// <param name="Direction">State of the direction EMA.</param>
-/// <param name="Preconditioner">State of the diagonal preconditioner (empty without one).</param>
-public sealed record PolyakTruncationState(long Count, double LossAverage, Tensor GradDotParams, Tensor LowerBound, Tensor StepSize, IOptState Direction, IOptState Preconditioner) : IOptState
+sealed class PolyakTruncationTransform : DeclaredTransform, IValidating
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves() =>
-        new[]
+    readonly PolyakOptions o;
+    readonly IGradientTransformation direction;
+    /// <summary>D's arithmetic (the same as <see cref="Transforms.Precondition"/>'s), or null for D = I.</summary>
+    readonly DiagonalPreconditioner? pre;
+    readonly StateLayout _layout;
+    /// <summary>Steps taken so far.</summary>
+    readonly Slot<long> _count;
+    /// <summary>f̄ (the latest loss for the stochastic model).</summary>
+    readonly Slot<double> _lossAverage;
+    /// <summary>γ̄, the average of ⟨xₖ, gₖ⟩ summed over tensors (0-d, float64).</summary>
+    readonly Slot<Tensor> _gradDotParams;
+    /// <summary>The current lower-bound estimate (0-d, float64).</summary>
+    readonly Slot<Tensor> _lowerBound;
+    /// <summary>The last step τ (0-d, float64), for diagnostics.</summary>
+    readonly Slot<Tensor> _stepSize;
+    /// <summary>State of the direction EMA.</summary>
+    readonly Slot<IOptState> _direction;
+    /// <summary>D's moments (count, nu, …: the leaves of a precondition's state without a numerator), or empty without one.</summary>
+    readonly Slot<IOptState> _preconditioner;
+
+    public PolyakTruncationTransform(PolyakOptions options, IGradientTransformation direction)
+    {
+        o = options;
+        this.direction = direction;
+        StateLayout? moments = null;
+        if (options.Preconditioner is { } p)
         {
-            OptState.Scalar("count", Count), OptState.Scalar("loss_average", LossAverage),
-            new StateLeaf("grad_dot_params", GradDotParams, null), new StateLeaf("lower_bound", LowerBound, null),
-            new StateLeaf("step_size", StepSize, null),
-        }.Concat(OptState.Nested("direction", Direction)).Concat(OptState.Nested("preconditioner", Preconditioner));
+            moments = new StateLayout("precondition");
+            pre = new DiagonalPreconditioner(p, moments);
+            moments.Seal();
+        }
+        _layout = new StateLayout("polyak_truncation");
+        _count = _layout.Integer("count");
+        _lossAverage = _layout.Real("loss_average");
+        _gradDotParams = _layout.Tensor("grad_dot_params", ps => Number(ps, 0));
+        _lowerBound = _layout.Tensor("lower_bound", ps => Number(ps, options.LowerBound));
+        _stepSize = _layout.Tensor("step_size", ps => Number(ps, 0));
+        _direction = _layout.Child("direction", direction.Init);
+        _preconditioner = _layout.Child("preconditioner", ps => moments is null ? EmptyState.Instance : moments.Start(ps));
+        _layout.Seal();
+    }
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with
-    {
-        GradDotParams = f("grad_dot_params", GradDotParams),
-        LowerBound = f("lower_bound", LowerBound),
-        StepSize = f("step_size", StepSize),
-        Direction = OptState.MapNested("direction", Direction, f),
-        Preconditioner = OptState.MapNested("preconditioner", Preconditioner, f),
-    };
+    /// <summary>A 0-d float64 tensor on the parameters' device.</summary>
+    static Tensor Number(TensorTree parameters, double x) => tensor(x, dtype: ScalarType.Float64, device: parameters.Tensors[0].device);
 
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) => this with
-    {
-        Count = OptState.Integer("count", Count, f), LossAverage = f("loss_average", LossAverage),
-        Direction = OptState.MapNestedScalars("direction", Direction, f),
-        Preconditioner = OptState.MapNestedScalars("preconditioner", Preconditioner, f),
-    };
-}
+    protected override StateLayout Declare() => _layout;
 
-sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation direction, PreconditionTransform? pre) : Transform<PolyakTruncationState>, IValidating
-{
     public override Spec Spec => Spec.FromRecord("polyak_truncation", o);
 
     protected override string Label => o.Name;
@@ -144,13 +152,10 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
 
     public IEnumerable<ContextRequirement> Requirements => new[] { ContextRequirement.For(ContextKeys.Loss, Label) };
 
-    protected override PolyakTruncationState InitState(TensorTree parameters)
+    protected override DeclaredState InitState(TensorTree parameters)
     {
         if (parameters.Count == 0) throw new ArgumentException($"{Label}: the parameter tree is empty", nameof(parameters));
-        var device = parameters.Tensors[0].device;
-        Tensor Number(double x) => tensor(x, dtype: ScalarType.Float64, device: device);
-        return new(0, 0, Number(0), Number(o.LowerBound), Number(0), direction.Init(parameters),
-            pre is null ? EmptyState.Instance : pre.Init(parameters));
+        return base.InitState(parameters);
     }
 
     /// <summary>Σ ⟨a, b⟩ over the groups of (a, b), as a 0-d float64 tensor on <paramref name="device"/>.</summary>
@@ -168,12 +173,12 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
         return total;
     }
 
-    public override PolyakTruncationState Step(TensorTree updates, PolyakTruncationState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
         double f = context.Get(ContextKeys.Loss, Label);
         if (!double.IsFinite(f)) throw new ArgumentException($"{Label}: the loss in the context is {f}; a Polyak step needs a finite loss", nameof(context));
-        long t = state.Count + 1;
-        var device = state.LowerBound.device;
+        long t = state.Get(_count) + 1;
+        var device = state.Get(_lowerBound).device;
         bool momentum = o.Model == PolyakModel.Momentum;
         double beta = momentum ? o.Beta : 0;
         bool firstValueStart = momentum && !o.BiasCorrection && t == 1;
@@ -183,15 +188,15 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
         using var scope = NewDisposeScope();
         // ⟨x, g⟩ before the direction overwrites g; D's moments from the raw g.
         var gDotX = SumDots(context, parameters, updates, device);
-        var preState = pre is null ? null : pre.Accumulate(updates, (PreconditionState)state.Preconditioner, context);
-        var directionState = InPlace.Step(direction, updates, state.Direction, parameters, context);   // updates now hold d
+        var preState = pre is null ? null : pre.Accumulate(updates, (DeclaredState)state.Get(_preconditioner));
+        var directionState = InPlace.Step(direction, updates, state.Get(_direction), parameters, context);   // updates now hold d
 
         double lossAverage;
-        Tensor gamma = state.GradDotParams;
+        Tensor gamma = state.Get(_gradDotParams);
         if (!momentum || firstValueStart) { lossAverage = f; gamma.copy_(gDotX); }
         else
         {
-            lossAverage = beta * state.LossAverage + (1 - beta) * f;
+            lossAverage = beta * state.Get(_lossAverage) + (1 - beta) * f;
             Kernels.Moments.Accumulate(gamma, gDotX, beta, 1 - beta);
         }
 
@@ -200,7 +205,7 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
         if (pre is not null)
         {
             preconditioned = TensorTree.Of(updates.Names, updates.Tensors.Select(d => Buffers.Rent(d).copy_(d)).ToArray());
-            pre.Divide(preconditioned, preState!, context);
+            pre.Divide(preconditioned, preState!);
         }
         try
         {
@@ -225,7 +230,7 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
             dotMinusGamma = zeros_like(gDotX);
         }
 
-        Tensor lb = state.LowerBound;
+        Tensor lb = state.Get(_lowerBound);
         if (o.EstimateLowerBound)
         {
             var cap = extra.add(sLoss, alpha: sH);                       // h·f̄ + ⟨x,d⟩ − h·γ̄
@@ -236,7 +241,7 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
         var nom = lb.mul(sRho).neg_().add_(sLoss).mul_(sH).add_(extra);
         if (momentum || o.Positive) nom.clamp_min_(zero);
         var tau = where(norm.gt(zero), nom.div(norm), zeros_like(nom)).clamp_max_(sCap);
-        state.StepSize.copy_(tau);
+        state.Get(_stepSize).copy_(tau);
         if (o.EstimateLowerBound)
         {
             // f* ← max((f̄ + ⟨x,d⟩ − γ̄ − τ·‖d‖²_D/2)/ρ, f*₀)
@@ -258,7 +263,8 @@ sealed class PolyakTruncationTransform(PolyakOptions o, IGradientTransformation 
                 if (o.WeightDecayForm == WeightDecayForm.Proximal) u.div_(sH);
             }
         }
-        return state with { Count = t, LossAverage = lossAverage, Direction = directionState, Preconditioner = preState ?? state.Preconditioner };
+        var next = state.With(_count, t).With(_lossAverage, lossAverage).With(_direction, directionState);
+        return preState is null ? next : next.With(_preconditioner, (IOptState)preState);
         }
         finally
         {

@@ -98,74 +98,48 @@ public static partial class Transforms
     }
 }
 
-/// <summary>State of <see cref="Transforms.Precondition"/>.</summary>
-/// <param name="Count">Steps taken so far.</param>
-/// <param name="SecondMoment">v.</param>
-/// <param name="MaxSecondMoment">Running maximum of v (AMSGrad), else null.</param>
-/// <param name="Mean">EMA of g (centered), else null.</param>
-/// <param name="Numerator">State of the numerator transform.</param>
-public sealed record PreconditionState(long Count, TensorTree SecondMoment, TensorTree? MaxSecondMoment, TensorTree? Mean, IOptState Numerator) : IOptState
+sealed class PreconditionTransform : DeclaredTransform, IComposite
 {
-    /// <inheritdoc />
-    public IEnumerable<StateLeaf> Leaves()
+    readonly PreconditionOptions o;
+    readonly IGradientTransformation numerator;
+    // Slots, in leaf order: count, nu, [nu_max], [mean] (the diagonal's), then numerator.
+    readonly StateLayout _layout;
+    readonly DiagonalPreconditioner _diagonal;
+    readonly Slot<IOptState> _numerator;
+
+    public PreconditionTransform(PreconditionOptions options, IGradientTransformation numerator)
     {
-        yield return OptState.Scalar("count", Count);
-        foreach (var l in OptState.Tree("nu", SecondMoment)) yield return l;
-        if (MaxSecondMoment is not null) foreach (var l in OptState.Tree("nu_max", MaxSecondMoment)) yield return l;
-        if (Mean is not null) foreach (var l in OptState.Tree("mean", Mean)) yield return l;
-        foreach (var l in OptState.Nested("numerator", Numerator)) yield return l;
+        o = options;
+        this.numerator = numerator;
+        _layout = new StateLayout("precondition");
+        _diagonal = new DiagonalPreconditioner(options, _layout);
+        _numerator = _layout.Child("numerator", numerator.Init);
+        _layout.Seal();
     }
 
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, Tensor, Tensor> f) => this with
-    {
-        SecondMoment = OptState.MapTree("nu", SecondMoment, f),
-        MaxSecondMoment = MaxSecondMoment is null ? null : OptState.MapTree("nu_max", MaxSecondMoment, f),
-        Mean = Mean is null ? null : OptState.MapTree("mean", Mean, f),
-        Numerator = OptState.MapNested("numerator", Numerator, f),
-    };
+    protected override StateLayout Declare() => _layout;
 
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) =>
-        this with { Count = OptState.Integer("count", Count, f), Numerator = OptState.MapNestedScalars("numerator", Numerator, f) };
-}
-
-sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformation numerator) : Transform<PreconditionState>, IComposite
-{
     public IEnumerable<IGradientTransformation> Children => new[] { numerator };
 
     public override Spec Spec => Spec.FromRecord("precondition", o).With("numerator", numerator);
 
-    protected override PreconditionState InitState(TensorTree parameters) => new(
-        0,
-        Filled(parameters, o.InitialValue),
-        o.AmsGrad ? Filled(parameters, o.MaxInitialValue ?? o.InitialValue) : null,
-        o.Centered ? parameters.ZerosLike() : null,
-        numerator.Init(parameters));
-
-    static TensorTree Filled(TensorTree parameters, double value)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        using var s = value.ToScalar();
-        return parameters.Map(p => full_like(p, s));
-    }
-
-    public override PreconditionState Step(TensorTree updates, PreconditionState state, TensorTree parameters, StepContext context)
-    {
-        var accumulated = Accumulate(updates, state, context);
+        var accumulated = _diagonal.Accumulate(updates, state);
         if (o.SecondMomentNu == 1)
         {
-            var numeratorState = InPlace.Step(numerator, updates, state.Numerator, parameters, context);
-            var next = accumulated with { Numerator = numeratorState };
-            Divide(updates, next, context);
+            var next = accumulated.With(_numerator, InPlace.Step(numerator, updates, state.Get(_numerator), parameters, context));
+            _diagonal.Divide(updates, next);
             return next;
         }
         // QHAdam's D needs the raw g: build it before the numerator overwrites the buffer, divide after.
-        var groups = Buffers.Groups(Trees(updates, accumulated));
+        var groups = _diagonal.Groups(updates, accumulated);
         var denominators = new Tensor[groups.Count];
         try
         {
-            for (int k = 0; k < groups.Count; k++) denominators[k] = Denominator(groups[k], accumulated.Count, context);
-            var next = accumulated with { Numerator = InPlace.Step(numerator, updates, state.Numerator, parameters, context) };
+            long t = accumulated.Get(_diagonal.Count);
+            for (int k = 0; k < groups.Count; k++) denominators[k] = _diagonal.Denominator(groups[k], t);
+            var next = accumulated.With(_numerator, InPlace.Step(numerator, updates, state.Get(_numerator), parameters, context));
             for (int k = 0; k < groups.Count; k++) groups[k][0].div_(denominators[k]);
             return next;
         }
@@ -174,43 +148,80 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
             foreach (var d in denominators) if (d is not null) Buffers.Return(d);
         }
     }
+}
 
-    /// <summary>The moment updates from the raw g, in place on the state's tensors; returns the state at the new count.</summary>
-    internal PreconditionState Accumulate(TensorTree g, PreconditionState state, StepContext context)
+/// <summary>
+/// The arithmetic of the diagonal second-moment preconditioner, written once and shared by
+/// <see cref="Transforms.Precondition"/> and <see cref="Transforms.PolyakTruncation"/> (MoMo-Adam's D).
+/// </summary>
+/// <remarks>
+/// <para>It owns no state: it declares its slots into a <see cref="StateLayout"/> it is given (in this order:
+/// <c>count</c>; <c>nu</c>, v; <c>nu_max</c>, the running maximum of v, only with AMSGrad; <c>mean</c>, the EMA
+/// of g, only when centered) and reads and writes them in a <see cref="DeclaredState"/> of that layout. The
+/// owner may declare further slots after these (the precondition's numerator).</para>
+/// <para>A step is <see cref="Accumulate"/> on the raw g (the moments, in place, and the count), then
+/// <see cref="Divide"/> of whatever the owner wants preconditioned, u ← u/D at the new count. Both run in
+/// place over <see cref="Buffers"/> groups, so they serve the pure path and the runner alike.</para>
+/// </remarks>
+internal sealed class DiagonalPreconditioner
+{
+    readonly PreconditionOptions o;
+
+    /// <summary>Declares the moments of <paramref name="options"/> into <paramref name="layout"/> (which must not be sealed yet).</summary>
+    public DiagonalPreconditioner(PreconditionOptions options, StateLayout layout)
+    {
+        o = options;
+        Count = layout.Integer("count");
+        SecondMoment = layout.PerParameter("nu", SlotStart.Fill(options.InitialValue));
+        if (options.AmsGrad) MaxSecondMoment = layout.PerParameter("nu_max", SlotStart.Fill(options.MaxInitialValue ?? options.InitialValue));
+        if (options.Centered) Mean = layout.PerParameter("mean", SlotStart.Zeros);
+    }
+
+    /// <summary>Steps taken so far (the t of the bias correction and the rectification).</summary>
+    public Slot<long> Count { get; }
+
+    /// <summary>v.</summary>
+    public Slot<TensorTree> SecondMoment { get; }
+
+    /// <summary>The running maximum of v (AMSGrad), else null (not declared).</summary>
+    public Slot<TensorTree>? MaxSecondMoment { get; }
+
+    /// <summary>The EMA of g (centered), else null (not declared).</summary>
+    public Slot<TensorTree>? Mean { get; }
+
+    /// <summary>The moment updates from the raw <paramref name="g"/>, in place on the state's tensors; returns the state at the new count.</summary>
+    public DeclaredState Accumulate(TensorTree g, DeclaredState state)
     {
         double beta = o.Decay;
-        var trees = new List<TensorTree> { g, state.SecondMoment };
-        if (state.Mean is not null) trees.Add(state.Mean);
-        if (state.MaxSecondMoment is not null) trees.Add(state.MaxSecondMoment);
+        var trees = new List<TensorTree> { g, state.Get(SecondMoment) };
+        if (Mean is not null) trees.Add(state.Get(Mean));
+        if (MaxSecondMoment is not null) trees.Add(state.Get(MaxSecondMoment));
         foreach (var group in Buffers.Groups(trees.ToArray()))
         {
             Tensor gi = group[0], v = group[1];
             Kernels.Moments.AccumulateSquare(v, gi, beta, o.Damped ? 1 - beta : 1);
-            if (state.Mean is not null) Kernels.Moments.Accumulate(group[2], gi, beta, 1 - beta);
-            if (state.MaxSecondMoment is not null) Kernels.Moments.RunningMax(group[^1], v);
+            if (Mean is not null) Kernels.Moments.Accumulate(group[2], gi, beta, 1 - beta);
+            if (MaxSecondMoment is not null) Kernels.Moments.RunningMax(group[^1], v);
         }
-        return state with { Count = state.Count + 1 };
+        return state.With(Count, state.Get(Count) + 1);
     }
 
-    /// <summary>The trees a denominator reads, index-aligned: (u, v or v_max, [mean]).</summary>
-    static TensorTree[] Trees(TensorTree u, PreconditionState state) =>
-        state.Mean is null ? new[] { u, state.MaxSecondMoment ?? state.SecondMoment } : new[] { u, state.MaxSecondMoment ?? state.SecondMoment, state.Mean };
-
-    /// <summary>u ← u/D at step <c>state.Count</c> (u·rₜ/D or u itself under a rectification), in place.</summary>
-    internal void Divide(TensorTree u, PreconditionState state, StepContext context)
+    /// <summary>u ← u/D at the state's count (u·rₜ/D, or u itself, under a rectification), in place.</summary>
+    public void Divide(TensorTree u, DeclaredState state)
     {
+        long t = state.Get(Count);
         double rect = 1;
         if (o.Rectification == Rectification.RAdam)
         {
-            double beta = o.Decay, rhoInf = 2 / (1 - beta) - 1, betaT = Math.Pow(beta, state.Count);
-            double rhoT = rhoInf - 2 * state.Count * betaT / (1 - betaT);
+            double beta = o.Decay, rhoInf = 2 / (1 - beta) - 1, betaT = Math.Pow(beta, t);
+            double rhoT = rhoInf - 2 * t * betaT / (1 - betaT);
             if (rhoT <= 5) return;
             rect = Math.Sqrt((rhoT - 4) * (rhoT - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rhoT));
         }
         using var rectification = rect.ToScalar();
-        foreach (var group in Buffers.Groups(Trees(u, state)))
+        foreach (var group in Groups(u, state))
         {
-            var denom = Denominator(group, state.Count, context);
+            var denom = Denominator(group, t);
             try
             {
                 group[0].div_(denom);
@@ -220,12 +231,20 @@ sealed class PreconditionTransform(PreconditionOptions o, IGradientTransformatio
         }
     }
 
+    /// <summary>The index-aligned groups a denominator reads: (u, v or v_max, [mean]).</summary>
+    internal IReadOnlyList<Tensor[]> Groups(TensorTree u, DeclaredState state)
+    {
+        var v = state.Get(MaxSecondMoment ?? SecondMoment);
+        return Mean is null ? Buffers.Groups(u, v) : Buffers.Groups(u, v, state.Get(Mean));
+    }
+
     /// <summary>
-    /// D for one group (u, v or v_max, [mean]) in a scratch buffer the caller returns: sqrt(v)/sqrt(bc) + ε
-    /// (torch Adam's order), or (sqrt(v) + ε)/sqrt(bc) (ε on the uncorrected root), with ε_root inside the
-    /// root, centering, and QHAdam's sqrt(ν₂·v̂ + (1−ν₂)·g²) + ε where u still holds g.
+    /// D at step <paramref name="t"/> for one group of <see cref="Groups"/>, in a scratch buffer the caller
+    /// returns (<see cref="Buffers.Return"/>): sqrt(v)/sqrt(bc) + ε (torch Adam's order), or (sqrt(v) + ε)/sqrt(bc)
+    /// (ε on the uncorrected root), with ε_root inside the root, centering, and QHAdam's sqrt(ν₂·v̂ + (1−ν₂)·g²) + ε
+    /// where u still holds g.
     /// </summary>
-    Tensor Denominator(Tensor[] group, long t, StepContext context)
+    internal Tensor Denominator(Tensor[] group, long t)
     {
         double sqrtCorrection = o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(o.Decay, t)) : 1;
         double nu = o.SecondMomentNu;

@@ -30,32 +30,24 @@ sealed class ScaleTransform(double factor) : Transform<EmptyState>
     }
 }
 
-/// <summary>State of <see cref="Transforms.ScaleBySchedule(System.Func{long, double}, string)"/>.</summary>
-/// <param name="Count">Steps taken so far.</param>
-public sealed record ScaleByScheduleState(long Count) : IOptState
+sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) : DeclaredTransform
 {
-    /// <inheritdoc />
-    public System.Collections.Generic.IEnumerable<StateLeaf> Leaves() { yield return OptState.Scalar("count", Count); }
-    /// <inheritdoc />
-    public IOptState MapTensors(Func<string, TorchSharp.torch.Tensor, TorchSharp.torch.Tensor> f) => this;
+    static readonly StateLayout State = new("scale_by_schedule");
+    /// <summary>Steps taken so far.</summary>
+    static readonly Slot<long> Count = State.Integer("count");
 
-    /// <inheritdoc />
-    public IOptState MapScalars(Func<string, double, double> f) => new ScaleByScheduleState(OptState.Integer("count", Count, f));
-}
+    protected override StateLayout Declare() => State;
 
-sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) : Transform<ScaleByScheduleState>
-{
     public override Spec Spec => Spec.Of("scale_by_schedule").With("name", name).WithProbes("values", schedule);
-    protected override ScaleByScheduleState InitState(TensorTree parameters) => new(0);
 
-    public override ScaleByScheduleState Step(TensorTree updates, ScaleByScheduleState state, TensorTree parameters, StepContext context)
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        long t = state.Count + 1;
+        long t = state.Get(Count) + 1;
         double s = schedule(t);
         if (!double.IsFinite(s))
             throw new InvalidOperationException($"{Label}: the schedule returned {s} at step {t}; it must return a finite number");
         using var scalar = s.ToScalar();
         foreach (var group in Buffers.Groups(updates)) group[0].mul_(scalar);
-        return new(t);
+        return state.With(Count, t);
     }
 }
