@@ -52,13 +52,16 @@ sealed class SlowFastTransform(IGradientTransformation inner, int k, double alph
         if (t % k == 0)
         {
             foreach (var group in Buffers.Groups(updates, state.Get(_state.Slow), parameters))
-            {
-                Tensor u = group[0], slow = group[1], theta = group[2];
-                u.add_(theta);                                          // the fast weights θ + u
-                Kernels.Moments.Accumulate(slow, u, 1 - alpha, alpha);  // φ ← (1−α)φ + α·θ_fast
-                u.copy_(slow).sub_(theta);                              // restart from φ
-            }
+                Synchronise<Tensor, Kernels.TensorOps>(default, group[0], group[1], group[2]);
         }
         return state.With(_state.Count, t).With(_state.Inner, innerState);
+    }
+
+    /// <summary>The synchronisation on one block: φ ← (1−α)φ + α·(θ + u), then u ← φ − θ (the fast weights restart from φ).</summary>
+    internal void Synchronise<TArray, TOps>(TOps ops, TArray u, TArray slow, TArray theta) where TOps : struct, Kernels.IArrayOps<TArray>
+    {
+        ops.AddScaled(u, theta, 1);                                     // the fast weights θ + u
+        Kernels.Moments.Accumulate(ops, slow, u, 1 - alpha, alpha);     // φ ← (1−α)φ + α·θ_fast
+        ops.AddScaled(ops.Copy(u, slow), theta, -1);                    // restart from φ
     }
 }

@@ -92,20 +92,16 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
                 $"{Label}: step {t} needs the context key '{ContextKeys.PreviousIterateGradient}' (the gradient at the previous iterate on this batch)", nameof(context));
         }
 
-        using Scalar s = scale.ToScalar(), one = 1.0.ToScalar(), minusOne = (-1.0).ToScalar();
+        using Scalar one = 1.0.ToScalar();
         // c = (g − g_prev)·s + g, in the official code's order; elementwise, so over contiguous groups.
         var groups = previous is null ? Buffers.Groups(updates) : Buffers.Groups(updates, previous);
+        var ops = default(Kernels.TensorOps);
         foreach (var group in groups)
         {
             Tensor g = group[0];
-            if (previous is null) { g.add_(g, alpha: s); continue; }
+            if (previous is null) { ops.AddScaled(g, g, scale); continue; }
             var diff = Buffers.Rent(g);
-            try
-            {
-                diff.copy_(g).add_(group[1], alpha: minusOne);
-                if (!exact) group[1].copy_(g);
-                g.add_(diff, alpha: s);
-            }
+            try { Kernel(ops, g, group[1], diff); }
             finally { Buffers.Return(diff); }
         }
         if (clip)
@@ -117,5 +113,13 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
                 g.div_(norm);
             }
         return state.With(slots.Count, t);
+    }
+
+    /// <summary>c = g + s·(g − g_prev) on one block (g_prev ← g unless exact); <paramref name="diff"/> is scratch.</summary>
+    internal void Kernel<TArray, TOps>(TOps ops, TArray g, TArray previous, TArray diff) where TOps : struct, Kernels.IArrayOps<TArray>
+    {
+        ops.AddScaled(ops.Copy(diff, g), previous, -1);
+        if (!exact) ops.Copy(previous, g);
+        ops.AddScaled(g, diff, scale);
     }
 }

@@ -116,8 +116,8 @@ sealed class LookaheadShiftTransform : DeclaredTransform, IComposite
         try
         {
             var inner = InPlace.Step(momentum, updates, state.Get(_momentum), parameters, context);
-            using Scalar sa = a.ToScalar(), sb = b.ToScalar();
-            for (int k = 0; k < groups.Count; k++) groups[k][0].mul_(sb).add_(raw[k], alpha: sa);
+            var ops = default(Kernels.TensorOps);
+            for (int k = 0; k < groups.Count; k++) ops.AddScaled(ops.Mul(groups[k][0], b), raw[k], a);   // u ← b·m + a·g
             return state.With(_count, t).With(_carry, carry).With(_momentum, inner);
         }
         finally

@@ -140,7 +140,7 @@ sealed class PreconditionTransform : DeclaredTransform, IComposite
             long t = accumulated.Get(_diagonal.Count);
             for (int k = 0; k < groups.Count; k++) denominators[k] = _diagonal.Denominator(groups[k], t);
             var next = accumulated.With(_numerator, InPlace.Step(numerator, updates, state.Get(_numerator), parameters, context));
-            for (int k = 0; k < groups.Count; k++) groups[k][0].div_(denominators[k]);
+            for (int k = 0; k < groups.Count; k++) default(Kernels.TensorOps).DivBy(groups[k][0], denominators[k]);
             return next;
         }
         finally
@@ -218,14 +218,14 @@ internal sealed class DiagonalPreconditioner
             if (rhoT <= 5) return;
             rect = Math.Sqrt((rhoT - 4) * (rhoT - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rhoT));
         }
-        using var rectification = rect.ToScalar();
+        var ops = default(Kernels.TensorOps);
         foreach (var group in Groups(u, state))
         {
             var denom = Denominator(group, t);
             try
             {
-                group[0].div_(denom);
-                if (rect != 1) group[0].mul_(rectification);
+                ops.DivBy(group[0], denom);
+                if (rect != 1) ops.Mul(group[0], rect);
             }
             finally { Buffers.Return(denom); }
         }
@@ -246,26 +246,33 @@ internal sealed class DiagonalPreconditioner
     /// </summary>
     internal Tensor Denominator(Tensor[] group, long t)
     {
+        var denom = Buffers.Rent(group[0]);
+        return Denominator<Tensor, Kernels.TensorOps>(default, denom, group[1], group.Length > 2, group.Length > 2 ? group[2] : group[1], group[0], t);
+    }
+
+    /// <summary>
+    /// D on one block into <paramref name="denom"/>, from v (or v_max), the centred mean (read only when
+    /// <paramref name="centered"/>), and g (read only when
+    /// ν₂ ≠ 1): the elementwise kernel behind <see cref="Denominator(Tensor[], long)"/>, over any <see cref="Kernels.IArrayOps{TArray}"/>.
+    /// </summary>
+    internal TArray Denominator<TArray, TOps>(TOps ops, TArray denom, TArray v, bool centered, TArray mean, TArray g, long t) where TOps : struct, Kernels.IArrayOps<TArray>
+    {
         double sqrtCorrection = o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(o.Decay, t)) : 1;
         double nu = o.SecondMomentNu;
-        using Scalar minusOne = (-1.0).ToScalar(), zero = 0.0.ToScalar(), eps = o.Epsilon.ToScalar(),
-            correction = sqrtCorrection.ToScalar(), squareCorrection = (sqrtCorrection * sqrtCorrection).ToScalar(),
-            sNu = nu.ToScalar(), sOneMinusNu = (1 - nu).ToScalar(),
-            epsRoot = (o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot).ToScalar(),
-            epsRootCorrected = o.EpsilonRoot.ToScalar();
-        var denom = Buffers.Rent(group[0]).copy_(group[1]);
+        ops.Copy(denom, v);
         // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
         // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
-        if (group.Length > 2) denom.addcmul_(group[2], group[2], value: minusOne).clamp_min_(zero);
+        if (centered) ops.ClampMin(ops.AddProduct(denom, mean, mean, -1), 0);
         if (nu != 1)
         {
-            var g = group[0];
-            denom.div_(squareCorrection).mul_(sNu).addcmul_(g, g, value: sOneMinusNu);
-            if (o.EpsilonRoot != 0) denom.add_(epsRootCorrected);   // v̂ is already corrected here
-            return denom.sqrt_().add_(eps);
+            ops.AddProduct(ops.Mul(ops.Div(denom, sqrtCorrection * sqrtCorrection), nu), g, g, 1 - nu);
+            if (o.EpsilonRoot != 0) ops.Add(denom, o.EpsilonRoot);   // v̂ is already corrected here
+            return ops.Add(ops.Sqrt(denom), o.Epsilon);
         }
-        if (o.EpsilonRoot != 0) denom.add_(epsRoot);
-        denom.sqrt_();
-        return o.EpsilonPlacement == EpsilonPlacement.Corrected ? denom.div_(correction).add_(eps) : denom.add_(eps).div_(correction);
+        if (o.EpsilonRoot != 0) ops.Add(denom, o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot);
+        ops.Sqrt(denom);
+        return o.EpsilonPlacement == EpsilonPlacement.Corrected
+            ? ops.Add(ops.Div(denom, sqrtCorrection), o.Epsilon)
+            : ops.Div(ops.Add(denom, o.Epsilon), sqrtCorrection);
     }
 }

@@ -24,8 +24,7 @@ sealed class ScaleTransform(double factor) : Transform<EmptyState>
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
-        using var s = factor.ToScalar();
-        foreach (var group in Buffers.Groups(updates)) group[0].mul_(s);
+        foreach (var group in Buffers.Groups(updates)) default(Kernels.TensorOps).Mul(group[0], factor);
         return state;
     }
 }
@@ -46,8 +45,7 @@ sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) 
         double s = schedule(t);
         if (!double.IsFinite(s))
             throw new InvalidOperationException($"{Label}: the schedule returned {s} at step {t}; it must return a finite number");
-        using var scalar = s.ToScalar();
-        foreach (var group in Buffers.Groups(updates)) group[0].mul_(scalar);
+        foreach (var group in Buffers.Groups(updates)) default(Kernels.TensorOps).Mul(group[0], s);
         return state.With(Count, t);
     }
 }
