@@ -41,8 +41,21 @@ let runWith (context: int -> StepContext) (tx: IGradientTransformation) (p: Prob
 
 let run tx p = runWith (fun _ -> StepContext.Empty) tx p
 
+/// Fails unless `actual` and `expected` have the same number of steps, of tensors per step and of elements
+/// per tensor, so that an element-wise comparison after it covers every element of both sides.
+let sameLayout (what: string) (names: string list) (actual: float[][] list) (expected: float[][] list) =
+    if actual.Length <> expected.Length then failtestf "%s: %d steps vs %d" what actual.Length expected.Length
+    List.iteri2
+        (fun step (xa: float[][]) (xb: float[][]) ->
+            if xa.Length <> xb.Length then failtestf "%s: step %d has %d tensors vs %d" what (step + 1) xa.Length xb.Length
+            for t in 0 .. xa.Length - 1 do
+                if xa.[t].Length <> xb.[t].Length then
+                    let name = if t < names.Length then names.[t] else sprintf "#%d" t
+                    failtestf "%s: step %d, tensor '%s' has %d elements vs %d" what (step + 1) name xa.[t].Length xb.[t].Length)
+        actual expected
+
 let private compareArrays (what: string) (eq: float -> float -> bool) (names: string list) (a: float[][] list) (b: float[][] list) =
-    if a.Length <> b.Length then failtestf "%s: %d steps vs %d" what a.Length b.Length
+    sameLayout what names a b
     List.iteri2
         (fun step (xa: float[][]) (xb: float[][]) ->
             for t in 0 .. xa.Length - 1 do

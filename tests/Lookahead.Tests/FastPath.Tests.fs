@@ -57,6 +57,7 @@ let runFast (tx: IGradientTransformation) (p: Problem) =
 let samePath (atol: float) (rtol: float) (name: string) (tx: unit -> IGradientTransformation) (p: Problem) =
     let reference = (Expect.runWith contextAt (tx ()) p).Params
     let fast = runFast (tx ()) p
+    Expect.sameLayout name p.Names fast reference
     List.iteri2 (fun step (a: float[][]) (b: float[][]) ->
         for t in 0 .. a.Length - 1 do
             for i in 0 .. a.[t].Length - 1 do
@@ -145,6 +146,52 @@ let tests =
                 let a, b = values p, values q
                 for i in 0 .. a.Length - 1 do
                     if not (Expect.within 1e-12 1e-10 a.[i] b.[i]) then failtestf "%s[%d]: runner %.17g, pure %.17g" name i a.[i] b.[i]
+        }
+
+        test "the first backward needs no zero_grad: the gradient buffer starts at zero, so .grad is the true gradient (12 runners, freed memory filled with garbage first)" {
+            // An uninitialised buffer is often zero by luck (fresh pages), so before each runner is built,
+            // blocks of the size its flat buffers take are filled with a non-zero pattern and freed: an
+            // allocator that hands one back unzeroed then shows up as a wrong gradient.
+            let read (t: torch.Tensor) = values (t.to_type torch.float64)
+            for round in 1 .. 12 do
+                use _ = torch.NewDisposeScope()
+                torch.manual_seed (int64 round) |> ignore
+                let dtype = if round % 2 = 0 then torch.float64 else torch.float32
+                let hidden = int64 (2 + 3 * round)
+                let make () =
+                    let m = torch.nn.Sequential(torch.nn.Linear(5L, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 3L))
+                    if dtype = torch.float64 then m.``double``() |> ignore
+                    m
+                let model, twin = make (), make ()
+                twin.load_state_dict(model.state_dict()) |> ignore
+                let x = torch.randn([| 16L; 5L |], dtype = dtype)
+                let y = torch.randn([| 16L; 3L |], dtype = dtype)
+                let total = model.parameters() |> Seq.sumBy (fun p -> p.numel())
+                let garbage = [ for k in 1 .. 32 -> torch.full([| total |], (1e3 + float k).ToScalar(), dtype = dtype) ]
+                for g in garbage do g.Dispose()
+                use runner = new Runner(Optim.Sgd(0.1), model)
+                for KeyValue (name, g) in runner.Gradients do
+                    if read g |> Array.exists (fun v -> v <> 0.0) then failtestf "round %d: gradient buffer of '%s' does not start at zero" round name
+                // No ZeroGrad: backward accumulates straight into the runner's buffer.
+                use l1 = torch.nn.functional.mse_loss(model.forward x, y)
+                l1.backward()
+                use l2 = torch.nn.functional.mse_loss(twin.forward x, y)
+                l2.backward()
+                let trueGrads = TensorTree.GradientsOf twin
+                let twinParams = TensorTree.FromParameters twin
+                let check what (actual: string -> float[]) (expected: string -> float[]) =
+                    for name in trueGrads.Names do
+                        let a, b = actual name, expected name
+                        Expect.equal a.Length b.Length (sprintf "round %d, %s '%s': length" round what name)
+                        for i in 0 .. a.Length - 1 do
+                            if not (Expect.within 1e-6 1e-6 a.[i] b.[i]) then
+                                failtestf "round %d, %s '%s'[%d]: %.9g, expected %.9g" round what name i a.[i] b.[i]
+                let modelParams = TensorTree.FromParameters model
+                check "gradient" (fun n -> read modelParams.[n].grad) (fun n -> read trueGrads.[n])
+                // And the step uses them: θ ← θ − 0.1·g.
+                runner.Step()
+                check "parameter after one step" (fun n -> read modelParams.[n])
+                    (fun n -> Array.map2 (fun p g -> p - 0.1 * g) (read twinParams.[n]) (read trueGrads.[n]))
         }
 
         test "elementwise steps are one kernel per flat buffer: 1000 tensors form one group" {

@@ -52,6 +52,37 @@ let tests =
                                 false, 0.85, 0.95, div, finalDiv, false, -1, false)))
             }
         ]
+        Expect.property "cosine with warm-up ≡ a linear ramp from 0, then a half cosine from the peak to final, written out (every step through warm-up, the peak, the decay and after)"
+            (gen {
+                let! total = Gen.choose (2, 300)
+                let! warmup = Gen.choose (1, total - 1)
+                let! peak = Gen.choose (1, 100_000) |> Gen.map (fun i -> float i * 1e-5)
+                // final below, at or above the peak (a schedule may also rise after the warm-up)
+                let! final = Gen.oneof [ Gen.constant 0.0; Gen.constant peak; Gen.choose (0, 200_000) |> Gen.map (fun i -> float i * 1e-5) ]
+                return total, warmup, peak, final })
+            (fun (total, warmup, peak, final) ->
+                let s = Schedule.Cosine(peak, int64 total, final, int64 warmup)
+                // Reference, step t = 1, 2, … with n = t − 1 steps already taken: the warm-up rises in equal
+                // increments of peak/W from 0 at the first step and reaches the peak at step W + 1; the cosine
+                // then falls (or rises) from the peak to final over the remaining T − W steps and stays there.
+                let expected (t: int) =
+                    let n = t - 1
+                    if n < warmup then float n * (peak / float warmup)
+                    else
+                        let progress = min 1.0 (float (n - warmup) / float (total - warmup))
+                        let c = 0.5 * (1.0 + cos (Math.PI * progress))
+                        c * peak + (1.0 - c) * final
+                for t in 1 .. total + 5 do
+                    let actual, e = s.At(int64 t), expected t
+                    if abs (actual - e) > 1e-15 + 1e-12 * abs e then
+                        failtestf "cosine(peak=%g, total=%d, final=%g, warmup=%d) at t = %d: %.17g, expected %.17g" peak total final warmup t actual e
+                // The corners.
+                Expect.equal (s.At 1L) 0.0 "the first step is 0"
+                Expect.floatClose Accuracy.veryHigh (s.At(int64 warmup + 1L)) peak "the peak is reached right after the warm-up"
+                Expect.floatClose Accuracy.veryHigh (s.At(int64 total + 1L)) final "final after T steps"
+                if warmup >= 2 then
+                    Expect.floatClose Accuracy.veryHigh (s.At 2L) (peak / float warmup) "the first warm-up increment is peak/W"
+                    Expect.isLessThan (s.At(int64 warmup)) peak "still below the peak at the last warm-up step")
         test "warmup–stable–decay: linear up, flat, linear down, then final (closed form at the corners)" {
             let s = Schedule.WarmupStableDecay(1.0, 10L, 20L, 5L, 0.1)
             let expect t v = Expect.floatClose Accuracy.veryHigh (s.At t) v (sprintf "t = %d" t)

@@ -54,6 +54,30 @@ let private sameWithLoss (p: Problem) (fs: IGradientTransformation) (cs: IGradie
 
 let private defaultsTests =
     testList "create defaults ≡ the C# defaults (bit-identical)" [
+        // torch.optim's optimizers. Where C# has no default (Sgd's, HeavyBall's and NesterovSgd's lr and
+        // momentum) the value is the one the F# layer documents. A default that the trajectory cannot see
+        // while another default holds (Sgd's dampening and nesterov at momentum 0, a decoupling flag at
+        // λ = 0) is read by a second run that changes only the setting that wakes it up.
+        property "Sgd (and its dampening and nesterov, seen with momentum)" genLongProblem (fun p ->
+            same p (Sgd.create Sgd.defaults) (Optim.Sgd 1e-2)
+            same p (Sgd.create { Sgd.defaults with momentum = 0.9 }) (Optim.Sgd(1e-2, momentum = 0.9)))
+        property "HeavyBall" genLongProblem (fun p -> same p (HeavyBall.create HeavyBall.defaults) (Optim.HeavyBall(1e-2, 0.9)))
+        property "NesterovSgd" genLongProblem (fun p -> same p (NesterovSgd.create NesterovSgd.defaults) (Optim.NesterovSgd(1e-2, 0.9)))
+        property "Adam" genLongProblem (fun p -> same p (Adam.create Adam.defaults) (Optim.Adam()))
+        property "AdamW" genLongProblem (fun p -> same p (AdamW.create AdamW.defaults) (Optim.AdamW()))
+        property "RAdam (and its decoupling flag, seen with λ > 0)" genLongProblem (fun p ->
+            same p (RAdam.create RAdam.defaults) (Optim.RAdam())
+            same p (RAdam.create { RAdam.defaults with weightDecay = 0.1 }) (Optim.RAdam(weightDecay = 0.1)))
+        property "NAdam (and its decoupling flag, seen with λ > 0)" genLongProblem (fun p ->
+            same p (NAdam.create NAdam.defaults) (Optim.NAdam())
+            same p (NAdam.create { NAdam.defaults with weightDecay = 0.1 }) (Optim.NAdam(weightDecay = 0.1)))
+        property "RmsProp" genLongProblem (fun p -> same p (RmsProp.create RmsProp.defaults) (Optim.RmsProp()))
+        property "Adagrad" genLongProblem (fun p -> same p (Adagrad.create Adagrad.defaults) (Optim.Adagrad()))
+        property "weight-decay modes of Qhm, QhAdam and MomoAdam, seen with λ > 0" genLongProblem (fun p ->
+            same p (Qhm.create { Qhm.defaults with weightDecay = 0.01 }) (Optim.Qhm(1.0, 0.999, 0.7, weightDecay = 0.01))
+            same p (QhAdam.create { QhAdam.defaults with weightDecay = 0.01 }) (Optim.QhAdam(weightDecay = 0.01))
+            sameWithLoss p (MomoAdam.create { MomoAdam.defaults with weightDecay = 0.1 }) (Optim.MomoAdam(weightDecay = 0.1)))
+        // The seeds' optimizers.
         property "GeneralisedNesterov" genLongProblem (fun p ->
             same p (GeneralisedNesterov.create GeneralisedNesterov.defaults) (Optim.GeneralisedNesterov(1e-2, 0.9, 0.9)))
         property "Nesterov" genLongProblem (fun p ->

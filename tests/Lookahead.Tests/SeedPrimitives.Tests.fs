@@ -32,7 +32,7 @@ module private Ref =
 
     /// Per-tensor updates compared within atol + rtol·|expected|.
     let closeUpdates atol rtol (names: string list) (actual: float[][] list) (expected: float[][] list) =
-        Expect.equal actual.Length expected.Length "number of steps"
+        Expect.sameLayout "updates" names actual expected
         List.iteri2
             (fun step (xa: float[][]) (xb: float[][]) ->
                 for t in 0 .. xa.Length - 1 do
@@ -628,6 +628,40 @@ let private arsgPreconditionTests =
         }
     ]
 
+/// The comparison helpers themselves: equal data passes; a different value, and any difference in the number
+/// of steps, tensors or elements, fails with an assertion (an element-wise loop over the actual side alone
+/// once let a truncated result pass).
+let private helperTests =
+    let traj (updates: float[][] list) : Trajectory =
+        { Names = [ "w"; "b" ]; Updates = updates; Params = updates; States = [] }
+    let base' = [ [| [| 1.0; 2.0; 3.0 |]; [| 4.0 |] |]; [| [| 5.0; 6.0; 7.0 |]; [| 8.0 |] |] ]
+    let variants =
+        [ "a changed value", [ [| [| 1.0; 2.0; 3.0 |]; [| 4.0 |] |]; [| [| 5.0; 6.5; 7.0 |]; [| 8.0 |] |] ]
+          "a tensor with an element fewer", [ [| [| 1.0; 2.0 |]; [| 4.0 |] |]; [| [| 5.0; 6.0; 7.0 |]; [| 8.0 |] |] ]
+          "a tensor with an element more", [ [| [| 1.0; 2.0; 3.0; 0.0 |]; [| 4.0 |] |]; [| [| 5.0; 6.0; 7.0 |]; [| 8.0 |] |] ]
+          "an empty tensor", [ [| [| 1.0; 2.0; 3.0 |]; [||] |]; [| [| 5.0; 6.0; 7.0 |]; [| 8.0 |] |] ]
+          "a tensor fewer", [ [| [| 1.0; 2.0; 3.0 |] |]; [| [| 5.0; 6.0; 7.0 |]; [| 8.0 |] |] ]
+          "a step fewer", [ [| [| 1.0; 2.0; 3.0 |]; [| 4.0 |] |] ] ]
+    let fails what (f: unit -> unit) =
+        Expect.throwsT<AssertException> f what
+    testList "test helpers: comparisons" [
+        yield test "equal data passes Expect.identical, Expect.close, Expect.closeParams and Ref.closeUpdates" {
+            let copy = base' |> List.map (Array.map Array.copy)
+            Expect.identical (traj base') (traj copy)
+            Expect.close 0.0 0.0 (traj base') (traj copy)
+            Expect.closeParams 0.0 0.0 (traj base') (traj copy)
+            Ref.closeUpdates 0.0 0.0 [ "w"; "b" ] base' copy
+        }
+        for name, v in variants ->
+            test (sprintf "%s fails each helper, on either side" name) {
+                for a, b, side in [ v, base', "actual"; base', v, "expected" ] do
+                    fails (sprintf "Expect.identical, %s side" side) (fun () -> Expect.identical (traj a) (traj b))
+                    fails (sprintf "Expect.close, %s side" side) (fun () -> Expect.close 1e-3 1e-3 (traj a) (traj b))
+                    fails (sprintf "Expect.closeParams, %s side" side) (fun () -> Expect.closeParams 1e-3 1e-3 (traj a) (traj b))
+                    fails (sprintf "Ref.closeUpdates, %s side" side) (fun () -> Ref.closeUpdates 1e-3 1e-3 [ "w"; "b" ] a b)
+            }
+    ]
+
 [<Tests>]
 let tests =
     testList "seed primitives" [
@@ -638,3 +672,6 @@ let tests =
         slowFastTests
         boostedTests
     ]
+
+[<Tests>]
+let helpers = helperTests
