@@ -77,23 +77,7 @@ public static partial class Transforms
     /// <param name="numerator">N; null means identity.</param>
     public static IGradientTransformation Precondition(PreconditionOptions options, IGradientTransformation? numerator = null)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        Check.Unit(options.Decay, "Decay", "second-moment decay β₂");
-        Check.NonNegative(options.Epsilon, "Epsilon");
-        Check.NonNegative(options.EpsilonRoot, "EpsilonRoot");
-        Check.NonNegative(options.InitialValue, "InitialValue");
-        if (options.MaxInitialValue is double m) Check.NonNegative(m, "MaxInitialValue");
-        Check.Finite(options.SecondMomentNu, "SecondMomentNu");
-        if (options.MaxInitialValue is not null && !options.AmsGrad)
-            throw new ArgumentException("MaxInitialValue needs AmsGrad = true (it starts the running maximum)", nameof(options));
-        if (options.SecondMomentNu != 1 && (options.Centered || options.Rectification != Rectification.None || options.AmsGrad))
-            throw new ArgumentException($"SecondMomentNu = {options.SecondMomentNu} cannot be combined with Centered, AmsGrad or a rectification", nameof(options));
-        if (options.BiasCorrection && (!options.Damped || options.Decay >= 1))
-            throw new ArgumentException($"BiasCorrection needs a damped second moment with Decay in [0, 1); got Damped = {options.Damped}, Decay = {options.Decay}", nameof(options));
-        if (options.Centered && !options.Damped)
-            throw new ArgumentException("Centered needs a damped second moment (the mean is an EMA with the same decay)", nameof(options));
-        if (options.Rectification == Rectification.RAdam && (!options.Damped || options.Decay >= 1 || options.Decay <= 0))
-            throw new ArgumentException($"RAdam rectification needs a damped second moment with Decay in (0, 1); got Decay = {options.Decay}", nameof(options));
+        DiagonalPreconditioner.CheckOptions(options);
         return new PreconditionTransform(options, numerator ?? Identity());
     }
 }
@@ -152,7 +136,8 @@ sealed class PreconditionTransform : DeclaredTransform, IComposite
 
 /// <summary>
 /// The arithmetic of the diagonal second-moment preconditioner, written once and shared by
-/// <see cref="Transforms.Precondition"/> and <see cref="Transforms.PolyakTruncation"/> (MoMo-Adam's D).
+/// <see cref="Transforms.Precondition"/> and <see cref="Transforms.PolyakTruncation"/> (MoMo-Adam's D): the
+/// public surface through which a transform of your own can compose Adam's D.
 /// </summary>
 /// <remarks>
 /// <para>It owns no state: it declares its slots into a <see cref="StateLayout"/> it is given (in this order:
@@ -163,13 +148,37 @@ sealed class PreconditionTransform : DeclaredTransform, IComposite
 /// <see cref="Divide"/> of whatever the owner wants preconditioned, u ← u/D at the new count. Both run in
 /// place over <see cref="Buffers"/> groups, so they serve the pure path and the runner alike.</para>
 /// </remarks>
-internal sealed class DiagonalPreconditioner
+public sealed class DiagonalPreconditioner
 {
     readonly PreconditionOptions o;
+
+    /// <summary>Refuses options that no preconditioner can run, naming the option (<see cref="Transforms.Precondition"/> uses it too).</summary>
+    public static void CheckOptions(PreconditionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Check.Unit(options.Decay, "Decay", "second-moment decay β₂");
+        Check.NonNegative(options.Epsilon, "Epsilon");
+        Check.NonNegative(options.EpsilonRoot, "EpsilonRoot");
+        Check.NonNegative(options.InitialValue, "InitialValue");
+        if (options.MaxInitialValue is double m) Check.NonNegative(m, "MaxInitialValue");
+        Check.Finite(options.SecondMomentNu, "SecondMomentNu");
+        if (options.MaxInitialValue is not null && !options.AmsGrad)
+            throw new ArgumentException("MaxInitialValue needs AmsGrad = true (it starts the running maximum)", nameof(options));
+        if (options.SecondMomentNu != 1 && (options.Centered || options.Rectification != Rectification.None || options.AmsGrad))
+            throw new ArgumentException($"SecondMomentNu = {options.SecondMomentNu} cannot be combined with Centered, AmsGrad or a rectification", nameof(options));
+        if (options.BiasCorrection && (!options.Damped || options.Decay >= 1))
+            throw new ArgumentException($"BiasCorrection needs a damped second moment with Decay in [0, 1); got Damped = {options.Damped}, Decay = {options.Decay}", nameof(options));
+        if (options.Centered && !options.Damped)
+            throw new ArgumentException("Centered needs a damped second moment (the mean is an EMA with the same decay)", nameof(options));
+        if (options.Rectification == Rectification.RAdam && (!options.Damped || options.Decay >= 1 || options.Decay <= 0))
+            throw new ArgumentException($"RAdam rectification needs a damped second moment with Decay in (0, 1); got Decay = {options.Decay}", nameof(options));
+    }
 
     /// <summary>Declares the moments of <paramref name="options"/> into <paramref name="layout"/> (which must not be sealed yet).</summary>
     public DiagonalPreconditioner(PreconditionOptions options, StateLayout layout)
     {
+        CheckOptions(options);
+        ArgumentNullException.ThrowIfNull(layout);
         o = options;
         Count = layout.Integer("count");
         SecondMoment = layout.PerParameter("nu", SlotStart.Fill(options.InitialValue));
