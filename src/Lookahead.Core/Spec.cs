@@ -22,8 +22,10 @@ namespace Lookahead;
 /// (doubles as round-trip text, so 0.1 and 0.1 + 1e-17 differ only if the doubles do). A spec, its
 /// <see cref="Canonical"/> text and its fingerprint are the same in every process, culture and machine.</para>
 /// <para><b>Functions.</b> A hyperparameter given as a function (a schedule, a factory, a condition) has no
-/// text of its own; transforms record it by its values at fixed probe points (<see cref="ProbeSteps"/>)
-/// and, where nothing can be probed, by the function's method name.</para>
+/// text of its own; transforms record it by its values at fixed probe points (<see cref="ProbeSteps"/>).
+/// Routing functions (partition labels, parameter predicates) are recorded only as "function": which
+/// parameters they route where shows in the state's structure, which checkpoints check too. A function's
+/// method name is never used: it changes when unrelated code around a lambda is edited.</para>
 /// </remarks>
 public sealed class Spec : IEquatable<Spec>
 {
@@ -93,12 +95,13 @@ public sealed class Spec : IEquatable<Spec>
         return With(key, probes);
     }
 
-    /// <summary>Adds a function's identity (its declaring type and method) under <paramref name="key"/>; for functions that cannot be probed.</summary>
-    public Spec WithFunction(string key, Delegate f)
+    /// <summary>Adds the values of a step condition at <see cref="ProbeSteps"/> (with an empty context) under <paramref name="key"/>; a probe that throws (a condition that reads the context) is recorded as such.</summary>
+    public Spec WithConditionProbes(string key, Func<long, StepContext, bool> condition)
     {
-        ArgumentNullException.ThrowIfNull(f);
-        var m = f.Method;
-        return With(key, $"{m.DeclaringType?.FullName}.{m.Name}");
+        ArgumentNullException.ThrowIfNull(condition);
+        var probes = Of("probes");
+        foreach (long t in ProbeSteps) probes.With("t" + t.ToString(CultureInfo.InvariantCulture), Probe(() => condition(t, StepContext.Empty) ? "true" : "false"));
+        return With(key, probes);
     }
 
     static string Probe(Func<string> f)
@@ -130,7 +133,7 @@ public sealed class Spec : IEquatable<Spec>
         Enum e => e.ToString(),
         IConvertible c when value is int or long or short or byte or uint or ulong => c.ToString(CultureInfo.InvariantCulture),
         IShiftSchedule shift => ShiftSpec(shift),
-        Delegate f => $"{f.Method.DeclaringType?.FullName}.{f.Method.Name}",
+        Delegate => "function",   // by value where it matters (probes); routing shows in the state's structure
         ITuple tuple => TupleSpec(tuple),
         _ when value.GetType().GetProperty("EqualityContract", BindingFlags.NonPublic | BindingFlags.Instance) is not null => FromRecord(value.GetType().Name, value),
         _ => throw new ArgumentException($"a spec value must be a number, bool, enum, string, option record, spec or transform; got {value.GetType().Name}"),

@@ -141,12 +141,22 @@ let tests =
                   "boosted policy", Transforms.Boosted((fun _ -> Optim.Sgd 0.1), BoostPolicy(Window = 5)), Transforms.Boosted((fun _ -> Optim.Sgd 0.1), BoostPolicy(Window = 6))
                   "scheduled late value", Transforms.Scheduled(fun t -> Optim.Sgd(if t < 500L then 0.1 else 0.01)), Transforms.Scheduled(fun t -> Optim.Sgd(if t < 500L then 0.1 else 0.02))
                   "when inner", Transforms.When((fun _ _ -> true), Optim.Sgd 0.1), Transforms.When((fun _ _ -> true), Optim.Sgd 0.2)
+                  "when condition", Transforms.When((fun t _ -> t % 2L = 0L), Optim.Sgd 0.1), Transforms.When((fun t _ -> t % 3L = 0L), Optim.Sgd 0.1)
                   "scale by schedule function", Transforms.ScaleBySchedule((fun t -> -0.1 / float t), "decay"), Transforms.ScaleBySchedule((fun t -> -0.1 / sqrt (float t)), "decay")
                   "cosine schedule warm-up", Transforms.ScaleBySchedule(Schedule.Cosine(1.0, 100L, warmupSteps = 10L)), Transforms.ScaleBySchedule(Schedule.Cosine(1.0, 100L, warmupSteps = 11L))
                   "schedule peak past 6 digits", Transforms.ScaleBySchedule(Schedule.Constant 0.1234567), Transforms.ScaleBySchedule(Schedule.Constant 0.1234568) ]
             for name, a, b in cases do
                 Expect.notEqual a.Spec.Fingerprint b.Spec.Fingerprint name
                 Expect.isSome (crossLoad a b) (name + ": refused on load")
+        }
+
+        test "the same routing written as two different lambdas gives the same fingerprint (no method names in specs)" {
+            let a = Transforms.Partition((fun (i: Lookahead.ParameterInfo) -> i.Rank >= 2), Optim.Muon(), Optim.AdamW())
+            let b = Transforms.Partition((fun (i: Lookahead.ParameterInfo) -> i.Rank >= 2), Optim.Muon(), Optim.AdamW())
+            Expect.equal a.Spec.Fingerprint b.Spec.Fingerprint "partition"
+            let c = Transforms.When((fun t _ -> t % 2L = 0L), Optim.Sgd 0.1)
+            let d = Transforms.When((fun t _ -> t % 2L = 0L), Optim.Sgd 0.1)
+            Expect.equal c.Spec.Fingerprint d.Spec.Fingerprint "when"
         }
 
         test "checkpoints saved under de-DE and tr-TR load under the invariant culture and en-US" {

@@ -113,7 +113,7 @@ sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label
     {
         get
         {
-            var spec = Spec.Of("partition").WithFunction("label", label);
+            var spec = Spec.Of("partition");
             var labels = Spec.Of("parts");
             foreach (var (l, t) in parts) labels.With(l, t);
             return spec.With("parts", labels);

@@ -37,7 +37,7 @@ sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTra
 
     public IEnumerable<IGradientTransformation> Children => new[] { inner };
 
-    public override Spec Spec => Spec.Of("when").With("name", name).WithFunction("condition", condition).With("inner", inner);
+    public override Spec Spec => Spec.Of("when").With("name", name).WithConditionProbes("condition", condition).With("inner", inner);
 
     public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
