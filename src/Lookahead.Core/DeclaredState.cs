@@ -85,8 +85,10 @@ public sealed class StateLayout
     /// <summary>The transform kind the state belongs to (for messages).</summary>
     public string Kind { get; }
 
-    /// <summary>The slots in order.</summary>
-    public IReadOnlyList<Slot> Slots => _slots.Select(s => s.Slot).ToArray();
+    /// <summary>The slots in order (fixed once the layout is sealed).</summary>
+    public IReadOnlyList<Slot> Slots => _sealed ? _sealedSlots ??= _slots.Select(s => s.Slot).ToArray() : _slots.Select(s => s.Slot).ToArray();
+
+    Slot[]? _sealedSlots;
 
     /// <summary>"kind[name: Kind, …]": two layouts with the same signature hold interchangeable states.</summary>
     public string Signature => _signature ??= $"{Kind}[{string.Join(", ", _slots.Select(s => s.Slot.ToString()))}]";

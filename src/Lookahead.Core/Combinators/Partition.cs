@@ -98,12 +98,21 @@ sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label
         var routed = parts.Select(_ => new List<ParameterInfo>()).ToArray();
         foreach (var p in parameters)
         {
-            var l = label(p);
-            int k = Array.FindIndex(parts, x => x.Label == l);
-            if (k < 0) report.Add($"parameter '{p.Name}' got the label '{l}', which has no transform (labels: {string.Join(", ", parts.Select(x => x.Label))})");
+            int k = PartOf(label, parts, p, out var problem);
+            if (k < 0) report.Add(problem!);
             else routed[k].Add(p);
         }
         for (int k = 0; k < parts.Length; k++) Validation.Child(parts[k].Transform, routed[k], report);
+    }
+
+    /// <summary>The index of the part <paramref name="p"/> is routed to, or −1 with the problem described.</summary>
+    static int PartOf(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts, ParameterInfo p, out string? problem)
+    {
+        var l = label(p);
+        int k = Array.FindIndex(parts, x => x.Label == l);
+        problem = k >= 0 ? null
+            : $"parameter '{p.Name}' got the label '{l}', which has no transform (labels: {string.Join(", ", parts.Select(x => x.Label))})";
+        return k;
     }
 
     public IEnumerable<IGradientTransformation> Children => parts.Select(p => p.Transform);
@@ -127,12 +136,8 @@ sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label
         for (int i = 0; i < parameters.Count; i++)
         {
             var t = parameters.Tensors[i];
-            var info = new ParameterInfo(parameters.Names[i], t.shape, t.dtype);
-            var l = label(info);
-            int k = Array.FindIndex(parts, p => p.Label == l);
-            if (k < 0)
-                throw new ArgumentException(
-                    $"parameter '{info.Name}' got the label '{l}', which has no transform (labels: {string.Join(", ", parts.Select(p => p.Label))})", nameof(parameters));
+            int k = PartOf(label, parts, new ParameterInfo(parameters.Names[i], t.shape, t.dtype), out var problem);
+            if (k < 0) throw new ArgumentException(problem, nameof(parameters));
             groups[k].Add(i);
         }
         return groups;
