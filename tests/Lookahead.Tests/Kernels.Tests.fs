@@ -88,4 +88,87 @@ let tests =
                 let ulps = abs (BitConverter.DoubleToInt64Bits roots.[i] - BitConverter.DoubleToInt64Bits exact.[i])
                 if ulps > 1L then failtestf "sqrt: element %d differs by %d ulp" i ulps
             both "sign" (fun x _ _ -> t.Sign(x) |> ignore) (fun x _ _ -> h.Sign(x) |> ignore) a)
+    
+        Expect.property "reductions: Σx², Σxy and the non-finite count agree on both executors" genCase (fun (a, b, _, _, w) ->
+            use _ = torch.NewDisposeScope()
+            let withBad = Array.mapi (fun i x -> if w < 0.0 && i % 3 = 0 then [| nan; infinity; -infinity |].[i % 9 / 3] else x) a
+            let ta, tb, tbad = torch.tensor(a, dtype = torch.float64), torch.tensor(b, dtype = torch.float64), torch.tensor(withBad, dtype = torch.float64)
+            let close what (x: float) (y: float) =
+                // Different summation orders: agreement to rounding of the terms' magnitudes.
+                let scale = max 1e-300 (Array.sumBy (fun v -> v * v) a + Array.sumBy (fun v -> abs v) b * Array.sumBy abs a)
+                if abs (x - y) > 1e-14 * scale then failtestf "%s: %.17g (tensors) vs %.17g (arrays)" what x y
+            close "Σx²" (t.SumOfSquares(ta).item<float>()) (h.SumOfSquares(ArrayBlock.Of a))
+            close "Σxy" (t.Dot(ta, tb).item<float>()) (h.Dot(ArrayBlock.Of a, ArrayBlock.Of b))
+            let expected = withBad |> Array.filter (fun v -> not (Double.IsFinite v)) |> Array.length |> float
+            Expect.equal (t.NonFiniteCount(tbad).item<float>()) expected "non-finite count (tensors)"
+            Expect.equal (h.NonFiniteCount(ArrayBlock.Of withBad)) expected "non-finite count (arrays)")
+
+        Expect.property "reduced values scale and divide arrays the same way on both executors" genCase (fun (a, _, _, _, w) ->
+            use _ = torch.NewDisposeScope()
+            let s = torch.tensor(w, dtype = torch.float64)
+            sameBits "scale by" (viaTensor (fun x _ _ -> t.ScaleBy(x, s) |> ignore) a a a) (viaArray (fun x _ _ -> h.ScaleBy(x, w) |> ignore) a a a)
+            sameBits "divide by" (viaTensor (fun x _ _ -> t.DivideBy(x, s) |> ignore) a a a) (viaArray (fun x _ _ -> h.DivideBy(x, w) |> ignore) a a a))
+
+        testCase "scalar arithmetic on reduced values: 0-d float64 tensors and doubles give the same bits" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let ts = t :> IScalarOps<torch.Tensor>
+            let hs = h :> IScalarOps<float>
+            let values = [ -2.5; -0.0; 0.0; 1e-300; 0.75; 3.0; 1e300; infinity; nan ]
+            let bitsOf (x: torch.Tensor) = BitConverter.DoubleToInt64Bits(x.item<float>())
+            let check name (x: float) (y: float) (viaT: torch.Tensor) (viaH: float) =
+                if bitsOf viaT <> BitConverter.DoubleToInt64Bits viaH && not (Double.IsNaN viaH && Double.IsNaN(viaT.item<float>())) then
+                    failtestf "%s(%g, %g): %.17g (tensor) vs %.17g (double)" name x y (viaT.item<float>()) viaH
+            for x in values do
+                for y in values do
+                    let tx, ty = torch.tensor(x, dtype = torch.float64), torch.tensor(y, dtype = torch.float64)
+                    let check name = check name x y
+                    check "add" (ts.Add(tx, ty)) (hs.Add(x, y))
+                    check "plus" (ts.Plus(tx, y)) (hs.Plus(x, y))
+                    check "sub" (ts.Sub(tx, ty)) (hs.Sub(x, y))
+                    check "mul" (ts.Mul(tx, ty)) (hs.Mul(x, y))
+                    check "times" (ts.Times(tx, y)) (hs.Times(x, y))
+                    check "div" (ts.Div(tx, ty)) (hs.Div(x, y))
+                    check "over" (ts.Over(tx, y)) (hs.Over(x, y))
+                    check "if less" (ts.IfLess(tx, ty, ts.Constant(tx, 1.0), ts.Constant(tx, 2.0))) (hs.IfLess(x, y, 1.0, 2.0))
+                    if not (Double.IsNaN y) then
+                        check "min" (ts.Min(tx, y)) (hs.Min(x, y))
+                        check "max" (ts.Max(tx, y)) (hs.Max(x, y))
+                let check name = check name x 0.0
+                check "sqrt" (ts.Sqrt(torch.tensor(abs x, dtype = torch.float64))) (hs.Sqrt(abs x))
+                check "if positive" (ts.IfPositive(torch.tensor(x, dtype = torch.float64), ts.Constant(torch.tensor(0.0), 1.0), ts.Constant(torch.tensor(0.0), 2.0))) (hs.IfPositive(x, 1.0, 2.0))
+
+        Expect.property "block reductions do not depend on the thread count; they agree with one sum" (Gen.zip (Gen.choose (1, 5000)) (Gen.choose (1, 700))) (fun (n, blockSize) ->
+            let rng = Random(n * 7919 + blockSize)
+            let a = Array.init n (fun _ -> rng.NextDouble() * 2.0 - 1.0)
+            let b = Array.init n (fun _ -> rng.NextDouble() * 2.0 - 1.0)
+            for kind in [ ReductionKind.SumOfSquares; ReductionKind.Dot ] do
+                let one = Reducer.Blocks(kind, a, b, blockSize, 1)
+                for threads in [ 2; 3; 8 ] do
+                    let many = Reducer.Blocks(kind, a, b, blockSize, threads)
+                    if BitConverter.DoubleToInt64Bits many <> BitConverter.DoubleToInt64Bits one then
+                        failtestf "%A over %d elements in blocks of %d: %.17g on 1 thread, %.17g on %d" kind n blockSize one many threads
+                let plain = if kind = ReductionKind.Dot then Array.fold2 (fun s x y -> s + x * y) 0.0 a b else Array.sumBy (fun x -> x * x) a
+                let scale = Array.sumBy (fun x -> x * x) a + Array.sumBy (fun x -> x * x) b
+                if abs (one - plain) > 1e-13 * scale then failtestf "%A: blocks give %.17g, one sum %.17g" kind one plain)
+
+        testCase "block reductions reject a dot product without a second array of the same length" <| fun () ->
+            Expect.throwsC (fun () -> Reducer.Blocks(ReductionKind.Dot, [| 1.0; 2.0 |], [| 1.0 |], 8, 1) |> ignore) (fun ex ->
+                Expect.isTrue (ex :? ArgumentException) "an ArgumentException"
+                Expect.stringContains ex.Message "2 elements, got 1" "the message names both lengths")
     ]
+
+[<Tests>]
+let declaredReductions =
+    testList "declared reductions" [
+        testCase "each reducing primitive declares what it sums, in the order its step needs it" <| fun () ->
+            let described tx = Reduction.Of(tx) |> Seq.map string |> List.ofSeq
+            Expect.equal (described (Lookahead.Transforms.ClipByGlobalNorm 1.0)) [ "global Σ updates²" ] "clip"
+            Expect.equal (described (Lookahead.Transforms.GradientCorrection(2.0, clip = true))) [ "per-tensor Σ updates²" ] "MARS's clip"
+            Expect.equal (described (Lookahead.Transforms.GradientCorrection(2.0))) [] "no clip, no reduction"
+            Expect.equal (described (Lookahead.Transforms.GuardNonFinite(Lookahead.Transforms.ClipByGlobalNorm 1.0)))
+                [ "per-tensor non-finite count of updates"; "global Σ updates²" ] "guard, then its inner transform"
+            Expect.equal (described (Lookahead.Optim.Momo()))
+                [ "global Σ parameters·updates"; "global Σ parameters·direction"; "global Σ direction·preconditioned_direction" ] "MoMo"
+            Expect.equal (described (Lookahead.Optim.Adam())) [] "Adam is elementwise"
+    ]
+

@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.Linq;
 using TorchSharp;
 using static TorchSharp.torch;
+using Lookahead.Kernels;
 
 namespace Lookahead;
 
@@ -31,8 +32,13 @@ public static partial class Transforms
         new GuardNonFiniteTransform(Check.NotNull(inner, nameof(inner)), policy, Check.AtLeast(maxConsecutive, 1, nameof(maxConsecutive)));
 }
 
-sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePolicy policy, long maxConsecutive) : DeclaredTransform, IComposite
+sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePolicy policy, long maxConsecutive) : DeclaredTransform, IComposite, IReducing
 {
+    static readonly Reduction[] Counts = { new(ReductionKind.NonFiniteCount, ReductionScope.PerTensor, "updates") };
+
+    /// <summary>The non-finite entries of each incoming update, before the inner transform runs.</summary>
+    public IReadOnlyList<Reduction> Reductions => Counts;
+
     // Leaves: count (steps seen), consecutive (non-finite steps in a row, up to the last step),
     // total (non-finite steps in total), inner/… (the guarded transform's state).
     readonly (StateLayout Layout, Slot<long> Count, Slot<long> Consecutive, Slot<long> Total, Slot<IOptState> Inner) _state = Declared(inner);
@@ -59,17 +65,14 @@ sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePol
         long consecutive = state.Get(_state.Consecutive), total = state.Get(_state.Total);
         var innerState = state.Get(_state.Inner);
         bool lossBad = context.TryGet(ContextKeys.Loss, out var loss) && !double.IsFinite(loss);
-        // One reduction per tensor on its device, one read back per step.
+        // The declared reduction, one value per tensor on its device, then one read back per step.
         var bad = new List<string>();
-        using (var scope = NewDisposeScope())
+        if (updates.Count > 0)
         {
-            var flags = updates.Tensors.Select(u => isfinite(u).all().logical_not()).ToArray();
-            if (flags.Length > 0)
-            {
-                var any = stack(flags.Select(f => f.cpu()).ToArray());
-                var values = any.data<bool>().ToArray();
-                for (int i = 0; i < values.Length; i++) if (values[i]) bad.Add(updates.Names[i]);
-            }
+            using var scope = NewDisposeScope();
+            var counts = Reducer.PerTensor(ReductionKind.NonFiniteCount, updates).Select(c => c.cpu()).ToArray();
+            var values = stack(counts).data<double>().ToArray();
+            for (int i = 0; i < values.Length; i++) if (values[i] != 0) bad.Add(updates.Names[i]);
         }
         if (bad.Count == 0 && !lossBad)
             return Next(state, t, 0, total, InPlace.Step(inner, updates, innerState, parameters, context));

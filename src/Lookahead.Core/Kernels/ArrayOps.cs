@@ -51,7 +51,7 @@ public interface IArrayOps<TArray>
 /// <see cref="IArrayOps{TArray}"/> on TorchSharp tensors, in place, on the tensors' own device. Every scalar is an
 /// explicit <see cref="Scalar"/> disposed when the native call returns (see <see cref="Moments"/>).
 /// </summary>
-public readonly struct TensorOps : IArrayOps<Tensor>
+public readonly struct TensorOps : IArrayOps<Tensor>, IReductionOps<Tensor, Tensor>, IScalarOps<Tensor>
 {
     /// <inheritdoc />
     public Tensor Copy(Tensor into, Tensor from) => into.copy_(from);
@@ -88,6 +88,92 @@ public readonly struct TensorOps : IArrayOps<Tensor>
 
     /// <inheritdoc />
     public Tensor Sign(Tensor x) => x.sign_();
+
+    // Reductions: 0-d float64 tensors on the array's device (a float64 copy of a lower-precision array while it is summed).
+
+    /// <inheritdoc />
+    public Tensor SumOfSquares(Tensor x)
+    {
+        if (x.dtype == ScalarType.Float64) return x.square().sum();
+        using var wide = x.to(ScalarType.Float64);
+        return wide.mul_(wide).sum();
+    }
+
+    /// <inheritdoc />
+    public Tensor Dot(Tensor x, Tensor y)
+    {
+        using var a = x.to(ScalarType.Float64).flatten();
+        using var b = y.to(ScalarType.Float64).flatten();
+        return a.dot(b);
+    }
+
+    /// <inheritdoc />
+    public Tensor NonFiniteCount(Tensor x)
+    {
+        using var finite = isfinite(x);
+        using var bad = finite.logical_not_();
+        return bad.sum(ScalarType.Float64);
+    }
+
+    /// <inheritdoc />
+    public Tensor ScaleBy(Tensor x, Tensor s)
+    {
+        using var c = s.to(x.dtype, x.device);
+        return x.mul_(c);
+    }
+
+    /// <inheritdoc />
+    public Tensor DivideBy(Tensor x, Tensor s)
+    {
+        using var c = s.to(x.dtype, x.device);
+        return x.div_(c);
+    }
+
+    // Scalar arithmetic on 0-d tensors (new tensors; a dispose scope around the step frees them).
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Constant(Tensor like, double c) => full(Array.Empty<long>(), c, ScalarType.Float64, like.device);
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Add(Tensor a, Tensor b) => a.add(b);
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Plus(Tensor a, double c) { using var s = c.ToScalar(); return a.add(s); }
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Sub(Tensor a, Tensor b) => a.sub(b);
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Times(Tensor a, double c) { using var s = c.ToScalar(); return a.mul(s); }
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Mul(Tensor a, Tensor b) => a.mul(b);
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Div(Tensor a, Tensor b) => a.div(b);
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Over(Tensor a, double c) { using var s = c.ToScalar(); return a.div(s); }
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Sqrt(Tensor a) => a.sqrt();
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Min(Tensor a, double c) { using var s = c.ToScalar(); return a.clamp_max(s); }
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.Max(Tensor a, double c) { using var s = c.ToScalar(); return a.clamp_min(s); }
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.IfLess(Tensor a, Tensor b, Tensor ifLess, Tensor otherwise) { using var lt = a.lt(b); return where(lt, ifLess, otherwise); }
+
+    /// <inheritdoc />
+    Tensor IScalarOps<Tensor>.IfPositive(Tensor a, Tensor ifPositive, Tensor otherwise)
+    {
+        using var zero = 0.0.ToScalar();
+        using var gt = a.gt(zero);
+        return where(gt, ifPositive, otherwise);
+    }
 }
 
 /// <summary>A block of a host float64 array: the array type of <see cref="ArrayBlockOps"/>.</summary>
@@ -106,12 +192,12 @@ public readonly record struct ArrayBlock(double[] Array, int Offset, int Length)
 /// <summary>
 /// <see cref="IArrayOps{TArray}"/> over blocks of host float64 arrays: plain loops with IEEE double arithmetic, the
 /// same operations in the same order as <see cref="TensorOps"/> on a float64 tensor on the CPU (including where
-/// torch fuses a multiply into an add), so the results are bit-identical; the one exception is <see cref="Sqrt"/>,
+/// torch fuses a multiply into an add), so the results are bit-identical; the one exception is <see cref="Sqrt(ArrayBlock)"/>,
 /// which torch computes with a vectorised approximation that can differ from the correctly rounded root by 1 ulp.
 /// It shows (and the tests prove) that the kernels do not depend on TorchSharp; a fused CPU executor runs them this
 /// way, block by block.
 /// </summary>
-public readonly struct ArrayBlockOps : IArrayOps<ArrayBlock>
+public readonly struct ArrayBlockOps : IArrayOps<ArrayBlock>, IReductionOps<ArrayBlock, double>, IScalarOps<double>
 {
     /// <inheritdoc />
     public ArrayBlock Copy(ArrayBlock into, ArrayBlock from) { from.Span.CopyTo(into.Span); return into; }
@@ -173,4 +259,67 @@ public readonly struct ArrayBlockOps : IArrayOps<ArrayBlock>
 
     /// <inheritdoc />
     public ArrayBlock Sign(ArrayBlock x) { foreach (ref var v in x.Span) v = double.IsNaN(v) ? v : Math.Sign(v); return x; }
+    // Reductions: float64 sums in index order over the block (an executor adds block partials in block order).
+
+    /// <inheritdoc />
+    public double SumOfSquares(ArrayBlock x) { double s = 0; foreach (var v in x.Span) s += v * v; return s; }
+
+    /// <inheritdoc />
+    public double Dot(ArrayBlock x, ArrayBlock y)
+    {
+        Span<double> xs = x.Span, ys = y.Span;
+        double s = 0;
+        for (int i = 0; i < xs.Length; i++) s += xs[i] * ys[i];
+        return s;
+    }
+
+    /// <inheritdoc />
+    public double NonFiniteCount(ArrayBlock x) { double n = 0; foreach (var v in x.Span) if (!double.IsFinite(v)) n++; return n; }
+
+    /// <inheritdoc />
+    public ArrayBlock ScaleBy(ArrayBlock x, double s) => Mul(x, s);
+
+    /// <inheritdoc />
+    public ArrayBlock DivideBy(ArrayBlock x, double s) => Div(x, s);
+
+    // Scalar arithmetic on doubles.
+
+    /// <inheritdoc />
+    public double Constant(double like, double c) => c;
+
+    /// <inheritdoc />
+    public double Add(double a, double b) => a + b;
+
+    /// <inheritdoc />
+    public double Plus(double a, double c) => a + c;
+
+    /// <inheritdoc />
+    public double Sub(double a, double b) => a - b;
+
+    /// <inheritdoc />
+    public double Mul(double a, double b) => a * b;
+
+    /// <inheritdoc />
+    public double Times(double a, double c) => c * a;
+
+    /// <inheritdoc />
+    public double Div(double a, double b) => a / b;
+
+    /// <inheritdoc />
+    public double Over(double a, double c) => a / c;
+
+    /// <inheritdoc />
+    public double Sqrt(double a) => Math.Sqrt(a);
+
+    /// <inheritdoc />
+    public double Min(double a, double c) => a > c ? c : a;   // as torch's clamp: NaN and ties keep a
+
+    /// <inheritdoc />
+    public double Max(double a, double c) => a < c ? c : a;
+
+    /// <inheritdoc />
+    public double IfLess(double a, double b, double ifLess, double otherwise) => a < b ? ifLess : otherwise;
+
+    /// <inheritdoc />
+    public double IfPositive(double a, double ifPositive, double otherwise) => a > 0 ? ifPositive : otherwise;
 }

@@ -1,4 +1,5 @@
-using System.Linq;
+using System.Collections.Generic;
+using Lookahead.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -16,24 +17,26 @@ public static partial class Transforms
         new ClipByGlobalNormTransform(Check.Positive(maxNorm, nameof(maxNorm)));
 }
 
-sealed class ClipByGlobalNormTransform(double maxNorm) : Transform<EmptyState>
+sealed class ClipByGlobalNormTransform(double maxNorm) : Transform<EmptyState>, IReducing
 {
+    static readonly Reduction[] Norm = { new(ReductionKind.SumOfSquares, ReductionScope.Global, "updates") };
+
     public override Spec Spec => Spec.Of("clip_by_global_norm").With("max_norm", maxNorm);
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
+
+    public IReadOnlyList<Reduction> Reductions => Norm;
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
         if (updates.Count == 0) return state;
         using var scope = NewDisposeScope();
-        var device = updates.Tensors[0].device;
-        var squares = updates.Tensors
-            .Select(u => u.to(ScalarType.Float64).square().sum().to(device))
-            .ToArray();
-        var norm = stack(squares).sum().sqrt();
-        // min(1, c/n); n = 0 gives c/0 = ∞ and hence the factor 1.
-        using Scalar c = maxNorm.ToScalar(), one = 1.0.ToScalar();
-        var factor = norm.reciprocal().mul_(c).clamp_max_(one);
-        foreach (var u in updates.Tensors) u.mul_(factor.to(u.dtype, u.device));
+        var squares = Reducer.Global(ReductionKind.SumOfSquares, updates.Tensors[0].device, updates);
+        var factor = Factor<Tensor, TensorOps>(default, squares, maxNorm);
+        foreach (var group in Buffers.Groups(updates)) default(TensorOps).ScaleBy(group[0], factor);
         return state;
     }
+
+    /// <summary>min(1, c/n) from n² = <paramref name="squares"/>; n = 0 gives c/0 = ∞ and hence the factor 1.</summary>
+    internal static TSum Factor<TSum, TOps>(TOps ops, TSum squares, double maxNorm) where TOps : struct, IScalarOps<TSum> =>
+        ops.Min(ops.Div(ops.Constant(squares, maxNorm), ops.Sqrt(squares)), 1);
 }

@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.Linq;
 using TorchSharp;
 using static TorchSharp.torch;
+using Lookahead.Kernels;
 
 namespace Lookahead;
 
@@ -46,8 +47,13 @@ public static partial class Transforms
         Check.NonNegative(gamma, nameof(gamma)) * (Check.UnitOpen(beta, nameof(beta)) / (1 - beta));
 }
 
-sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : DeclaredTransform, IValidating
+sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : DeclaredTransform, IValidating, IReducing
 {
+    static readonly Reduction[] ClipNorms = { new(ReductionKind.SumOfSquares, ReductionScope.PerTensor, "updates") };
+
+    /// <summary>With the clip: the per-tensor norms of c, after c is formed and before it is divided.</summary>
+    public IReadOnlyList<Reduction> Reductions => clip ? ClipNorms : Array.Empty<Reduction>();
+
     // Two layouts with the same slots; the exact variant's g_prev comes from the context, so its slot starts (and stays) empty.
     static readonly (StateLayout Layout, Slot<long> Count, Slot<TensorTree> PreviousGradient) Approximate = Declared(SlotStart.Zeros), Exact = Declared(SlotStart.None);
 
@@ -92,10 +98,9 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
                 $"{Label}: step {t} needs the context key '{ContextKeys.PreviousIterateGradient}' (the gradient at the previous iterate on this batch)", nameof(context));
         }
 
-        using Scalar one = 1.0.ToScalar();
         // c = (g − g_prev)·s + g, in the official code's order; elementwise, so over contiguous groups.
         var groups = previous is null ? Buffers.Groups(updates) : Buffers.Groups(updates, previous);
-        var ops = default(Kernels.TensorOps);
+        var ops = default(TensorOps);
         foreach (var group in groups)
         {
             Tensor g = group[0];
@@ -105,18 +110,20 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
             finally { Buffers.Return(diff); }
         }
         if (clip)
-            foreach (var g in updates.Tensors)
-            {
-                // Per tensor: divide by max(‖c‖, 1), the same numbers as "if ‖c‖ > 1: c /= ‖c‖", without a host round trip.
-                using var norm = g.norm();
-                norm.clamp_min_(one);
-                g.div_(norm);
-            }
+        {
+            // Per tensor: divide by max(‖c‖, 1), the same numbers as "if ‖c‖ > 1: c /= ‖c‖", without a host round trip.
+            using var scope = NewDisposeScope();
+            var squares = Reducer.PerTensor(ReductionKind.SumOfSquares, updates);
+            for (int i = 0; i < squares.Length; i++) ops.DivideBy(updates.Tensors[i], ClipDivisor<Tensor, TensorOps>(ops, squares[i]));
+        }
         return state.With(slots.Count, t);
     }
 
+    /// <summary>The clip's divisor max(‖c‖, 1) from ‖c‖² = <paramref name="squares"/>.</summary>
+    internal static TSum ClipDivisor<TSum, TOps>(TOps ops, TSum squares) where TOps : struct, IScalarOps<TSum> => ops.Max(ops.Sqrt(squares), 1);
+
     /// <summary>c = g + s·(g − g_prev) on one block (g_prev ← g unless exact); <paramref name="diff"/> is scratch.</summary>
-    internal void Kernel<TArray, TOps>(TOps ops, TArray g, TArray previous, TArray diff) where TOps : struct, Kernels.IArrayOps<TArray>
+    internal void Kernel<TArray, TOps>(TOps ops, TArray g, TArray previous, TArray diff) where TOps : struct, IArrayOps<TArray>
     {
         ops.AddScaled(ops.Copy(diff, g), previous, -1);
         if (!exact) ops.Copy(previous, g);

@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.Linq;
 using TorchSharp;
 using static TorchSharp.torch;
+using Lookahead.Kernels;
 
 namespace Lookahead;
 
@@ -92,7 +93,7 @@ public static partial class Transforms
     }
 }
 
-sealed class PolyakTruncationTransform : DeclaredTransform, IValidating
+sealed class PolyakTruncationTransform : DeclaredTransform, IValidating, IReducing
 {
     readonly PolyakOptions o;
     readonly IGradientTransformation direction;
@@ -158,20 +159,12 @@ sealed class PolyakTruncationTransform : DeclaredTransform, IValidating
         return base.InitState(parameters);
     }
 
-    /// <summary>Σ ⟨a, b⟩ over the groups of (a, b), as a 0-d float64 tensor on <paramref name="device"/>.</summary>
-    static Tensor SumDots(StepContext context, TensorTree a, TensorTree b, Device device)
-    {
-        var total = zeros(Array.Empty<long>(), ScalarType.Float64, device);
-        foreach (var group in Buffers.Groups(a, b))
-        {
-            using var x = group[0].flatten();
-            using var y = group[1].flatten();
-            using var dot = x.dot(y);
-            using var wide = dot.to(ScalarType.Float64, device);
-            total.add_(wide);
-        }
-        return total;
-    }
+    public IReadOnlyList<Reduction> Reductions => o.Model == PolyakModel.Momentum
+        ? new Reduction[] { new(ReductionKind.Dot, ReductionScope.Global, "parameters", "updates"),
+                            new(ReductionKind.Dot, ReductionScope.Global, "parameters", "direction"),
+                            new(ReductionKind.Dot, ReductionScope.Global, "direction", "preconditioned_direction") }
+        : new Reduction[] { new(ReductionKind.Dot, ReductionScope.Global, "parameters", "updates"),
+                            new(ReductionKind.Dot, ReductionScope.Global, "direction", "preconditioned_direction") };
 
     public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
@@ -181,24 +174,17 @@ sealed class PolyakTruncationTransform : DeclaredTransform, IValidating
         var device = state.Get(_lowerBound).device;
         bool momentum = o.Model == PolyakModel.Momentum;
         double beta = momentum ? o.Beta : 0;
-        bool firstValueStart = momentum && !o.BiasCorrection && t == 1;
+        bool firstValueStart = !momentum || !o.BiasCorrection && t == 1;
         double rho = momentum && o.BiasCorrection ? 1 - Math.Pow(beta, t) : 1;
-        double c = o.LearningRate * o.WeightDecay, h = 1 + c;
+        double lossAverage = firstValueStart ? f : beta * state.Get(_lossAverage) + (1 - beta) * f;
+        var ops = default(TensorOps);
 
         using var scope = NewDisposeScope();
-        // ⟨x, g⟩ before the direction overwrites g; D's moments from the raw g.
-        var gDotX = SumDots(context, parameters, updates, device);
+        // Reduction phase 1: ⟨x, g⟩ before the direction overwrites g; D's moments from the raw g.
+        var gDotX = Reducer.Global(ReductionKind.Dot, device, parameters, updates);
         var preState = pre is null ? null : pre.Accumulate(updates, (DeclaredState)state.Get(_preconditioner));
         var directionState = InPlace.Step(direction, updates, state.Get(_direction), parameters, context);   // updates now hold d
-
-        double lossAverage;
-        Tensor gamma = state.Get(_gradDotParams);
-        if (!momentum || firstValueStart) { lossAverage = f; gamma.copy_(gDotX); }
-        else
-        {
-            lossAverage = beta * state.Get(_lossAverage) + (1 - beta) * f;
-            Kernels.Moments.Accumulate(gamma, gDotX, beta, 1 - beta);
-        }
+        var gamma = GradDotParams<Tensor, TensorOps>(ops, state.Get(_gradDotParams), gDotX, firstValueStart ? 0 : beta);
 
         // D⁻¹d in scratch buffers (d itself without a preconditioner).
         var preconditioned = updates;
@@ -209,66 +195,77 @@ sealed class PolyakTruncationTransform : DeclaredTransform, IValidating
         }
         try
         {
-        var norm = SumDots(context, updates, preconditioned, device);
-        if (o.Epsilon != 0) { using var e = o.Epsilon.ToScalar(); norm.add_(e); }
+            // Reduction phase 2: ‖d‖²_D and (momentum model) ⟨x, d⟩; then the scalar part, still on the device.
+            var norm = Reducer.Global(ReductionKind.Dot, device, updates, preconditioned);
+            var dot = momentum ? Reducer.Global(ReductionKind.Dot, device, parameters, updates) : gDotX;
+            var (tau, lowerBound) = StepSize<Tensor, TensorOps>(ops, gDotX, gamma, dot, norm, state.Get(_lowerBound), lossAverage, rho);
+            state.Get(_gradDotParams).copy_(gamma);
+            state.Get(_lowerBound).copy_(lowerBound);
+            state.Get(_stepSize).copy_(tau);
 
-        using Scalar sH = h.ToScalar(), sC = c.ToScalar(), sRho = rho.ToScalar(), sLoss = lossAverage.ToScalar(),
-            sCap = (o.LearningRate / rho).ToScalar(), zero = 0.0.ToScalar(), half = 0.5.ToScalar(), lb0 = o.LowerBound.ToScalar(),
-            sTwoHRho = (2 * h * rho).ToScalar(), sHRho = (h * rho).ToScalar();
-        // "extra" = ⟨x, d⟩ − h·γ̄: the momentum model's correction of the averaged linearisations. For the
-        // stochastic model d = g and γ̄ = ⟨x, g⟩, so it reduces to −c·⟨x, g⟩ (0 without weight decay).
-        Tensor extra, dotMinusGamma;
-        if (momentum)
-        {
-            var dot = SumDots(context, parameters, updates, device);
-            extra = dot.sub(gamma.mul(sH));
-            dotMinusGamma = dot.sub(gamma);
-        }
-        else
-        {
-            extra = gDotX.mul(sC).neg_();
-            dotMinusGamma = zeros_like(gDotX);
-        }
-
-        Tensor lb = state.Get(_lowerBound);
-        if (o.EstimateLowerBound)
-        {
-            var cap = extra.add(sLoss, alpha: sH);                       // h·f̄ + ⟨x,d⟩ − h·γ̄
-            var lowered = cap.div(sTwoHRho).clamp_min_(lb0);
-            lb.copy_(where(cap.lt(lb.mul(sHRho)), lowered, lb));
-        }
-        // nom = h·(f̄ − ρ·f*) + extra
-        var nom = lb.mul(sRho).neg_().add_(sLoss).mul_(sH).add_(extra);
-        if (momentum || o.Positive) nom.clamp_min_(zero);
-        var tau = where(norm.gt(zero), nom.div(norm), zeros_like(nom)).clamp_max_(sCap);
-        state.Get(_stepSize).copy_(tau);
-        if (o.EstimateLowerBound)
-        {
-            // f* ← max((f̄ + ⟨x,d⟩ − γ̄ − τ·‖d‖²_D/2)/ρ, f*₀)
-            var estimate = tau.mul(norm).mul_(half).neg_().add_(dotMinusGamma).add_(sLoss).div_(sRho).clamp_min_(lb0);
-            lb.copy_(estimate);
-        }
-
-        var negTau = tau.neg();
-        using var sNegC = (-c).ToScalar();
-        var trees = pre is null ? new[] { updates, parameters } : new[] { updates, parameters, preconditioned };
-        foreach (var group in Buffers.Groups(trees))
-        {
-            Tensor u = group[0];
-            if (pre is not null) u.copy_(group[2]);
-            u.mul_(negTau);
-            if (c != 0)
+            // The elementwise phase: u = −τ·D⁻¹d, then the weight decay.
+            var negTau = tau.neg();
+            var trees = pre is null ? new[] { updates, parameters } : new[] { updates, parameters, preconditioned };
+            foreach (var group in Buffers.Groups(trees))
             {
-                u.add_(group[1], alpha: sNegC);
-                if (o.WeightDecayForm == WeightDecayForm.Proximal) u.div_(sH);
+                if (pre is not null) ops.Copy(group[0], group[2]);
+                Kernel<Tensor, Tensor, TensorOps>(ops, group[0], group[1], negTau);
             }
-        }
-        var next = state.With(_count, t).With(_lossAverage, lossAverage).With(_direction, directionState);
-        return preState is null ? next : next.With(_preconditioner, (IOptState)preState);
+            var next = state.With(_count, t).With(_lossAverage, lossAverage).With(_direction, directionState);
+            return preState is null ? next : next.With(_preconditioner, (IOptState)preState);
         }
         finally
         {
             if (pre is not null) foreach (var r in preconditioned.Tensors) Buffers.Return(r);
         }
+    }
+
+    /// <summary>γ̄ ← β·γ̄ + (1−β)·⟨x, g⟩ (β = 0: the first value, or the stochastic model's ⟨x, g⟩ itself).</summary>
+    static TSum GradDotParams<TSum, TOps>(TOps s, TSum gamma, TSum gDotX, double beta) where TOps : struct, IScalarOps<TSum> =>
+        beta == 0 ? s.Times(gDotX, 1.0) : s.Add(s.Times(gamma, beta), s.Times(gDotX, 1 - beta));
+
+    /// <summary>
+    /// The step size τ and the next lower-bound estimate from the reduced values: ⟨x, g⟩ (<paramref name="gDotX"/>),
+    /// the updated γ̄, ⟨x, d⟩ (<paramref name="dot"/>; the momentum model only), ‖d‖²_D (<paramref name="norm"/>, before ε)
+    /// and the current estimate <paramref name="lowerBound"/>.
+    /// </summary>
+    internal (TSum Tau, TSum LowerBound) StepSize<TSum, TOps>(TOps s, TSum gDotX, TSum gamma, TSum dot, TSum norm, TSum lowerBound, double lossAverage, double rho)
+        where TOps : struct, IScalarOps<TSum>
+    {
+        bool momentum = o.Model == PolyakModel.Momentum;
+        double c = o.LearningRate * o.WeightDecay, h = 1 + c;
+        if (o.Epsilon != 0) norm = s.Plus(norm, o.Epsilon);
+        // "extra" = ⟨x, d⟩ − h·γ̄: the momentum model's correction of the averaged linearisations. For the
+        // stochastic model d = g and γ̄ = ⟨x, g⟩, so it reduces to −c·⟨x, g⟩ (0 without weight decay).
+        TSum extra = momentum ? s.Sub(dot, s.Times(gamma, h)) : s.Times(gDotX, -c);
+        TSum lb = lowerBound;
+        if (o.EstimateLowerBound)
+        {
+            var cap = s.Plus(extra, h * lossAverage);                                   // h·f̄ + ⟨x,d⟩ − h·γ̄
+            var lowered = s.Max(s.Over(cap, 2 * h * rho), o.LowerBound);
+            lb = s.IfLess(cap, s.Times(lb, h * rho), lowered, lb);
+        }
+        // nom = h·(f̄ − ρ·f*) + extra
+        var nom = s.Add(s.Times(s.Plus(s.Times(lb, -rho), lossAverage), h), extra);
+        if (momentum || o.Positive) nom = s.Max(nom, 0);
+        var tau = s.Min(s.IfPositive(norm, s.Div(nom, norm), s.Constant(nom, 0)), o.LearningRate / rho);
+        if (o.EstimateLowerBound)
+        {
+            // f* ← max((f̄ + ⟨x,d⟩ − γ̄ − τ·‖d‖²_D/2)/ρ, f*₀); ⟨x,d⟩ − γ̄ is 0 for the stochastic model.
+            var dotMinusGamma = momentum ? s.Sub(dot, gamma) : s.Constant(nom, 0);
+            lb = s.Max(s.Over(s.Plus(s.Add(s.Times(s.Mul(tau, norm), -0.5), dotMinusGamma), lossAverage), rho), o.LowerBound);
+        }
+        return (tau, lb);
+    }
+
+    /// <summary>u ← −τ·u, then the weight decay: u ← u − c·x, and u ← u/h for the proximal form (c = αλ, h = 1 + c).</summary>
+    internal void Kernel<TArray, TSum, TOps>(TOps ops, TArray u, TArray x, TSum negTau)
+        where TOps : struct, IArrayOps<TArray>, IReductionOps<TArray, TSum>
+    {
+        ops.ScaleBy(u, negTau);
+        double c = o.LearningRate * o.WeightDecay;
+        if (c == 0) return;
+        ops.AddScaled(u, x, -c);
+        if (o.WeightDecayForm == WeightDecayForm.Proximal) ops.Div(u, 1 + c);
     }
 }
