@@ -142,6 +142,25 @@ let tests =
             (fun (p, lr, alpha, eps, wd, mu, centered) ->
                 againstReference (Optim.RmsProp(lr, alpha, eps, wd, mu, centered)) p (Reference.rmsprop lr alpha eps wd mu centered p))
 
+        testCase "centered RMSprop stays finite where rounding leaves v − ḡ² below zero" <| fun () ->
+            // A constant gradient: v → g² and ḡ → g, so v − ḡ² is 0 in exact arithmetic and, for some entries and
+            // steps, a hair below 0 in float64. The test first checks (in plain floats, with the kernels' fused
+            // multiply-adds) that the stream reaches that case, then that no parameter becomes NaN.
+            let alpha, steps = 0.5, 80
+            let g = Array.init 64 (fun i -> 0.1 + 0.0137 * float i)
+            let mutable reached = 0
+            for c in g do
+                let mutable v, m = 0.0, 0.0
+                for _ in 1 .. steps do
+                    v <- Math.FusedMultiplyAdd((1.0 - alpha) * c, c, alpha * v)
+                    m <- Math.FusedMultiplyAdd(1.0 - alpha, c, alpha * m)
+                    if Math.FusedMultiplyAdd(-m, m, v) < 0.0 then reached <- reached + 1
+            Expect.isGreaterThan reached 0 "the stream makes v − ḡ² negative somewhere"
+            let p = { Names = [ "w" ]; Shapes = [ [| 64L |] ]; Params0 = [ Array.zeroCreate 64 ]; Grads = List.replicate steps [ g ] }
+            let trajectory = run (Optim.RmsProp(0.01, alpha, 1e-8, 0.0, 0.0, true)) p
+            trajectory.Params |> List.iteri (fun k ps ->
+                ps.[0] |> Array.iteri (fun i x -> if not (Double.IsFinite x) then failtestf "step %d, w[%d] = %g" (k + 1) i x))
+
         property "Adagrad: lr decay, initial accumulator, weight decay"
             (gen {
                 let! p = genLongProblem
