@@ -83,6 +83,16 @@ module Reference =
                 sum.[i] <- sum.[i] + gi * gi
                 theta.[i] <- theta.[i] - clr * gi / (sqrt sum.[i] + eps))
 
+    /// Lion (Chen et al. 2023, Algorithm 2): c = β₁m + (1−β₁)g, θ ← θ − η(sign c + λθ), then m ← β₂m + (1−β₂)g.
+    let lion lr b1 b2 wd (p: Problem) =
+        let n = (flatten p.Params0).Length
+        let m = Array.zeroCreate n
+        run p (fun _ theta g ->
+            for i in 0 .. n - 1 do
+                let c = b1 * m.[i] + (1.0 - b1) * g.[i]
+                theta.[i] <- theta.[i] - lr * (float (sign c) + wd * theta.[i])
+                m.[i] <- b2 * m.[i] + (1.0 - b2) * g.[i])
+
     /// Adam with ε inside the root: θ ← θ − η·m̂/sqrt(v̂ + ε_root).
     let adamEpsRoot lr b1 b2 epsRoot (p: Problem) =
         let n = (flatten p.Params0).Length
@@ -141,6 +151,15 @@ let tests =
                 return p, lr * 0.1, alpha, eps, wd, mu, centered })
             (fun (p, lr, alpha, eps, wd, mu, centered) ->
                 againstReference (Optim.RmsProp(lr, alpha, eps, wd, mu, centered)) p (Reference.rmsprop lr alpha eps wd mu centered p))
+
+        property "Lion: sign of the interpolation, momentum tracked with β₂, decoupled weight decay"
+            (gen {
+                let! p = genLongProblem
+                let! lr, wd = Gen.zip genRate (Gen.elements [ 0.0; 0.01; 0.1 ])
+                let! b2 = Gen.elements [ 0.9; 0.99; 0.999 ]
+                let! b1 = Gen.elements [ 0.0; 0.5; 0.9 ] |> Gen.map (fun b -> min b b2)
+                return p, lr, b1, b2, wd })
+            (fun (p, lr, b1, b2, wd) -> againstReference (Optim.Lion(lr, b1, b2, wd)) p (Reference.lion lr b1 b2 wd p))
 
         testCase "centered RMSprop stays finite where rounding leaves v − ḡ² below zero" <| fun () ->
             // A constant gradient: v → g² and ḡ → g, so v − ḡ² is 0 in exact arithmetic and, for some entries and
