@@ -22,6 +22,29 @@ public sealed record RunnerOptions
     /// backward pass); default true. Reading <c>.grad</c> makes a short-lived tensor handle per parameter.
     /// </summary>
     public bool VerifyGradientBinding { get; init; } = true;
+
+    /// <summary>
+    /// Which executor runs the steps; default <see cref="RunnerExecutor.Auto"/>: the fused CPU executor when every
+    /// parameter is a float32 or float64 CPU tensor, else TorchSharp's kernels on the parameters' device.
+    /// </summary>
+    public RunnerExecutor Executor { get; init; } = RunnerExecutor.Auto;
+
+    /// <summary>Threads the fused executor runs a step on (≥ 1); default: the machine's logical cores. Results do not depend on it.</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Elements per block of the fused executor (≥ 8); default 2048. Results do not depend on it (tests use small blocks).</summary>
+    public int BlockSize { get; init; } = Kernels.FusedExecutor.DefaultBlock;
+}
+
+/// <summary>The executors a <see cref="Runner"/> can run its steps on.</summary>
+public enum RunnerExecutor
+{
+    /// <summary>The fused CPU executor where it applies (float32/float64 parameters on the CPU), else TorchSharp.</summary>
+    Auto,
+    /// <summary>TorchSharp's kernels, one per operation, on the parameters' device (any device, any dtype).</summary>
+    TorchSharp,
+    /// <summary>The fused CPU executor: a step's elementwise kernels in one blocked, multi-threaded pass over memory. Refused for parameters it cannot run.</summary>
+    FusedCpu,
 }
 
 /// <summary>
@@ -52,6 +75,9 @@ public sealed class Runner : IDisposable
     readonly TensorTree _parameters, _gradients, _updates;
     readonly Dictionary<string, int> _position;
     readonly IReadOnlyList<ContextRequirement> _requirements;
+    readonly List<Tensor> _updateFlats = new();
+    readonly Kernels.FusedExecutor? _fused;
+    readonly bool _fullyFused;
     IOptState _state;
     bool _disposed;
 
@@ -70,6 +96,14 @@ public sealed class Runner : IDisposable
         ArgumentNullException.ThrowIfNull(parameters);
         if (parameters.Count == 0) throw new ArgumentException("the parameter tree is empty", nameof(parameters));
         _options = options ?? new RunnerOptions();
+        Check.AtLeast(_options.Threads, 1, "Threads");
+        Check.AtLeast(_options.BlockSize, 8, "BlockSize");
+        bool fusable = parameters.Tensors.All(t => t.device_type == DeviceType.CPU && t.dtype is ScalarType.Float32 or ScalarType.Float64);
+        if (_options.Executor == RunnerExecutor.FusedCpu && !fusable)
+        {
+            var bad = parameters.Names.Zip(parameters.Tensors).First(x => x.Second.device_type != DeviceType.CPU || x.Second.dtype is not (ScalarType.Float32 or ScalarType.Float64));
+            throw new ArgumentException($"the fused CPU executor runs float32 and float64 CPU parameters; '{bad.First}' is {bad.Second.dtype} on {bad.Second.device} (use RunnerExecutor.Auto or TorchSharp)", nameof(options));
+        }
         // Structural needs first (ranks, routing), while nothing has been re-pointed or allocated.
         Validation.Check(transform, parameters);
         _requirements = Validation.Requirements(transform);
@@ -89,6 +123,7 @@ public sealed class Runner : IDisposable
         foreach (var run in Runs(tensors))
         {
             var (flatP, flatG, flatU) = (Flat(run, tensors), Flat(run, tensors, zero: true), Flat(run, tensors));
+            _updateFlats.Add(_options.KeepGradients ? flatU : flatG);
             long offset = 0;
             foreach (int k in run)
             {
@@ -117,7 +152,15 @@ public sealed class Runner : IDisposable
             scope.MoveToOuter(OptState.Tensors(initial).Cast<IDisposable>());
         }
         _state = Relayout(initial);
+        if (fusable && _options.Executor != RunnerExecutor.TorchSharp)
+        {
+            _fused = new Kernels.FusedExecutor(_workspace, _options.Threads, _options.BlockSize);
+            _fullyFused = Kernels.Fusion.Fusable(transform);
+        }
     }
+
+    /// <summary>The executor this runner's steps run on (<see cref="RunnerExecutor.FusedCpu"/> or <see cref="RunnerExecutor.TorchSharp"/>).</summary>
+    public RunnerExecutor Executor => _fused is null ? RunnerExecutor.TorchSharp : RunnerExecutor.FusedCpu;
 
     static ParameterInfo Info(string name, Tensor t) => new(name, t.shape, t.dtype);
 
@@ -273,17 +316,36 @@ public sealed class Runner : IDisposable
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        if (copyFrom is not null)
-            foreach (var group in _workspace.Groups(new[] { _updates, copyFrom })) group[0].copy_(group[1]);
         var before = OptState.Tensors(_state).ToHashSet(ReferenceEqualityComparer.Instance);
         IOptState next;
-        using (Buffers.Use(_workspace)) next = InPlace.Step(_transform, _updates, _state, _parameters, context);
+        if (_fused is not null)
+        {
+            // The whole step is recorded, then run in one pass; the update buffer lives in per-thread scratch when
+            // nothing but elementwise kernels touches it (it is filled from the gradients block by block).
+            _fused.Begin(_updateFlats, virtualUpdates: _fullyFused && copyFrom is not null);
+            using (Buffers.Use(_workspace))
+            {
+                using (Kernels.Elementwise.Record(_fused))
+                {
+                    if (copyFrom is not null) Kernels.Elementwise.Run(default(Kernels.CopyInKernel), _workspace.Groups(new[] { _updates, copyFrom }), null);
+                    next = InPlace.Step(_transform, _updates, _state, _parameters, context);
+                    Kernels.Elementwise.Run(default(Kernels.ApplyKernel), _workspace.Groups(new[] { _updates, _parameters }), null);
+                }
+                _fused.Execute();
+            }
+        }
+        else
+        {
+            if (copyFrom is not null)
+                foreach (var group in _workspace.Groups(new[] { _updates, copyFrom })) group[0].copy_(group[1]);
+            using (Buffers.Use(_workspace)) next = InPlace.Step(_transform, _updates, _state, _parameters, context);
+        }
         var after = OptState.Tensors(next).ToList();
         foreach (var t in after) if (!before.Contains(t)) t.DetachFromDisposeScope();
         var kept = after.ToHashSet(ReferenceEqualityComparer.Instance);
         foreach (var t in before.Cast<Tensor>()) if (!kept.Contains(t)) { _workspace.Unregister(t); t.Dispose(); }
         _state = next;
-        foreach (var group in _workspace.Groups(new[] { _parameters, _updates })) group[0].add_(group[1]);
+        if (_fused is null) foreach (var group in _workspace.Groups(new[] { _parameters, _updates })) group[0].add_(group[1]);
         StepCount++;
     }
 
@@ -327,5 +389,6 @@ public sealed class Runner : IDisposable
         foreach (var t in OptState.Tensors(_state)) if (!buffers.Contains(t)) t.Dispose();
         foreach (var t in _buffers) t.Dispose();
         _workspace.Dispose();
+        _fused?.Dispose();
     }
 }

@@ -151,6 +151,13 @@ public static class InPlace
     /// </summary>
     public static IOptState Step(IGradientTransformation transform, TensorTree updates, IOptState state, TensorTree parameters, StepContext context)
     {
+        // Under the fused executor, a node that is not elementwise runs (with its subtree) on tensors, after the
+        // kernels recorded so far have run.
+        if (Kernels.Elementwise.Recording && transform is not Kernels.IFusable { FusesAlone: true })
+        {
+            using var direct = Kernels.Elementwise.Suspend();
+            return Step(transform, updates, state, parameters, context);
+        }
         if (transform is IInPlaceTransform inPlace) return inPlace.StepInPlace(updates, state, parameters, context);
         var (result, next) = transform.Update(updates, state, parameters, context);
         updates.CheckMatches(result, $"updates returned by {transform.Name}", "incoming updates");

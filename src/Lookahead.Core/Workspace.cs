@@ -23,6 +23,7 @@ public sealed class Workspace : IDisposable
 {
     readonly Dictionary<(string Shape, ScalarType DType, string Device), Stack<Tensor>> _free = new();
     readonly List<Tensor> _owned = new();
+    readonly List<Tensor> _scratch = new();
     readonly Dictionary<IntPtr, (Tensor Flat, long Offset, long Count)> _layout = new();
     readonly Dictionary<int, List<(IntPtr[] Handles, IReadOnlyList<Tensor[]> Groups)>> _groups = new();
     int _rented;
@@ -47,6 +48,7 @@ public sealed class Workspace : IDisposable
         if (_free.TryGetValue(key, out var stack) && stack.Count > 0) return stack.Pop();
         var t = empty(shape, dtype, device).DetachFromDisposeScope();
         _owned.Add(t);
+        _scratch.Add(t);
         ScratchAllocations++;
         ScratchBytes += t.numel() * t.ElementSize;
         return t;
@@ -60,6 +62,9 @@ public sealed class Workspace : IDisposable
         stack.Push(buffer);
         _rented--;
     }
+
+    /// <summary>Every scratch buffer this workspace has allocated.</summary>
+    internal IReadOnlyList<Tensor> ScratchTensors => _scratch;
 
     /// <summary>Buffers rented and not yet returned (0 between steps).</summary>
     public int Outstanding => _rented;
@@ -150,6 +155,7 @@ public sealed class Workspace : IDisposable
     {
         foreach (var t in _owned) t.Dispose();
         _owned.Clear();
+        _scratch.Clear();
         _free.Clear();
         _layout.Clear();
         _groups.Clear();

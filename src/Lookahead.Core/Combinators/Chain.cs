@@ -42,8 +42,10 @@ public static partial class Transforms
     }
 }
 
-sealed class ChainTransform(IGradientTransformation[] stages) : DeclaredTransform, IComposite
+sealed class ChainTransform(IGradientTransformation[] stages) : DeclaredTransform, IComposite, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     // One child slot per stage, named by its position: "0", "1", …
     readonly (StateLayout Layout, Slot<IOptState>[] Stages) _state = Declared("chain", stages.Select((s, i) => (i.ToString(System.Globalization.CultureInfo.InvariantCulture), s)));
 
@@ -76,8 +78,10 @@ sealed class ChainTransform(IGradientTransformation[] stages) : DeclaredTransfor
     }
 }
 
-sealed class NamedChainTransform((string Name, IGradientTransformation Transform)[] stages) : DeclaredTransform, IComposite
+sealed class NamedChainTransform((string Name, IGradientTransformation Transform)[] stages) : DeclaredTransform, IComposite, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     // One child slot per stage, under the stage's name.
     readonly (StateLayout Layout, Slot<IOptState>[] Stages) _state = ChainTransform.Declared("named_chain", stages);
 

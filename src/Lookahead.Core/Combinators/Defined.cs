@@ -28,8 +28,10 @@ public static partial class Transforms
 }
 
 /// <summary>A composition under the name and arguments of the factory that built it (<see cref="Transforms.Define"/>).</summary>
-sealed class DefinedTransform(Spec head, IGradientTransformation definition) : IGradientTransformation, IInPlaceTransform, IComposite, IValidating
+sealed class DefinedTransform(Spec head, IGradientTransformation definition) : IGradientTransformation, IInPlaceTransform, IComposite, IValidating, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     /// <summary>The factory's arguments only.</summary>
     public string Name => head.ToString();
 

@@ -6,8 +6,10 @@ public static partial class Transforms
     public static IGradientTransformation Identity() => IdentityTransform.Instance;
 }
 
-sealed class IdentityTransform : Transform<EmptyState>
+sealed class IdentityTransform : Transform<EmptyState>, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     public static readonly IdentityTransform Instance = new();
     public override Spec Spec => Spec.Of("identity");
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;

@@ -73,8 +73,10 @@ public static partial class Transforms
     }
 }
 
-sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : DeclaredTransform, IComposite, IValidating
+sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : DeclaredTransform, IComposite, IValidating, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     // One child slot per label, in the order the labels were given; each child starts from its transform's
     // Init on the parameters routed to that label.
     readonly (StateLayout Layout, Slot<IOptState>[] Parts) _state = Declared(label, parts);

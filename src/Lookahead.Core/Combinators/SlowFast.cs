@@ -24,8 +24,10 @@ public static partial class Transforms
         new SlowFastTransform(Check.NotNull(inner, nameof(inner)), (int)Check.AtLeast(syncPeriod, 1, nameof(syncPeriod)), Check.Unit(alpha, nameof(alpha), "slow step size"));
 }
 
-sealed class SlowFastTransform(IGradientTransformation inner, int k, double alpha) : DeclaredTransform, IComposite
+sealed class SlowFastTransform(IGradientTransformation inner, int k, double alpha) : DeclaredTransform, IComposite, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     // Leaves: count (steps taken), slow/… (the slow weights φ, one per parameter, starting as a copy of the
     // parameters given to Init), inner/… (the fast optimizer's state).
     readonly (StateLayout Layout, Slot<long> Count, Slot<TensorTree> Slow, Slot<IOptState> Inner) _state = Declared(inner);
@@ -51,10 +53,14 @@ sealed class SlowFastTransform(IGradientTransformation inner, int k, double alph
         var innerState = InPlace.Step(inner, updates, state.Get(_state.Inner), parameters, context);
         if (t % k == 0)
         {
-            foreach (var group in Buffers.Groups(updates, state.Get(_state.Slow), parameters))
-                Synchronise<Tensor, Kernels.TensorOps>(default, group[0], group[1], group[2]);
+            Kernels.Elementwise.Run(new Sync(this), updates, state.Get(_state.Slow), parameters);
         }
         return state.With(_state.Count, t).With(_state.Inner, innerState);
+    }
+
+    readonly struct Sync(SlowFastTransform tx) : Kernels.IKernel
+    {
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => tx.Synchronise(ops, a[0], a[1], a[2]);
     }
 
     /// <summary>The synchronisation on one block: φ ← (1−α)φ + α·(θ + u), then u ← φ − θ (the fast weights restart from φ).</summary>

@@ -19,8 +19,10 @@ public static partial class Transforms
         new WhenTransform(Check.NotNull(condition, nameof(condition)), Check.NotNull(inner, nameof(inner)), name);
 }
 
-sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTransformation inner, string name) : DeclaredTransform, IComposite
+sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTransformation inner, string name) : DeclaredTransform, IComposite, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     // Leaves: count (steps seen, applied or not), applied (steps on which the inner transform ran), inner/….
     readonly (StateLayout Layout, Slot<long> Count, Slot<long> Applied, Slot<IOptState> Inner) _state = Declared(inner);
 

@@ -15,16 +15,23 @@ public static partial class Transforms
         new AddDecayedWeightsTransform(Check.NonNegative(weightDecay, nameof(weightDecay)));
 }
 
-sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptyState>
+sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptyState>, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     public override Spec Spec => Spec.Of("add_decayed_weights").With("weight_decay", weightDecay);
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
         if (weightDecay == 0) return state;
-        foreach (var group in Buffers.Groups(updates, parameters)) Kernel<Tensor, Kernels.TensorOps>(default, group[0], group[1]);
+        Kernels.Elementwise.Run(new DecayKernel(this), updates, parameters);
         return state;
+    }
+
+    readonly struct DecayKernel(AddDecayedWeightsTransform tx) : Kernels.IKernel
+    {
+        public void Run<TArray, TOps>(TOps ops, System.ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => tx.Kernel(ops, a[0], a[1]);
     }
 
     /// <summary>u ← u + λ·θ on one block.</summary>

@@ -47,8 +47,11 @@ public static partial class Transforms
         Check.NonNegative(gamma, nameof(gamma)) * (Check.UnitOpen(beta, nameof(beta)) / (1 - beta));
 }
 
-sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : DeclaredTransform, IValidating, IReducing
+sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : DeclaredTransform, IValidating, IReducing, IFusable
 {
+    /// <summary>Without the clip the step is elementwise.</summary>
+    public bool FusesAlone => !clip;
+
     static readonly Reduction[] ClipNorms = { new(ReductionKind.SumOfSquares, ReductionScope.PerTensor, "updates") };
 
     /// <summary>With the clip: the per-tensor norms of c, after c is formed and before it is divided.</summary>
@@ -101,13 +104,13 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
         // c = (g − g_prev)·s + g, in the official code's order; elementwise, so over contiguous groups.
         var groups = previous is null ? Buffers.Groups(updates) : Buffers.Groups(updates, previous);
         var ops = default(TensorOps);
-        foreach (var group in groups)
+        if (previous is null) Elementwise.Run(new Scaled(scale), groups, null);
+        else
         {
-            Tensor g = group[0];
-            if (previous is null) { ops.AddScaled(g, g, scale); continue; }
-            var diff = Buffers.Rent(g);
-            try { Kernel(ops, g, group[1], diff); }
-            finally { Buffers.Return(diff); }
+            var diffs = new Tensor[groups.Count];
+            for (int k = 0; k < groups.Count; k++) diffs[k] = Buffers.Rent(groups[k][0]);
+            try { Elementwise.Run(new Correct(this), groups, diffs); }
+            finally { foreach (var d in diffs) Buffers.Return(d); }
         }
         if (clip)
         {
@@ -117,6 +120,18 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
             for (int i = 0; i < squares.Length; i++) ops.DivideBy(updates.Tensors[i], ClipDivisor<Tensor, TensorOps>(ops, squares[i]));
         }
         return state.With(slots.Count, t);
+    }
+
+    /// <summary>The first step without a previous gradient: c = g + s·g, as g ← g + s·g.</summary>
+    readonly struct Scaled(double scale) : IKernel
+    {
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => ops.AddScaled(a[0], a[0], scale);
+    }
+
+    /// <summary>Over (g, g_prev, scratch).</summary>
+    readonly struct Correct(GradientCorrectionTransform tx) : IKernel
+    {
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => tx.Kernel(ops, a[0], a[1], a[2]);
     }
 
     /// <summary>The clip's divisor max(‖c‖, 1) from ‖c‖² = <paramref name="squares"/>.</summary>

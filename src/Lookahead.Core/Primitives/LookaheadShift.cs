@@ -76,8 +76,10 @@ public static partial class Transforms
         new LookaheadShiftTransform(Check.NotNull(schedule, nameof(schedule)), Check.NotNull(momentum, nameof(momentum)));
 }
 
-sealed class LookaheadShiftTransform : DeclaredTransform, IComposite
+sealed class LookaheadShiftTransform : DeclaredTransform, IComposite, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     readonly IShiftSchedule schedule;
     readonly IGradientTransformation momentum;
     readonly StateLayout _layout;
@@ -112,12 +114,12 @@ sealed class LookaheadShiftTransform : DeclaredTransform, IComposite
         // Scratch: g, kept while the momentum transform overwrites the buffer.
         var groups = Buffers.Groups(updates);
         var raw = new Tensor[groups.Count];
-        for (int k = 0; k < groups.Count; k++) raw[k] = Buffers.Rent(groups[k][0]).copy_(groups[k][0]);
+        for (int k = 0; k < groups.Count; k++) raw[k] = Buffers.Rent(groups[k][0]);
         try
         {
+            Kernels.Elementwise.Run(default(Kernels.CopyOutKernel), groups, raw);
             var inner = InPlace.Step(momentum, updates, state.Get(_momentum), parameters, context);
-            var ops = default(Kernels.TensorOps);
-            for (int k = 0; k < groups.Count; k++) ops.AddScaled(ops.Mul(groups[k][0], b), raw[k], a);   // u ← b·m + a·g
+            Kernels.Elementwise.Run(new Combine(a, b), groups, raw);
             return state.With(_count, t).With(_carry, carry).With(_momentum, inner);
         }
         finally
@@ -125,4 +127,10 @@ sealed class LookaheadShiftTransform : DeclaredTransform, IComposite
             foreach (var r in raw) Buffers.Return(r);
         }
     }
+}
+
+/// <summary>u ← b·m + a·g over (u holding m, the kept g).</summary>
+readonly struct Combine(double a, double b) : Kernels.IKernel
+{
+    public void Run<TArray, TOps>(TOps ops, System.ReadOnlySpan<TArray> x) where TOps : struct, Kernels.IArrayOps<TArray> => ops.AddScaled(ops.Mul(x[0], b), x[1], a);
 }

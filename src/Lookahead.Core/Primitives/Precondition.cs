@@ -82,8 +82,10 @@ public static partial class Transforms
     }
 }
 
-sealed class PreconditionTransform : DeclaredTransform, IComposite
+sealed class PreconditionTransform : DeclaredTransform, IComposite, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     readonly PreconditionOptions o;
     readonly IGradientTransformation numerator;
     // Slots, in leaf order: count, nu, [nu_max], [mean] (the diagonal's), then numerator.
@@ -118,19 +120,18 @@ sealed class PreconditionTransform : DeclaredTransform, IComposite
         }
         // QHAdam's D needs the raw g: build it before the numerator overwrites the buffer, divide after.
         var groups = _diagonal.Groups(updates, accumulated);
-        var denominators = new Tensor[groups.Count];
+        var denominators = DiagonalPreconditioner.Rent(groups);
         try
         {
             long t = accumulated.Get(_diagonal.Count);
-            for (int k = 0; k < groups.Count; k++) denominators[k] = _diagonal.Denominator(groups[k], t);
+            Kernels.Elementwise.Run(new DiagonalPreconditioner.DenominatorOnly(_diagonal, t), groups, denominators);
             var next = accumulated.With(_numerator, InPlace.Step(numerator, updates, state.Get(_numerator), parameters, context));
-            for (int k = 0; k < groups.Count; k++) default(Kernels.TensorOps).DivBy(groups[k][0], denominators[k]);
+            var quotients = new Tensor[groups.Count][];
+            for (int k = 0; k < groups.Count; k++) quotients[k] = new[] { groups[k][0] };
+            Kernels.Elementwise.Run(default(DiagonalPreconditioner.DivideBy), quotients, denominators);
             return next;
         }
-        finally
-        {
-            foreach (var d in denominators) if (d is not null) Buffers.Return(d);
-        }
+        finally { DiagonalPreconditioner.Return(denominators); }
     }
 }
 
@@ -205,14 +206,23 @@ public sealed class DiagonalPreconditioner
         var trees = new List<TensorTree> { g, state.Get(SecondMoment) };
         if (Mean is not null) trees.Add(state.Get(Mean));
         if (MaxSecondMoment is not null) trees.Add(state.Get(MaxSecondMoment));
-        foreach (var group in Buffers.Groups(trees.ToArray()))
-        {
-            Tensor gi = group[0], v = group[1];
-            Kernels.Moments.AccumulateSquare(v, gi, beta, o.Damped ? 1 - beta : 1);
-            if (Mean is not null) Kernels.Moments.Accumulate(group[2], gi, beta, 1 - beta);
-            if (MaxSecondMoment is not null) Kernels.Moments.RunningMax(group[^1], v);
-        }
+        Kernels.Elementwise.Run(new Moments(this), trees.ToArray());
         return state.With(Count, state.Get(Count) + 1);
+    }
+
+    /// <summary>Over (g, v, [mean], [v_max]).</summary>
+    readonly struct Moments(DiagonalPreconditioner d) : Kernels.IKernel
+    {
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => d.AccumulateKernel(ops, a);
+    }
+
+    /// <summary>The moment updates on one block of (g, v, [mean], [v_max]).</summary>
+    internal void AccumulateKernel<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray>
+    {
+        double beta = o.Decay;
+        Kernels.Moments.AccumulateSquare(ops, a[1], a[0], beta, o.Damped ? 1 - beta : 1);
+        if (Mean is not null) Kernels.Moments.Accumulate(ops, a[2], a[0], beta, 1 - beta);
+        if (MaxSecondMoment is not null) Kernels.Moments.RunningMax(ops, a[^1], a[1]);
     }
 
     /// <summary>u ← u/D at the state's count (u·rₜ/D, or u itself, under a rectification), in place.</summary>
@@ -227,17 +237,44 @@ public sealed class DiagonalPreconditioner
             if (rhoT <= 5) return;
             rect = Math.Sqrt((rhoT - 4) * (rhoT - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rhoT));
         }
-        var ops = default(Kernels.TensorOps);
-        foreach (var group in Groups(u, state))
+        var groups = Groups(u, state);
+        var denominators = Rent(groups);
+        try { Kernels.Elementwise.Run(new Quotient(this, t, rect), groups, denominators); }
+        finally { Return(denominators); }
+    }
+
+    /// <summary>One scratch buffer per group, shaped like its first array (give them back with <see cref="Return"/>).</summary>
+    internal static Tensor[] Rent(IReadOnlyList<Tensor[]> groups)
+    {
+        var scratch = new Tensor[groups.Count];
+        for (int k = 0; k < groups.Count; k++) scratch[k] = Buffers.Rent(groups[k][0]);
+        return scratch;
+    }
+
+    internal static void Return(Tensor[] scratch) { foreach (var s in scratch) if (s is not null) Buffers.Return(s); }
+
+    /// <summary>Over (u, v or v_max, [mean], scratch): u ← u/D (·r).</summary>
+    readonly struct Quotient(DiagonalPreconditioner d, long t, double rect) : Kernels.IKernel
+    {
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray>
         {
-            var denom = Denominator(group, t);
-            try
-            {
-                ops.DivBy(group[0], denom);
-                if (rect != 1) ops.Mul(group[0], rect);
-            }
-            finally { Buffers.Return(denom); }
+            var denom = d.Denominator(ops, a[^1], a[1], a.Length > 3, a.Length > 3 ? a[2] : a[1], a[0], t);
+            ops.DivBy(a[0], denom);
+            if (rect != 1) ops.Mul(a[0], rect);
         }
+    }
+
+    /// <summary>Over (g, v, [mean], scratch): scratch ← D, read from the raw g (QHAdam's D, built before the numerator overwrites g).</summary>
+    internal readonly struct DenominatorOnly(DiagonalPreconditioner d, long t) : Kernels.IKernel
+    {
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> =>
+            d.Denominator(ops, a[^1], a[1], a.Length > 3, a.Length > 3 ? a[2] : a[1], a[0], t);
+    }
+
+    /// <summary>Over (u, D): u ← u/D.</summary>
+    internal readonly struct DivideBy : Kernels.IKernel
+    {
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => ops.DivBy(a[0], a[1]);
     }
 
     /// <summary>The index-aligned groups a denominator reads: (u, v or v_max, [mean]).</summary>
@@ -247,22 +284,11 @@ public sealed class DiagonalPreconditioner
         return Mean is null ? Buffers.Groups(u, v) : Buffers.Groups(u, v, state.Get(Mean));
     }
 
-    /// <summary>
-    /// D at step <paramref name="t"/> for one group of <see cref="Groups"/>, in a scratch buffer the caller
-    /// returns (<see cref="Buffers.Return"/>): sqrt(v)/sqrt(bc) + ε (torch Adam's order), or (sqrt(v) + ε)/sqrt(bc)
-    /// (ε on the uncorrected root), with ε_root inside the root, centering, and QHAdam's sqrt(ν₂·v̂ + (1−ν₂)·g²) + ε
-    /// where u still holds g.
-    /// </summary>
-    internal Tensor Denominator(Tensor[] group, long t)
-    {
-        var denom = Buffers.Rent(group[0]);
-        return Denominator<Tensor, Kernels.TensorOps>(default, denom, group[1], group.Length > 2, group.Length > 2 ? group[2] : group[1], group[0], t);
-    }
 
     /// <summary>
     /// D on one block into <paramref name="denom"/>, from v (or v_max), the centred mean (read only when
     /// <paramref name="centered"/>), and g (read only when
-    /// ν₂ ≠ 1): the elementwise kernel behind <see cref="Denominator(Tensor[], long)"/>, over any <see cref="Kernels.IArrayOps{TArray}"/>.
+    /// ν₂ ≠ 1): the elementwise kernel behind <see cref="Divide"/>, over any <see cref="Kernels.IArrayOps{TArray}"/>.
     /// </summary>
     internal TArray Denominator<TArray, TOps>(TOps ops, TArray denom, TArray v, bool centered, TArray mean, TArray g, long t) where TOps : struct, Kernels.IArrayOps<TArray>
     {

@@ -17,20 +17,24 @@ public static partial class Transforms
         new ScaleByScheduleTransform(Check.NotNull(schedule, nameof(schedule)), name);
 }
 
-sealed class ScaleTransform(double factor) : Transform<EmptyState>
+sealed class ScaleTransform(double factor) : Transform<EmptyState>, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     public override Spec Spec => Spec.Of("scale").With("factor", factor);
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
-        foreach (var group in Buffers.Groups(updates)) default(Kernels.TensorOps).Mul(group[0], factor);
+        Kernels.Elementwise.Run(new Kernels.ScaleKernel(factor), updates);
         return state;
     }
 }
 
-sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) : DeclaredTransform
+sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) : DeclaredTransform, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     static readonly StateLayout State = new("scale_by_schedule");
     /// <summary>Steps taken so far.</summary>
     static readonly Slot<long> Count = State.Integer("count");
@@ -45,7 +49,7 @@ sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) 
         double s = schedule(t);
         if (!double.IsFinite(s))
             throw new InvalidOperationException($"{Label}: the schedule returned {s} at step {t}; it must return a finite number");
-        foreach (var group in Buffers.Groups(updates)) default(Kernels.TensorOps).Mul(group[0], s);
+        Kernels.Elementwise.Run(new Kernels.ScaleKernel(s), updates);
         return state.With(Count, t);
     }
 }

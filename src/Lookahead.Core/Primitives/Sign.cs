@@ -6,15 +6,23 @@ public static partial class Transforms
     public static IGradientTransformation Sign() => SignTransform.Instance;
 }
 
-sealed class SignTransform : Transform<EmptyState>
+sealed class SignTransform : Transform<EmptyState>, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     public static readonly SignTransform Instance = new();
     public override Spec Spec => Spec.Of("sign");
     protected override EmptyState InitState(TensorTree parameters) => EmptyState.Instance;
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
-        foreach (var group in Buffers.Groups(updates)) default(Kernels.TensorOps).Sign(group[0]);
+        Kernels.Elementwise.Run(default(SignKernel), updates);
         return state;
     }
+}
+
+/// <summary>u ← sign(u).</summary>
+readonly struct SignKernel : Kernels.IKernel
+{
+    public void Run<TArray, TOps>(TOps ops, System.ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => ops.Sign(a[0]);
 }

@@ -44,8 +44,10 @@ public static partial class Transforms
         Trace(Check.UnitOpen(decay, nameof(decay), "EMA decay β"), decay, debias, startAtFirstUpdate);
 }
 
-sealed class TraceTransform(double decay, double dampening, bool debias, bool startAtFirstUpdate) : DeclaredTransform
+sealed class TraceTransform(double decay, double dampening, bool debias, bool startAtFirstUpdate) : DeclaredTransform, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     static readonly StateLayout State = new("trace");
     /// <summary>Steps taken so far.</summary>
     internal static readonly Slot<long> Count = State.Integer("count");
@@ -62,9 +64,13 @@ sealed class TraceTransform(double decay, double dampening, bool debias, bool st
         long t = state.Get(Count) + 1;
         bool copy = startAtFirstUpdate && t == 1;
         double correction = debias ? 1 - Math.Pow(decay, t) : 1;
-        foreach (var group in Buffers.Groups(updates, state.Get(Momentum)))
-            Kernel<Tensor, Kernels.TensorOps>(default, group[0], group[1], copy, correction);
+        Kernels.Elementwise.Run(new TraceKernel(this, copy, correction), updates, state.Get(Momentum));
         return state.With(Count, t);
+    }
+
+    readonly struct TraceKernel(TraceTransform tx, bool copy, double correction) : Kernels.IKernel
+    {
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => tx.Kernel(ops, a[0], a[1], copy, correction);
     }
 
     /// <summary>The elementwise step on one block: m ← β·m + (1−δ)·u (or m ← u on torch's first step), u ← m / c.</summary>

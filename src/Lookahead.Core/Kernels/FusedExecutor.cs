@@ -1,0 +1,297 @@
+using System;
+using System.Collections.Generic;
+using System.Runtime.InteropServices;
+using System.Threading.Tasks;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lookahead.Kernels;
+
+/// <summary>
+/// The fused CPU executor: runs a whole runner step's elementwise phases in one pass over memory. While a step is
+/// recorded (<see cref="Elementwise.Record"/>), every primitive's kernel call becomes a stage; at the end the
+/// stages run block by block over the runner's flat buffers (each block small enough for the L1/L2 cache, all
+/// stages on one block before the next), on several threads over disjoint ranges of blocks, through
+/// <see cref="BlockOps{T}"/>. The kernels are the primitives' own: the executor only chooses the array type.
+/// </summary>
+/// <remarks>
+/// <para><b>What it fuses.</b> A transform qualifies when every node of its tree is elementwise
+/// (<see cref="Fusion.Fusable"/>); the runner then records the gradient copy, the transform's step and the final
+/// p ← p + u. The update buffer is never written to memory: its block lives in per-thread scratch, loaded from the
+/// gradient block by the first stage. Scratch a primitive rents from the workspace becomes per-thread scratch too.</para>
+/// <para><b>Results.</b> Elementwise kernels do not depend on the block size or the thread count, so results are
+/// bit-identical for any number of threads.</para>
+/// <para><b>Other devices.</b> A GPU executor would plug in at the same place: record the stages of a step as this
+/// executor does, then run them as one generated kernel (each stage's <see cref="IKernel.Run{TArray, TOps}"/> with an
+/// array type whose operations emit code for one element instead of running a loop, compiled once per recorded
+/// sequence and cached), launched over the flat buffers on the parameters' device. Until then the runner uses the
+/// TorchSharp executor off the CPU (one native kernel per operation, all on the device); this machine has no GPU.</para>
+/// <para><b>Ownership.</b> The executor owns its per-thread scratch (native memory, freed by <see cref="Dispose"/>);
+/// the buffers it runs over are the runner's.</para>
+/// </remarks>
+internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
+{
+    /// <summary>Elements per block: 2048 floats are 8 KB per array, so a kernel's arrays stay in the L1/L2 cache.</summary>
+    public const int DefaultBlock = 2048;
+
+    readonly int _block, _threads;
+    readonly Workspace _workspace;
+    readonly List<Item> _items = new();
+    readonly List<Area> _scratch = new();
+    readonly Dictionary<nint, Area> _scratchAreas = new();
+    // The update buffers whose blocks live in scratch during a step (the runner's own; see Begin).
+    readonly List<Area> _virtual = new();
+    readonly List<Run> _runs = new();
+    byte*[] _threadScratch = new byte*[0];
+    long _threadScratchBytes;
+
+    /// <param name="workspace">The runner's workspace, whose rented scratch becomes per-thread scratch.</param>
+    /// <param name="threads">Threads a step runs on (≥ 1).</param>
+    /// <param name="block">Elements per block (≥ 8).</param>
+    public FusedExecutor(Workspace workspace, int threads, int block = DefaultBlock)
+    {
+        _workspace = workspace;
+        _threads = (int)Check.AtLeast(threads, 1, nameof(threads));
+        _block = (int)Check.AtLeast(block, 8, nameof(block));
+    }
+
+    /// <summary>Threads a step runs on.</summary>
+    public int Threads => _threads;
+
+    /// <summary>A range of native memory: a flat buffer, or a scratch tensor.</summary>
+    readonly record struct Area(nint Start, long Bytes, ScalarType DType)
+    {
+        public bool Contains(nint p) => p >= Start && p < Start + Bytes;
+    }
+
+    /// <summary>The runs of a step: one per flat update buffer (one per dtype on the CPU).</summary>
+    sealed class Run(Area updates)
+    {
+        public readonly Area Updates = updates;
+        public readonly List<int> Items = new();
+    }
+
+    /// <summary>An operand: memory at an element offset, or a scratch area (index; −1 = none) at an element offset from the group start.</summary>
+    readonly record struct Operand(nint Pointer, int Scratch);
+
+    /// <summary>One stage over one group: the elements [Start, Start + Length) of a run.</summary>
+    sealed class Item(Stage stage, int run, long start, long length, Operand[] operands)
+    {
+        public readonly Stage Stage = stage;
+        public readonly int Run = run;
+        public readonly long Start = start, Length = length;
+        public readonly Operand[] Operands = operands;
+    }
+
+    abstract class Stage
+    {
+        public abstract void Run32(ReadOnlySpan<Block<float>> arrays);
+        public abstract void Run64(ReadOnlySpan<Block<double>> arrays);
+    }
+
+    sealed class Stage<TKernel>(TKernel kernel) : Stage where TKernel : struct, IKernel
+    {
+        readonly TKernel _kernel = kernel;
+        public override void Run32(ReadOnlySpan<Block<float>> arrays) => _kernel.Run<Block<float>, BlockOps<float>>(default, arrays);
+        public override void Run64(ReadOnlySpan<Block<double>> arrays) => _kernel.Run<Block<double>, BlockOps<double>>(default, arrays);
+    }
+
+    // Addresses by tensor object: asking TorchSharp for a storage makes a tracked object, so it is asked once per
+    // tensor (the runner's buffers, views and scratch are the same objects from step to step).
+    readonly Dictionary<Tensor, nint> _addresses = new(ReferenceEqualityComparer.Instance);
+
+    nint AddressOf(Tensor t)
+    {
+        if (_addresses.TryGetValue(t, out var a)) return a;
+        if (_addresses.Count > 65536) _addresses.Clear();
+        return _addresses[t] = Address(t);
+    }
+
+    /// <summary>The address of <paramref name="t"/>'s first element (a contiguous CPU float32/float64 tensor).</summary>
+    internal static nint Address(Tensor t) => t.dtype switch
+    {
+        ScalarType.Float32 => t.storage<float>().data_ptr() + (nint)(t.storage_offset() * 4),
+        ScalarType.Float64 => t.storage<double>().data_ptr() + (nint)(t.storage_offset() * 8),
+        _ => throw new NotSupportedException($"the fused executor runs float32 and float64, not {t.dtype}"),
+    };
+
+    Area AreaOf(Tensor t) => new(AddressOf(t), t.numel() * t.ElementSize, t.dtype);
+
+    /// <summary>
+    /// Starts recording a step over the runner's flat update buffers <paramref name="updates"/>; when
+    /// <paramref name="virtualUpdates"/>, their blocks live in scratch (the first stage must fill them).
+    /// </summary>
+    public void Begin(IEnumerable<Tensor> updates, bool virtualUpdates)
+    {
+        _items.Clear(); _runs.Clear(); _scratch.Clear(); _virtual.Clear();
+        foreach (var u in updates)
+        {
+            var area = AreaOf(u);
+            _runs.Add(new Run(area));
+            if (virtualUpdates) _virtual.Add(area);
+        }
+    }
+
+    /// <summary>Runs the stages recorded so far (before a transform that is not elementwise reads the buffers).</summary>
+    public void Flush()
+    {
+        if (_virtual.Count > 0 && _items.Count > 0)
+            throw new InvalidOperationException("fused executor: a transform that is not elementwise ran inside a step whose update buffer lives in scratch");
+        Execute();
+    }
+
+    /// <inheritdoc />
+    public void Record<TKernel>(in TKernel kernel, IReadOnlyList<Tensor[]> groups, Tensor[][]? scratch) where TKernel : struct, IKernel
+    {
+        var stage = new Stage<TKernel>(kernel);
+        for (int k = 0; k < groups.Count; k++)
+        {
+            var group = groups[k];
+            int extra = scratch?.Length ?? 0;
+            var first = group[0];
+            long length = first.numel();
+            if (length == 0) continue;
+            nint p0 = AddressOf(first);
+            int run = _runs.FindIndex(r => r.Updates.Contains(p0) && r.Updates.DType == first.dtype);
+            if (run < 0) throw new InvalidOperationException("fused executor: a kernel's first array is not one of the runner's update buffers");
+            long start = (p0 - _runs[run].Updates.Start) / first.ElementSize;
+            var operands = new Operand[group.Length + extra];
+            for (int j = 0; j < operands.Length; j++)
+            {
+                var t = j < group.Length ? group[j] : scratch![j - group.Length][k];
+                if (t.dtype != first.dtype || t.numel() != length || !t.is_contiguous())
+                    throw new InvalidOperationException($"fused executor: array {j} of a kernel is {t.dtype} of {t.numel()} elements (contiguous: {t.is_contiguous()}), the first is {first.dtype} of {length}");
+                operands[j] = Locate(AddressOf(t), (int)first.ElementSize, start, run);
+            }
+            _runs[run].Items.Add(_items.Count);
+            _items.Add(new Item(stage, run, start, length, operands));
+        }
+    }
+
+    /// <summary>Where an operand lives: a virtual update buffer or rented scratch (by area, offset from the group start), else memory.</summary>
+    Operand Locate(nint p, int elementSize, long start, int run)
+    {
+        for (int v = 0; v < _virtual.Count; v++)
+            if (_virtual[v].Contains(p))
+            {
+                long index = (p - _virtual[v].Start) / elementSize;
+                if (v != run || index != start) throw new InvalidOperationException("fused executor: an update array is not aligned with its group");
+                return new Operand(0, 0);
+            }
+        for (int pass = 0; pass < 2; pass++)
+        {
+            for (int s = 0; s < _scratch.Count; s++)
+                if (_scratch[s].Contains(p))
+                {
+                    if (p != _scratch[s].Start) throw new InvalidOperationException("fused executor: a kernel uses scratch from other than its start");
+                    return new Operand(0, 1 + s);
+                }
+            if (pass == 0 && !RefreshScratch(p)) break;
+        }
+        return new Operand(p, -1);
+    }
+
+    /// <summary>Adds the workspace's scratch tensor holding <paramref name="p"/>, if any, to this step's scratch areas.</summary>
+    bool RefreshScratch(nint p)
+    {
+        foreach (var t in _workspace.ScratchTensors)
+        {
+            if (!_scratchAreas.TryGetValue(t.Handle, out var area)) _scratchAreas[t.Handle] = area = AreaOf(t);
+            if (area.Contains(p) && !_scratch.Contains(area)) { _scratch.Add(area); return true; }
+        }
+        return false;
+    }
+
+    /// <summary>Runs the recorded stages: block by block, on the executor's threads.</summary>
+    public void Execute()
+    {
+        int areas = 1 + _scratch.Count;
+        long bytesPerThread = (long)areas * _block * sizeof(double) + 64;
+        EnsureThreadScratch(bytesPerThread);
+        foreach (var run in _runs)
+        {
+            if (run.Items.Count == 0) continue;
+            long n = run.Updates.Bytes / (run.Updates.DType == ScalarType.Float32 ? 4 : 8);
+            long blocks = (n + _block - 1) / _block;
+            int threads = (int)Math.Min(_threads, blocks);
+            if (threads <= 1) { Blocks(run, 0, 0, blocks); continue; }
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+                Blocks(run, t, blocks * t / threads, blocks * (t + 1) / threads));
+        }
+        _items.Clear();
+        foreach (var run in _runs) run.Items.Clear();
+    }
+
+    void Blocks(Run run, int thread, long firstBlock, long endBlock)
+    {
+        if (run.Updates.DType == ScalarType.Float32) Blocks<float>(run, thread, firstBlock, endBlock);
+        else Blocks<double>(run, thread, firstBlock, endBlock);
+    }
+
+    void Blocks<T>(Run run, int thread, long firstBlock, long endBlock) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+    {
+        byte* scratch = _threadScratch[thread];
+        long n = run.Updates.Bytes / sizeof(T);
+        Span<Block<T>> arrays = stackalloc Block<T>[16];
+        for (long b = firstBlock; b < endBlock; b++)
+        {
+            long o = b * _block, end = Math.Min(n, o + _block);
+            foreach (int index in run.Items)
+            {
+                var item = _items[index];
+                long s = Math.Max(o, item.Start), e = Math.Min(end, item.Start + item.Length);
+                if (s >= e) continue;
+                int len = (int)(e - s);
+                var ops = item.Operands;
+                if (ops.Length > arrays.Length) arrays = new Block<T>[ops.Length];
+                for (int j = 0; j < ops.Length; j++)
+                {
+                    T* p = ops[j].Scratch < 0
+                        ? (T*)ops[j].Pointer + (s - item.Start)
+                        : (T*)(scratch + (long)ops[j].Scratch * _block * sizeof(T)) + (s - o);
+                    arrays[j] = new Block<T>(p, len);
+                }
+                if (typeof(T) == typeof(float)) item.Stage.Run32(MemoryMarshal.Cast<Block<T>, Block<float>>(arrays[..ops.Length]));
+                else item.Stage.Run64(MemoryMarshal.Cast<Block<T>, Block<double>>(arrays[..ops.Length]));
+            }
+        }
+    }
+
+    void EnsureThreadScratch(long bytes)
+    {
+        if (_threadScratch.Length == _threads && _threadScratchBytes >= bytes) return;
+        FreeThreadScratch();
+        _threadScratch = new byte*[_threads];
+        for (int t = 0; t < _threads; t++) _threadScratch[t] = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        _threadScratchBytes = bytes;
+    }
+
+    void FreeThreadScratch()
+    {
+        foreach (var p in _threadScratch) if (p is not null) NativeMemory.AlignedFree(p);
+        _threadScratch = new byte*[0];
+        _threadScratchBytes = 0;
+    }
+
+    /// <summary>Frees the per-thread scratch.</summary>
+    public void Dispose() => FreeThreadScratch();
+}
+
+/// <summary>Which transforms the fused executor can run: those whose every node is elementwise.</summary>
+internal interface IFusable
+{
+    /// <summary>Whether this node's own step only runs <see cref="Elementwise"/> kernels (children are asked separately).</summary>
+    bool FusesAlone { get; }
+}
+
+/// <summary>Decides whether a transform tree runs on the fused executor.</summary>
+internal static class Fusion
+{
+    /// <summary>True when every node of <paramref name="transform"/>'s tree is elementwise.</summary>
+    public static bool Fusable(IGradientTransformation transform)
+    {
+        if (transform is not IFusable { FusesAlone: true }) return false;
+        if (transform is IComposite c) foreach (var child in c.Children) if (!Fusable(child)) return false;
+        return true;
+    }
+}
