@@ -45,6 +45,20 @@ public interface IArrayOps<TArray>
     TArray Sqrt(TArray x);
     /// <summary>x ← sign(x) (0 at 0).</summary>
     TArray Sign(TArray x);
+
+    // Compound operations: each is defined as the sequence of the operations above that its summary names, with
+    // the same roundings, so that an executor can run it in one pass instead of several.
+
+    /// <summary>y ← a·y + w·x: <see cref="Mul"/> (skipped when a = 1), then <see cref="AddScaled"/>.</summary>
+    TArray MulAdd(TArray y, double a, TArray x, double w);
+    /// <summary>y ← a·y + (w·x)·z: <see cref="Mul"/> (skipped when a = 1), then <see cref="AddProduct"/>.</summary>
+    TArray MulAddProduct(TArray y, double a, TArray x, TArray z, double w);
+    /// <summary>into ← √from: <see cref="Copy"/>, then <see cref="Sqrt"/>.</summary>
+    TArray SqrtOf(TArray into, TArray from);
+    /// <summary>into ← from / c: <see cref="Copy"/>, then <see cref="Div"/>.</summary>
+    TArray CopyDiv(TArray into, TArray from, double c);
+    /// <summary>x ← x / c + e: <see cref="Div"/>, then <see cref="Add"/>.</summary>
+    TArray DivAdd(TArray x, double c, double e);
 }
 
 /// <summary>
@@ -88,6 +102,21 @@ public readonly struct TensorOps : IArrayOps<Tensor>, IReductionOps<Tensor, Tens
 
     /// <inheritdoc />
     public Tensor Sign(Tensor x) => x.sign_();
+
+    /// <inheritdoc />
+    public Tensor MulAdd(Tensor y, double a, Tensor x, double w) => AddScaled(a == 1 ? y : Mul(y, a), x, w);
+
+    /// <inheritdoc />
+    public Tensor MulAddProduct(Tensor y, double a, Tensor x, Tensor z, double w) => AddProduct(a == 1 ? y : Mul(y, a), x, z, w);
+
+    /// <inheritdoc />
+    public Tensor SqrtOf(Tensor into, Tensor from) => Sqrt(Copy(into, from));
+
+    /// <inheritdoc />
+    public Tensor CopyDiv(Tensor into, Tensor from, double c) => Div(Copy(into, from), c);
+
+    /// <inheritdoc />
+    public Tensor DivAdd(Tensor x, double c, double e) => Add(Div(x, c), e);
 
     // Reductions: 0-d float64 tensors on the array's device (a float64 copy of a lower-precision array while it is summed).
 
@@ -259,6 +288,21 @@ public readonly struct ArrayBlockOps : IArrayOps<ArrayBlock>, IReductionOps<Arra
 
     /// <inheritdoc />
     public ArrayBlock Sign(ArrayBlock x) { foreach (ref var v in x.Span) v = double.IsNaN(v) ? v : Math.Sign(v); return x; }
+
+    /// <inheritdoc />
+    public ArrayBlock MulAdd(ArrayBlock y, double a, ArrayBlock x, double w) => AddScaled(a == 1 ? y : Mul(y, a), x, w);
+
+    /// <inheritdoc />
+    public ArrayBlock MulAddProduct(ArrayBlock y, double a, ArrayBlock x, ArrayBlock z, double w) => AddProduct(a == 1 ? y : Mul(y, a), x, z, w);
+
+    /// <inheritdoc />
+    public ArrayBlock SqrtOf(ArrayBlock into, ArrayBlock from) => Sqrt(Copy(into, from));
+
+    /// <inheritdoc />
+    public ArrayBlock CopyDiv(ArrayBlock into, ArrayBlock from, double c) => Div(Copy(into, from), c);
+
+    /// <inheritdoc />
+    public ArrayBlock DivAdd(ArrayBlock x, double c, double e) => Add(Div(x, c), e);
     // Reductions: float64 sums in index order over the block (an executor adds block partials in block order).
 
     /// <inheritdoc />

@@ -172,4 +172,57 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmana
         for (; i < n; i++) if (!T.IsNaN(p[i])) p[i] = p[i] > T.Zero ? T.One : p[i] < T.Zero ? -T.One : T.Zero;
         return x;
     }
+
+    // Compound operations in one pass, with the roundings of their sequences.
+
+    /// <inheritdoc />
+    public Block<T> MulAdd(Block<T> y, double a, Block<T> x, double w)
+    {
+        if (a == 1) return AddScaled(y, x, w);
+        T ca = S(a), cw = S(w); var va = Vector256.Create(ca); var vw = Vector256.Create(cw);
+        T* py = y.Pointer, px = x.Pointer; int i = 0, n = y.Length;
+        for (; i <= n - Width; i += Width) Vector256.Store(Fma(vw, Vector256.Load(px + i), Vector256.Load(py + i) * va), py + i);
+        for (; i < n; i++) py[i] = T.FusedMultiplyAdd(cw, px[i], py[i] * ca);
+        return y;
+    }
+
+    /// <inheritdoc />
+    public Block<T> MulAddProduct(Block<T> y, double a, Block<T> x, Block<T> z, double w)
+    {
+        if (a == 1) return AddProduct(y, x, z, w);
+        T ca = S(a), cw = S(w); var va = Vector256.Create(ca); var vw = Vector256.Create(cw);
+        T* py = y.Pointer, px = x.Pointer, pz = z.Pointer; int i = 0, n = y.Length;
+        for (; i <= n - Width; i += Width) Vector256.Store(Fma(vw * Vector256.Load(px + i), Vector256.Load(pz + i), Vector256.Load(py + i) * va), py + i);
+        for (; i < n; i++) py[i] = T.FusedMultiplyAdd(cw * px[i], pz[i], py[i] * ca);
+        return y;
+    }
+
+    /// <inheritdoc />
+    public Block<T> SqrtOf(Block<T> into, Block<T> from)
+    {
+        T* pi = into.Pointer, pf = from.Pointer; int i = 0, n = into.Length;
+        for (; i <= n - Width; i += Width) Vector256.Store(Vector256.Sqrt(Vector256.Load(pf + i)), pi + i);
+        for (; i < n; i++) pi[i] = T.Sqrt(pf[i]);
+        return into;
+    }
+
+    /// <inheritdoc />
+    public Block<T> CopyDiv(Block<T> into, Block<T> from, double c)
+    {
+        T cc = S(c); var vc = Vector256.Create(cc);
+        T* pi = into.Pointer, pf = from.Pointer; int i = 0, n = into.Length;
+        for (; i <= n - Width; i += Width) Vector256.Store(Vector256.Load(pf + i) / vc, pi + i);
+        for (; i < n; i++) pi[i] = pf[i] / cc;
+        return into;
+    }
+
+    /// <inheritdoc />
+    public Block<T> DivAdd(Block<T> x, double c, double e)
+    {
+        T cc = S(c), ce = S(e); var vc = Vector256.Create(cc); var ve = Vector256.Create(ce);
+        T* p = x.Pointer; int i = 0, n = x.Length;
+        for (; i <= n - Width; i += Width) Vector256.Store(Vector256.Load(p + i) / vc + ve, p + i);
+        for (; i < n; i++) p[i] = p[i] / cc + ce;
+        return x;
+    }
 }

@@ -18,17 +18,11 @@ public static class Moments
 {
     /// <summary>m ← β·m + w·x (β = 1 skips the multiplication).</summary>
     public static TArray Accumulate<TArray, TOps>(TOps ops, TArray m, TArray x, double decay, double weight) where TOps : struct, IArrayOps<TArray>
-    {
-        if (decay != 1) ops.Mul(m, decay);
-        return ops.AddScaled(m, x, weight);
-    }
+        => ops.MulAdd(m, decay, x, weight);
 
     /// <summary>v ← β·v + w·x² (β = 1 skips the multiplication).</summary>
     public static TArray AccumulateSquare<TArray, TOps>(TOps ops, TArray v, TArray x, double decay, double weight) where TOps : struct, IArrayOps<TArray>
-    {
-        if (decay != 1) ops.Mul(v, decay);
-        return ops.AddProduct(v, x, x, weight);
-    }
+        => ops.MulAddProduct(v, decay, x, x, weight);
 
     /// <summary>m ← max(m, x).</summary>
     public static TArray RunningMax<TArray, TOps>(TOps ops, TArray m, TArray x) where TOps : struct, IArrayOps<TArray> => ops.Max(m, x);

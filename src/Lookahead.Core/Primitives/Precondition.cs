@@ -294,20 +294,24 @@ public sealed class DiagonalPreconditioner
     {
         double sqrtCorrection = o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(o.Decay, t)) : 1;
         double nu = o.SecondMomentNu;
-        ops.Copy(denom, v);
-        // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
-        // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
-        if (centered) ops.ClampMin(ops.AddProduct(denom, mean, mean, -1), 0);
-        if (nu != 1)
+        if (!centered && nu == 1 && o.EpsilonRoot == 0) ops.SqrtOf(denom, v);   // Adam's case: √v in one pass
+        else
         {
-            ops.AddProduct(ops.Mul(ops.Div(denom, sqrtCorrection * sqrtCorrection), nu), g, g, 1 - nu);
-            if (o.EpsilonRoot != 0) ops.Add(denom, o.EpsilonRoot);   // v̂ is already corrected here
-            return ops.Add(ops.Sqrt(denom), o.Epsilon);
+            ops.Copy(denom, v);
+            // v − ḡ² ≥ 0 in exact arithmetic; rounding (or an FMA) can leave it a hair below zero, where
+            // torch's sqrt gives NaN. Clamping at 0 differs from torch only where torch would return NaN.
+            if (centered) ops.ClampMin(ops.AddProduct(denom, mean, mean, -1), 0);
+            if (nu != 1)
+            {
+                ops.AddProduct(ops.Mul(ops.Div(denom, sqrtCorrection * sqrtCorrection), nu), g, g, 1 - nu);
+                if (o.EpsilonRoot != 0) ops.Add(denom, o.EpsilonRoot);   // v̂ is already corrected here
+                return ops.Add(ops.Sqrt(denom), o.Epsilon);
+            }
+            if (o.EpsilonRoot != 0) ops.Add(denom, o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot);
+            ops.Sqrt(denom);
         }
-        if (o.EpsilonRoot != 0) ops.Add(denom, o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot);
-        ops.Sqrt(denom);
         return o.EpsilonPlacement == EpsilonPlacement.Corrected
-            ? ops.Add(ops.Div(denom, sqrtCorrection), o.Epsilon)
+            ? ops.DivAdd(denom, sqrtCorrection, o.Epsilon)
             : ops.Div(ops.Add(denom, o.Epsilon), sqrtCorrection);
     }
 }

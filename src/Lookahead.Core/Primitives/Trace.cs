@@ -78,7 +78,7 @@ sealed class TraceTransform(double decay, double dampening, bool debias, bool st
     {
         if (copy) ops.Copy(m, u);
         else Kernels.Moments.Accumulate(ops, m, u, decay, 1 - dampening);
-        ops.Copy(u, m);
-        if (debias) ops.Div(u, correction);
+        if (debias) ops.CopyDiv(u, m, correction);
+        else ops.Copy(u, m);
     }
 }
