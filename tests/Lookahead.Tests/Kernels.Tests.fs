@@ -2,6 +2,8 @@
 /// ArrayBlockOps on host arrays, they give the same bits, so a second executor can run the same definitions.
 module Lookahead.Tests.Kernels
 
+#nowarn "9"
+
 open System
 open Expecto
 open FsCheck
@@ -89,6 +91,44 @@ let tests =
                 if ulps > 1L then failtestf "sqrt: element %d differs by %d ulp" i ulps
             both "sign" (fun x _ _ -> t.Sign(x) |> ignore) (fun x _ _ -> h.Sign(x) |> ignore) a)
     
+        Expect.property "every array operation, compound ones included, on BlockOps (native float64 blocks, SIMD) ≡ ArrayBlockOps" genCase (fun (a, b, c, beta, w) ->
+            let viaBlocks (f: Block<float> -> Block<float> -> Block<float> -> unit) (a: float[]) (b: float[]) (c: float[]) =
+                let xa, xb, xc = Array.copy a, Array.copy b, Array.copy c
+                use pa = fixed xa
+                use pb = fixed xb
+                use pc = fixed xc
+                f (Block<float>(pa, xa.Length)) (Block<float>(pb, xb.Length)) (Block<float>(pc, xc.Length))
+                xa
+            let k = BlockOps<float>()
+            let both name fk fh (a: float[]) (b: float[]) = sameBits name (viaBlocks fk a b c) (viaArray fh a b c)
+            let nonZero = Array.map (fun x -> if x = 0.0 then 0.25 else x)
+            let noNegativeZero = Array.map (fun x -> if x = 0.0 then 0.0 else x)
+            both "copy" (fun x y _ -> k.Copy(x, y) |> ignore) (fun x y _ -> h.Copy(x, y) |> ignore) a b
+            both "mul" (fun x _ _ -> k.Mul(x, w) |> ignore) (fun x _ _ -> h.Mul(x, w) |> ignore) a b
+            both "div" (fun x _ _ -> k.Div(x, w) |> ignore) (fun x _ _ -> h.Div(x, w) |> ignore) a b
+            both "add" (fun x _ _ -> k.Add(x, w) |> ignore) (fun x _ _ -> h.Add(x, w) |> ignore) a b
+            both "add scaled" (fun x y _ -> k.AddScaled(x, y, w) |> ignore) (fun x y _ -> h.AddScaled(x, y, w) |> ignore) a b
+            both "add product" (fun x y z -> k.AddProduct(x, y, z, w) |> ignore) (fun x y z -> h.AddProduct(x, y, z, w) |> ignore) a b
+            both "mul by" (fun x y _ -> k.MulBy(x, y) |> ignore) (fun x y _ -> h.MulBy(x, y) |> ignore) a b
+            both "div by" (fun x y _ -> k.DivBy(x, y) |> ignore) (fun x y _ -> h.DivBy(x, y) |> ignore) a (nonZero b)
+            both "max" (fun x y _ -> k.Max(x, y) |> ignore) (fun x y _ -> h.Max(x, y) |> ignore) (noNegativeZero a) (noNegativeZero b)
+            both "clamp min" (fun x _ _ -> k.ClampMin(x, 0.0) |> ignore) (fun x _ _ -> h.ClampMin(x, 0.0) |> ignore) (noNegativeZero a) b
+            both "sqrt" (fun x _ _ -> k.Sqrt(x) |> ignore) (fun x _ _ -> h.Sqrt(x) |> ignore) (Array.map abs a) b
+            both "sign" (fun x _ _ -> k.Sign(x) |> ignore) (fun x _ _ -> h.Sign(x) |> ignore) a b
+            both "mul add" (fun x y _ -> k.MulAdd(x, beta, y, w) |> ignore) (fun x y _ -> h.MulAdd(x, beta, y, w) |> ignore) a b
+            both "mul add product" (fun x y z -> k.MulAddProduct(x, beta, y, z, w) |> ignore) (fun x y z -> h.MulAddProduct(x, beta, y, z, w) |> ignore) a b
+            both "sqrt of" (fun x y _ -> k.SqrtOf(x, y) |> ignore) (fun x y _ -> h.SqrtOf(x, y) |> ignore) a (Array.map abs b)
+            both "copy div" (fun x y _ -> k.CopyDiv(x, y, w) |> ignore) (fun x y _ -> h.CopyDiv(x, y, w) |> ignore) a b
+            both "div add" (fun x _ _ -> k.DivAdd(x, w, beta) |> ignore) (fun x _ _ -> h.DivAdd(x, w, beta) |> ignore) a b)
+
+        Expect.property "compound operations ≡ their sequences on TensorOps (float64 tensors)" genCase (fun (a, b, c, beta, w) ->
+            let both name (ft: torch.Tensor -> torch.Tensor -> torch.Tensor -> unit) (fh: ArrayBlock -> ArrayBlock -> ArrayBlock -> unit) (a: float[]) (b: float[]) =
+                sameBits name (viaTensor ft a b c) (viaArray fh a b c)
+            both "mul add" (fun x y _ -> t.MulAdd(x, beta, y, w) |> ignore) (fun x y _ -> h.MulAdd(x, beta, y, w) |> ignore) a b
+            both "mul add product" (fun x y z -> t.MulAddProduct(x, beta, y, z, w) |> ignore) (fun x y z -> h.MulAddProduct(x, beta, y, z, w) |> ignore) a b
+            both "copy div" (fun x y _ -> t.CopyDiv(x, y, w) |> ignore) (fun x y _ -> h.CopyDiv(x, y, w) |> ignore) a b
+            both "div add" (fun x _ _ -> t.DivAdd(x, w, beta) |> ignore) (fun x _ _ -> h.DivAdd(x, w, beta) |> ignore) a b)
+
         Expect.property "reductions: Σx², Σxy and the non-finite count agree on both executors" genCase (fun (a, b, _, _, w) ->
             use _ = torch.NewDisposeScope()
             let withBad = Array.mapi (fun i x -> if w < 0.0 && i % 3 = 0 then [| nan; infinity; -infinity |].[i % 9 / 3] else x) a

@@ -1,0 +1,113 @@
+/// The fused CPU executor against the TorchSharp executor (one native kernel per operation), for every optimizer of
+/// the library, through both runner entry points; its results do not depend on threads or block size.
+module Lookahead.Tests.FusedExecutor
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open TorchSharp
+open Lookahead
+open Lookahead.Tests.Generators
+
+/// Parameters after each step of a runner with `options`. With `throughGrad` the gradients are written into the
+/// runner's gradient buffers and `Step()` runs (the update buffer then lives in the fused executor's scratch);
+/// otherwise they are passed to `Step(gradients)`.
+let runWith (options: RunnerOptions) (throughGrad: bool) (dtype: torch.ScalarType) (tx: IGradientTransformation) (p: Problem) =
+    use _ = torch.NewDisposeScope()
+    let parameters =
+        TensorTree.Of(List.map3 (fun n s v -> struct (n, (tensor s v).to_type(dtype).requires_grad_(throughGrad))) p.Names p.Shapes p.Params0)
+    use runner = new Runner(tx, parameters, options)
+    [ for k, g in List.indexed p.Grads ->
+        let grads = (tree p g).Map(fun t -> t.to_type dtype)
+        if throughGrad then
+            use _ = torch.no_grad ()
+            for n in p.Names do runner.Gradients.[n].copy_(grads.[n]) |> ignore
+            runner.Step(FastPath.contextAt k)
+        else runner.Step(grads, FastPath.contextAt k)
+        [| for n in p.Names -> values (parameters.[n].detach().to_type(torch.float64)) |] ]
+
+let torchSharp = RunnerOptions(Executor = RunnerExecutor.TorchSharp)
+let fused threads block = RunnerOptions(Executor = RunnerExecutor.FusedCpu, Threads = threads, BlockSize = block)
+
+let compare (what: string) (names: string list) (ok: float -> float -> bool) (a: float[][] list) (b: float[][] list) =
+    Expect.sameLayout what names a b
+    List.iteri2 (fun step (xa: float[][]) (xb: float[][]) ->
+        for t in 0 .. xa.Length - 1 do
+            for i in 0 .. xa.[t].Length - 1 do
+                if not (ok xa.[t].[i] xb.[t].[i]) then
+                    failtestf "%s: step %d, tensor '%s', index %d: %.17g vs %.17g" what (step + 1) names.[t] i xa.[t].[i] xb.[t].[i]) a b
+
+let sameBits (x: float) (y: float) = BitConverter.DoubleToInt64Bits x = BitConverter.DoubleToInt64Bits y || (Double.IsNaN x && Double.IsNaN y)
+
+/// float32 agreement over 10 steps: 4e-6 absolute + 4e-5 relative (tens of float32 ulps: one ulp of difference in a
+/// step, from torch's float kernels grouping some products differently, is carried and amplified by later steps).
+let float32Close (x: float) (y: float) = abs (x - y) <= 4e-6 + 4e-5 * abs y
+
+/// Shapes that exercise the block edges: tensors shorter than one vector, lengths that are not multiples of 8, 0-d.
+let genEdgeProblem =
+    gen {
+        let! p = genProblemWith 10 20
+        let! extra = Gen.elements [ [||]; [| 1L |]; [| 7L |]; [| 9L |]; [| 3L; 5L |] ]
+        let n = numel extra
+        let! v0 = Gen.arrayOfLength n (Gen.choose (-1000, 1000) |> Gen.map (fun k -> float k / 500.0))
+        let! gs = Gen.listOfLength p.Grads.Length (Gen.arrayOfLength n (Gen.choose (-1000, 1000) |> Gen.map (fun k -> float k / 700.0)))
+        let grads = List.map2 (fun (g: float[] list) e -> g @ [ e ]) p.Grads gs
+        return { Names = p.Names @ [ "edge" ]; Shapes = p.Shapes @ [ extra ]; Params0 = p.Params0 @ [ v0 ]; Grads = grads }
+    }
+
+[<Tests>]
+let tests =
+    testList "fused executor" [
+        testList "≡ TorchSharp executor over whole trajectories, float64 (1e-12 + 1e-10·|b|), both entry points" [
+            for name, tx in FastPath.optimizers ->
+                Expect.property name genLongProblem (fun p ->
+                    let reference = runWith torchSharp false torch.float64 (tx ()) p
+                    for throughGrad in [ true; false ] do
+                        let ours = runWith (fused 2 24) throughGrad torch.float64 (tx ()) p
+                        compare (sprintf "%s (through .grad: %b)" name throughGrad) p.Names (fun a b -> Expect.within 1e-12 1e-10 b a) ours reference)
+        ]
+
+        testList "the same bits for 1, 2 and 4 threads and any block size" [
+            for name, tx in FastPath.optimizers ->
+                Expect.property name genEdgeProblem (fun p ->
+                    let one = runWith (fused 1 8) true torch.float64 (tx ()) p
+                    compare (name + ": 2 threads, blocks of 16") p.Names sameBits (runWith (fused 2 16) true torch.float64 (tx ()) p) one
+                    compare (name + ": 4 threads, blocks of 2048") p.Names sameBits (runWith (fused 4 2048) true torch.float64 (tx ()) p) one)
+        ]
+
+        testList "≡ TorchSharp executor in float32 over 10 steps (4e-6 + 4e-5·|b|)" [
+            for name, tx in FastPath.optimizers ->
+                Expect.property name (genProblemWith 10 10) (fun p ->
+                    let reference = runWith torchSharp false torch.float32 (tx ()) p
+                    let ours = runWith (fused 2 16) true torch.float32 (tx ()) p
+                    compare (name + " (float32)") p.Names float32Close ours reference)
+        ]
+
+        Expect.property "a partition with an empty part, and parts that split a block" genEdgeProblem (fun p ->
+            let tx () =
+                Transforms.Partition((fun (info: ParameterInfo) -> if info.Shape.Count = 1 then "vectors" elif info.Shape.Count = 0 then "scalars" else "rest"),
+                                     struct ("vectors", Optim.Adam(0.01)), struct ("rest", Optim.Sgd(0.05, 0.9)), struct ("scalars", Optim.Lion(0.01)), struct ("unused", Optim.RmsProp()))
+            let reference = runWith torchSharp false torch.float64 (tx ()) p
+            compare "partition" p.Names (fun a b -> Expect.within 1e-12 1e-10 b a) (runWith (fused 3 8) true torch.float64 (tx ()) p) reference)
+
+        testCase "the runner reports its executor; Auto picks the fused one for CPU float tensors, TorchSharp otherwise" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let cpu = TensorTree.Of(struct ("w", torch.randn([| 4L |])))
+            use auto = new Runner(Optim.Adam(), cpu)
+            Expect.equal auto.Executor RunnerExecutor.FusedCpu "float32 on the CPU"
+            let half = TensorTree.Of(struct ("w", torch.randn([| 4L |]).to_type(torch.bfloat16)))
+            use autoHalf = new Runner(Optim.Sgd(0.1), half)
+            Expect.equal autoHalf.Executor RunnerExecutor.TorchSharp "bfloat16 parameters fall back to TorchSharp"
+            use forced = new Runner(Optim.Adam(), TensorTree.Of(struct ("w", torch.randn([| 4L |]))), RunnerOptions(Executor = RunnerExecutor.TorchSharp))
+            Expect.equal forced.Executor RunnerExecutor.TorchSharp "an explicit choice is kept"
+
+        testCase "FusedCpu names the tensor it cannot run; bad thread and block counts are refused by name" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let half = TensorTree.Of(struct ("h", torch.randn([| 4L |]).to_type(torch.bfloat16)))
+            Expect.throwsC (fun () -> new Runner(Optim.Sgd(0.1), half, RunnerOptions(Executor = RunnerExecutor.FusedCpu)) |> ignore) (fun e ->
+                Expect.stringContains e.Message "'h' is BFloat16" "names the tensor and its dtype")
+            let cpu = TensorTree.Of(struct ("w", torch.randn([| 4L |])))
+            Expect.throwsC (fun () -> new Runner(Optim.Sgd(0.1), cpu, RunnerOptions(Threads = 0)) |> ignore) (fun e -> Expect.stringContains e.Message "Threads" "names Threads")
+            Expect.throwsC (fun () -> new Runner(Optim.Sgd(0.1), cpu, RunnerOptions(BlockSize = 4)) |> ignore) (fun e -> Expect.stringContains e.Message "BlockSize" "names BlockSize")
+    ]
