@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System;
 using System.Collections.Generic;
 using System.Linq;
@@ -60,10 +61,12 @@ sealed class SlowFastTransform(IGradientTransformation inner, int k, double alph
 
     readonly struct Sync(SlowFastTransform tx) : Kernels.IKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => tx.Synchronise(ops, a[0], a[1], a[2]);
     }
 
     /// <summary>The synchronisation on one block: φ ← (1−α)φ + α·(θ + u), then u ← φ − θ (the fast weights restart from φ).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Synchronise<TArray, TOps>(TOps ops, TArray u, TArray slow, TArray theta) where TOps : struct, Kernels.IArrayOps<TArray>
     {
         ops.AddScaled(u, theta, 1);                                     // the fast weights θ + u

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System;
 using System.Collections.Generic;
 using TorchSharp;
@@ -93,23 +94,27 @@ internal interface IStageRecorder
 /// <summary>a[1] ← a[0] (a copy kept while later kernels overwrite the first array).</summary>
 internal readonly struct CopyOutKernel : IKernel
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => ops.Copy(a[1], a[0]);
 }
 
 /// <summary>a[0] ← a[1] (the runner's update buffer filled from the gradients).</summary>
 internal readonly struct CopyInKernel : IKernel
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => ops.Copy(a[0], a[1]);
 }
 
 /// <summary>a[0] ← s·a[0].</summary>
 internal readonly struct ScaleKernel(double factor) : IKernel
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => ops.Mul(a[0], factor);
 }
 
 /// <summary>The runner's last stage: θ ← θ + u over (u, θ).</summary>
 internal readonly struct ApplyKernel : IKernel
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => ops.AddScaled(a[1], a[0], 1);
 }

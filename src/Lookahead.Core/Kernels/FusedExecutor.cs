@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks;
 using TorchSharp;
@@ -92,7 +93,9 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     sealed class Stage<TKernel>(TKernel kernel) : Stage where TKernel : struct, IKernel
     {
         readonly TKernel _kernel = kernel;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Run32(ReadOnlySpan<Block<float>> arrays) => _kernel.Run<Block<float>, BlockOps<float>>(default, arrays);
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Run64(ReadOnlySpan<Block<double>> arrays) => _kernel.Run<Block<double>, BlockOps<double>>(default, arrays);
     }
 
@@ -228,6 +231,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         else Blocks<double>(run, thread, firstBlock, endBlock);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void Blocks<T>(Run run, int thread, long firstBlock, long endBlock) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
     {
         byte* scratch = _threadScratch[thread];

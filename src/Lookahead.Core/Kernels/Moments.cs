@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -17,14 +18,17 @@ namespace Lookahead.Kernels;
 public static class Moments
 {
     /// <summary>m ← β·m + w·x (β = 1 skips the multiplication).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TArray Accumulate<TArray, TOps>(TOps ops, TArray m, TArray x, double decay, double weight) where TOps : struct, IArrayOps<TArray>
         => ops.MulAdd(m, decay, x, weight);
 
     /// <summary>v ← β·v + w·x² (β = 1 skips the multiplication).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TArray AccumulateSquare<TArray, TOps>(TOps ops, TArray v, TArray x, double decay, double weight) where TOps : struct, IArrayOps<TArray>
         => ops.MulAddProduct(v, decay, x, x, weight);
 
     /// <summary>m ← max(m, x).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TArray RunningMax<TArray, TOps>(TOps ops, TArray m, TArray x) where TOps : struct, IArrayOps<TArray> => ops.Max(m, x);
 
     /// <summary>m ← β·m + w·x, in place on <paramref name="m"/>.</summary>

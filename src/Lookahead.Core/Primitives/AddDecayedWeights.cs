@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using static TorchSharp.torch;
 using TorchSharp;
 
@@ -31,10 +32,12 @@ sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptySta
 
     readonly struct DecayKernel(AddDecayedWeightsTransform tx) : Kernels.IKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, System.ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => tx.Kernel(ops, a[0], a[1]);
     }
 
     /// <summary>u ← u + λ·θ on one block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal TArray Kernel<TArray, TOps>(TOps ops, TArray u, TArray theta) where TOps : struct, Kernels.IArrayOps<TArray> =>
         ops.AddScaled(u, theta, weightDecay);
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System;
 using System.Collections.Generic;
 using System.Linq;
@@ -125,12 +126,14 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
     /// <summary>The first step without a previous gradient: c = g + s·g, as g ← g + s·g.</summary>
     readonly struct Scaled(double scale) : IKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => ops.AddScaled(a[0], a[0], scale);
     }
 
     /// <summary>Over (g, g_prev, scratch).</summary>
     readonly struct Correct(GradientCorrectionTransform tx) : IKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => tx.Kernel(ops, a[0], a[1], a[2]);
     }
 
@@ -138,6 +141,7 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
     internal static TSum ClipDivisor<TSum, TOps>(TOps ops, TSum squares) where TOps : struct, IScalarOps<TSum> => ops.Max(ops.Sqrt(squares), 1);
 
     /// <summary>c = g + s·(g − g_prev) on one block (g_prev ← g unless exact); <paramref name="diff"/> is scratch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Kernel<TArray, TOps>(TOps ops, TArray g, TArray previous, TArray diff) where TOps : struct, IArrayOps<TArray>
     {
         ops.AddScaled(ops.Copy(diff, g), previous, -1);

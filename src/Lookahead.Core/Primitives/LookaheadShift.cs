@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System;
 using System.Collections.Generic;
 using System.Linq;
@@ -132,5 +133,6 @@ sealed class LookaheadShiftTransform : DeclaredTransform, IComposite, Kernels.IF
 /// <summary>u ← b·m + a·g over (u holding m, the kept g).</summary>
 readonly struct Combine(double a, double b) : Kernels.IKernel
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Run<TArray, TOps>(TOps ops, System.ReadOnlySpan<TArray> x) where TOps : struct, Kernels.IArrayOps<TArray> => ops.AddScaled(ops.Mul(x[0], b), x[1], a);
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System;
 using System.Collections.Generic;
 using System.Linq;
@@ -213,10 +214,12 @@ public sealed class DiagonalPreconditioner
     /// <summary>Over (g, v, [mean], [v_max]).</summary>
     readonly struct Moments(DiagonalPreconditioner d) : Kernels.IKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => d.AccumulateKernel(ops, a);
     }
 
     /// <summary>The moment updates on one block of (g, v, [mean], [v_max]).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void AccumulateKernel<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray>
     {
         double beta = o.Decay;
@@ -256,6 +259,7 @@ public sealed class DiagonalPreconditioner
     /// <summary>Over (u, v or v_max, [mean], scratch): u ← u/D (·r).</summary>
     readonly struct Quotient(DiagonalPreconditioner d, long t, double rect) : Kernels.IKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray>
         {
             var denom = d.Denominator(ops, a[^1], a[1], a.Length > 3, a.Length > 3 ? a[2] : a[1], a[0], t);
@@ -267,6 +271,7 @@ public sealed class DiagonalPreconditioner
     /// <summary>Over (g, v, [mean], scratch): scratch ← D, read from the raw g (QHAdam's D, built before the numerator overwrites g).</summary>
     internal readonly struct DenominatorOnly(DiagonalPreconditioner d, long t) : Kernels.IKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> =>
             d.Denominator(ops, a[^1], a[1], a.Length > 3, a.Length > 3 ? a[2] : a[1], a[0], t);
     }
@@ -274,6 +279,7 @@ public sealed class DiagonalPreconditioner
     /// <summary>Over (u, D): u ← u/D.</summary>
     internal readonly struct DivideBy : Kernels.IKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => ops.DivBy(a[0], a[1]);
     }
 
@@ -290,6 +296,7 @@ public sealed class DiagonalPreconditioner
     /// <paramref name="centered"/>), and g (read only when
     /// ν₂ ≠ 1): the elementwise kernel behind <see cref="Divide"/>, over any <see cref="Kernels.IArrayOps{TArray}"/>.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal TArray Denominator<TArray, TOps>(TOps ops, TArray denom, TArray v, bool centered, TArray mean, TArray g, long t) where TOps : struct, Kernels.IArrayOps<TArray>
     {
         double sqrtCorrection = o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(o.Decay, t)) : 1;

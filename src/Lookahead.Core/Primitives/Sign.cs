@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Lookahead;
 
 public static partial class Transforms
@@ -24,5 +26,6 @@ sealed class SignTransform : Transform<EmptyState>, Kernels.IFusable
 /// <summary>u ← sign(u).</summary>
 readonly struct SignKernel : Kernels.IKernel
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Run<TArray, TOps>(TOps ops, System.ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => ops.Sign(a[0]);
 }

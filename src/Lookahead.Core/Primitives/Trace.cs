@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System;
 using System.Collections.Generic;
 using System.Linq;
@@ -70,10 +71,12 @@ sealed class TraceTransform(double decay, double dampening, bool debias, bool st
 
     readonly struct TraceKernel(TraceTransform tx, bool copy, double correction) : Kernels.IKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => tx.Kernel(ops, a[0], a[1], copy, correction);
     }
 
     /// <summary>The elementwise step on one block: m ← β·m + (1−δ)·u (or m ← u on torch's first step), u ← m / c.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Kernel<TArray, TOps>(TOps ops, TArray u, TArray m, bool copy, double correction) where TOps : struct, Kernels.IArrayOps<TArray>
     {
         if (copy) ops.Copy(m, u);
