@@ -67,8 +67,11 @@ Target.create "replay" (fun _ ->
 // which ends with one line per target: "target NAME ratio=X goal=Y met" (or "not met").
 Target.create "bench" (fun _ ->
     run "dotnet" (sprintf "run --project benchmarks/Lookahead.Benchmarks -c %s --no-build -- --filter *" configuration))
-Target.create "bench-quick" (fun _ ->
-    run "dotnet" (sprintf "run --project benchmarks/Lookahead.Benchmarks -c %s --no-build -- --quick" configuration))
+// Extra arguments after "--" go to the quick check, e.g. `bench-quick -- --runner NAME=VALUE` (a RunnerOptions
+// property for every runner it builds), `--matrices K`, `--rounds R`.
+Target.create "bench-quick" (fun p ->
+    let extra = p.Context.Arguments |> String.concat " "
+    run "dotnet" (sprintf "run --project benchmarks/Lookahead.Benchmarks -c %s --no-build -- --quick %s" configuration extra))
 
 // Executes every notebook's code cells in order: each notebooks/NAME.ipynb becomes notebooks/.NAME.generated.fsx
 // (same folder, so relative #r paths hold), run by `dotnet fsi`; a cell that throws (or an assertion that

@@ -3,13 +3,25 @@ using System.Linq;
 using BenchmarkDotNet.Running;
 using Lookahead.Benchmarks;
 
-// dotnet run -c Release -- --quick [--matrices K]   the one-command check of the targets (minutes)
+// dotnet run -c Release -- --quick [--matrices K] [--rounds R] [--runner NAME=VALUE]...
+//     the one-command check of the targets (minutes). --runner sets a RunnerOptions property for every runner
+//     of the benchmark (by reflection, so options added to the runner later can be chosen without code changes).
 // dotnet run -c Release -- [BenchmarkDotNet args]    the BenchmarkDotNet suite (long)
 if (args.Contains("--quick"))
 {
-    int i = Array.IndexOf(args, "--matrices");
-    int matrices = i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1]) : 8;
-    return Quick.Run(matrices);
+    int Value(string name, int fallback)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], System.Globalization.CultureInfo.InvariantCulture) : fallback;
+    }
+    for (int i = 0; i + 1 < args.Length; i++)
+    {
+        if (args[i] != "--runner") continue;
+        var parts = args[i + 1].Split('=', 2);
+        if (parts.Length != 2) throw new ArgumentException($"--runner wants NAME=VALUE, got '{args[i + 1]}'");
+        Cases.Override(parts[0], parts[1]);
+    }
+    return Quick.Run(new QuickOptions(Matrices: Value("--matrices", 8), Rounds: Value("--rounds", 7)));
 }
 BenchmarkSwitcher.FromAssembly(typeof(Cases).Assembly).Run(args);
 return 0;
