@@ -95,20 +95,20 @@ public static class Cases
 
     /// <summary>
     /// The runner's thread-count option, if it has one: an integer property whose name mentions threads or
-    /// parallelism. None exists yet; the 1-vs-2-threads check then only sets torch's thread count.
+    /// parallelism (<see cref="RunnerOptions.Threads"/>); without one the 1-vs-2-threads check only sets torch's thread count.
     /// </summary>
     public static PropertyInfo? ThreadOption { get; } = typeof(RunnerOptions).GetProperties()
         .FirstOrDefault(p => (Nullable.GetUnderlyingType(p.PropertyType) ?? p.PropertyType) == typeof(int) && p.CanWrite
             && (p.Name.Contains("Thread", StringComparison.OrdinalIgnoreCase) || p.Name.Contains("Parallel", StringComparison.OrdinalIgnoreCase)));
 
     /// <summary>
-    /// The options of every benchmark runner: the gradient buffer is worked in place and its binding not
-    /// re-checked (the fastest settings of today's runner), then the command line's overrides, then
-    /// <paramref name="threads"/> if given and the runner has a thread option.
+    /// The options of every benchmark runner: the defaults (the gradients are kept, so the fused executor holds the
+    /// update in per-thread scratch) with the gradient binding not re-checked (reading <c>.grad</c> makes a tensor
+    /// handle per parameter and step), then the command line's overrides, then <paramref name="threads"/> if given.
     /// </summary>
     public static RunnerOptions Options(int? threads = null)
     {
-        var options = new RunnerOptions { KeepGradients = false, VerifyGradientBinding = false };
+        var options = new RunnerOptions { VerifyGradientBinding = false };
         foreach (var (property, value) in Overrides) property.SetValue(options, value);
         if (threads is int t && ThreadOption is not null) ThreadOption.SetValue(options, t);
         return options;
@@ -161,8 +161,8 @@ public static class Cases
 
 /// <summary>
 /// A runner ready to be timed: before each timed step, <see cref="Refresh"/> copies fresh gradients into its
-/// gradient buffers (untimed). The runner works in the gradient buffer (<c>KeepGradients = false</c>), so
-/// without the refresh the "gradient" of step t+1 would be the update of step t, which for SGD or Adagrad
+/// gradient buffers (untimed). With <c>--runner KeepGradients=false</c> the runner works in the gradient buffer,
+/// and without the refresh the "gradient" of step t+1 would be the update of step t, which for SGD or Adagrad
 /// shrinks by the learning rate every step until it reaches denormal floats and slows the arithmetic down.
 /// </summary>
 public sealed class TimedRunner : IDisposable
