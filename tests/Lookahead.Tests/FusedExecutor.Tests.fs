@@ -84,6 +84,39 @@ let tests =
                     compare (name + " (float32)") p.Names float32Close ours reference)
         ]
 
+        Expect.property "reductions on the fused executor: the non-finite guard (skip and zero) and the clips, with NaN and ±∞ in the stream" genEdgeProblem (fun p ->
+            // Poison two steps: a NaN in the first tensor at step 3, +∞ and −∞ in the last tensor at step 7.
+            let poison (k: int) (g: float[] list) =
+                g |> List.mapi (fun t v ->
+                    let v = Array.copy v
+                    if k = 2 && t = 0 then v.[0] <- nan
+                    if k = 6 && t = g.Length - 1 then v.[v.Length - 1] <- infinity; v.[0] <- -infinity
+                    v)
+            let q = { p with Grads = List.mapi poison p.Grads }
+            let finiteOrBothNaN ok (a: float) (b: float) = (Double.IsNaN a && Double.IsNaN b) || ok a b
+            for name, tx in [ "guard(adam), skip", (fun () -> Transforms.GuardNonFinite(Optim.Adam(0.01)))
+                              "guard(clip, adamw), zero", (fun () -> Transforms.GuardNonFinite(Transforms.Chain(Transforms.ClipByGlobalNorm 0.5, Optim.AdamW(0.01)), NonFinitePolicy.Zero))
+                              "guard(mars), zero", (fun () -> Transforms.GuardNonFinite(Optim.Mars(0.01), NonFinitePolicy.Zero)) ] do
+                let reference = runWith torchSharp false torch.float64 (tx ()) q
+                let one = runWith (fused 1 8) true torch.float64 (tx ()) q
+                compare (name + " vs TorchSharp") q.Names (finiteOrBothNaN (fun a b -> Expect.within 1e-12 1e-10 b a)) one reference
+                compare (name + ": 3 threads") q.Names (finiteOrBothNaN sameBits) (runWith (fused 3 16) true torch.float64 (tx ()) q) one)
+
+        testCase "reductions over many partial sums give the same bits on 1, 2 and 4 threads" <| fun () ->
+            // Tensors of 10007 and 9000 elements: several 4096-element partials each, split differently across threads.
+            let rng = Random(11)
+            let shapes = [ [| 10007L |]; [| 90L; 100L |]; [| 3L |] ]
+            let vec n = Array.init n (fun _ -> rng.NextDouble() * 2.0 - 1.0)
+            let p = { Names = [ "a"; "b"; "c" ]; Shapes = shapes; Params0 = shapes |> List.map (numel >> vec)
+                      Grads = List.init 6 (fun _ -> shapes |> List.map (numel >> vec)) }
+            for name, tx in [ "clipped adam", (fun () -> Transforms.Chain(Transforms.ClipByGlobalNorm 0.1, Optim.Adam(0.01)))
+                              "mars (per-tensor clip)", (fun () -> Optim.Mars(0.01))
+                              "guard(adam)", (fun () -> Transforms.GuardNonFinite(Optim.Adam(0.01))) ] do
+                let one = runWith (fused 1 2048) true torch.float64 (tx ()) p
+                for threads in [ 2; 4 ] do
+                    compare (sprintf "%s: %d threads" name threads) p.Names sameBits (runWith (fused threads 512) true torch.float64 (tx ()) p) one
+                compare (name + " vs TorchSharp") p.Names (fun a b -> Expect.within 1e-12 1e-10 b a) one (runWith torchSharp false torch.float64 (tx ()) p)
+
         Expect.property "a partition with an empty part, and parts that split a block" genEdgeProblem (fun p ->
             let tx () =
                 Transforms.Partition((fun (info: ParameterInfo) -> if info.Shape.Count = 1 then "vectors" elif info.Shape.Count = 0 then "scalars" else "rest"),

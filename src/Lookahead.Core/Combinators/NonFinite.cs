@@ -32,8 +32,11 @@ public static partial class Transforms
         new GuardNonFiniteTransform(Check.NotNull(inner, nameof(inner)), policy, Check.AtLeast(maxConsecutive, 1, nameof(maxConsecutive)));
 }
 
-sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePolicy policy, long maxConsecutive) : DeclaredTransform, IComposite, IReducing
+sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePolicy policy, long maxConsecutive) : DeclaredTransform, IComposite, IReducing, IFusable
 {
+    public bool FusesAlone => true;
+    public bool Flushes => true;
+
     static readonly Reduction[] Counts = { new(ReductionKind.NonFiniteCount, ReductionScope.PerTensor, "updates") };
 
     /// <summary>The non-finite entries of each incoming update, before the inner transform runs.</summary>
@@ -67,7 +70,12 @@ sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePol
         bool lossBad = context.TryGet(ContextKeys.Loss, out var loss) && !double.IsFinite(loss);
         // The declared reduction, one value per tensor on its device, then one read back per step.
         var bad = new List<string>();
-        if (updates.Count > 0)
+        if (updates.Count > 0 && Elementwise.Reduce(ReductionKind.NonFiniteCount, updates.Tensors.Select(u => new[] { u }).ToArray()) is { } fusedCounts)
+        {
+            // The fused executor counted on the host; the buffers are up to date, so the zeroing below may touch them.
+            for (int i = 0; i < fusedCounts.Length; i++) if (fusedCounts[i] != 0) bad.Add(updates.Names[i]);
+        }
+        else if (updates.Count > 0)
         {
             using var scope = NewDisposeScope();
             var counts = Reducer.PerTensor(ReductionKind.NonFiniteCount, updates).Select(c => c.cpu()).ToArray();

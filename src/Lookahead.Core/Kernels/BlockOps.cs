@@ -245,3 +245,73 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmana
         return x;
     }
 }
+
+/// <summary>
+/// The partial sums of one block for the fused executor's reduction phase, accumulated in float64 with 256-bit SIMD
+/// (float32 lanes widened first) and combined in a fixed lane order, so a block's partial never depends on the thread
+/// that computes it.
+/// </summary>
+internal static unsafe class BlockReductions
+{
+    /// <summary>The block's partial of <paramref name="kind"/> over <paramref name="x"/> (and <paramref name="y"/> for a dot).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static double Partial(ReductionKind kind, float* x, float* y, int n)
+    {
+        var acc0 = Vector256<double>.Zero; var acc1 = Vector256<double>.Zero;
+        int i = 0;
+        if (kind == ReductionKind.NonFiniteCount)
+        {
+            long count = 0;
+            for (; i <= n - 8; i += 8)
+            {
+                var v = Vector256.Load(x + i);
+                count += BitOperations.PopCount(~Vector256.Equals(v - v, Vector256<float>.Zero).ExtractMostSignificantBits() & 0xFFu);
+            }
+            for (; i < n; i++) if (!float.IsFinite(x[i])) count++;
+            return count;
+        }
+        for (; i <= n - 8; i += 8)
+        {
+            var (lo, hi) = Vector256.Widen(Vector256.Load(x + i));
+            if (kind == ReductionKind.Dot)
+            {
+                var (ylo, yhi) = Vector256.Widen(Vector256.Load(y + i));
+                acc0 = Vector256.FusedMultiplyAdd(lo, ylo, acc0); acc1 = Vector256.FusedMultiplyAdd(hi, yhi, acc1);
+            }
+            else { acc0 = Vector256.FusedMultiplyAdd(lo, lo, acc0); acc1 = Vector256.FusedMultiplyAdd(hi, hi, acc1); }
+        }
+        double total = Lanes(acc0 + acc1);
+        for (; i < n; i++) total += kind == ReductionKind.Dot ? (double)x[i] * y[i] : (double)x[i] * x[i];
+        return total;
+    }
+
+    /// <inheritdoc cref="Partial(ReductionKind, float*, float*, int)"/>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static double Partial(ReductionKind kind, double* x, double* y, int n)
+    {
+        var acc = Vector256<double>.Zero;
+        int i = 0;
+        if (kind == ReductionKind.NonFiniteCount)
+        {
+            long count = 0;
+            for (; i <= n - 4; i += 4)
+            {
+                var v = Vector256.Load(x + i);
+                count += BitOperations.PopCount(~Vector256.Equals(v - v, Vector256<double>.Zero).ExtractMostSignificantBits() & 0xFu);
+            }
+            for (; i < n; i++) if (!double.IsFinite(x[i])) count++;
+            return count;
+        }
+        for (; i <= n - 4; i += 4)
+        {
+            var v = Vector256.Load(x + i);
+            acc = Vector256.FusedMultiplyAdd(v, kind == ReductionKind.Dot ? Vector256.Load(y + i) : v, acc);
+        }
+        double total = Lanes(acc);
+        for (; i < n; i++) total += kind == ReductionKind.Dot ? x[i] * y[i] : x[i] * x[i];
+        return total;
+    }
+
+    /// <summary>The four lanes added in a fixed order.</summary>
+    static double Lanes(Vector256<double> v) => (v.GetElement(0) + v.GetElement(1)) + (v.GetElement(2) + v.GetElement(3));
+}

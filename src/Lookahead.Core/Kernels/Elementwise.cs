@@ -68,6 +68,13 @@ internal static class Elementwise
         return new RecordingScope(null);
     }
 
+    /// <summary>
+    /// Under the fused executor: runs what was recorded so far, then <paramref name="kind"/> over each group (one
+    /// value per group, as doubles; the buffers are then up to date and may be touched directly until the next
+    /// recorded kernel). Otherwise null: the caller reduces on tensors (<see cref="Reducer"/>).
+    /// </summary>
+    public static double[]? Reduce(ReductionKind kind, IReadOnlyList<Tensor[]> groups) => _recorder?.Reduce(kind, groups);
+
     /// <summary>Whether elementwise phases on this thread are being recorded.</summary>
     public static bool Recording => _recorder is not null;
 
@@ -89,6 +96,9 @@ internal interface IStageRecorder
 
     /// <summary>Runs what has been recorded so far.</summary>
     void Flush();
+
+    /// <summary>Runs what has been recorded so far, then the reduction of each group.</summary>
+    double[] Reduce(ReductionKind kind, IReadOnlyList<Tensor[]> groups);
 }
 
 /// <summary>a[1] ← a[0] (a copy kept while later kernels overwrite the first array).</summary>

@@ -35,6 +35,9 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// <summary>Elements per block: 2048 floats are 8 KB per array, so a kernel's arrays stay in the L1/L2 cache.</summary>
     public const int DefaultBlock = 2048;
 
+    /// <summary>Elements per partial sum of a reduction, fixed (not the block size) so a reduced value is the same for any block size and thread count.</summary>
+    public const int ReductionBlock = 4096;
+
     readonly int _block, _threads;
     readonly Workspace _workspace;
     readonly List<Item> _items = new();
@@ -261,6 +264,47 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs what was recorded, then <paramref name="kind"/> over each group of index-aligned arrays (a dot product
+    /// reads two): float64 partial sums of <see cref="ReductionBlock"/> elements, on the executor's threads, added in
+    /// order, so the result is the same for every thread count and block size.
+    /// </summary>
+    public double[] Reduce(ReductionKind kind, IReadOnlyList<Tensor[]> groups)
+    {
+        Flush();
+        var result = new double[groups.Count];
+        for (int k = 0; k < groups.Count; k++)
+        {
+            var group = groups[k];
+            var first = group[0];
+            long n = first.numel();
+            if (n == 0) continue;
+            if (kind == ReductionKind.Dot && (group.Length < 2 || group[1].numel() != n || group[1].dtype != first.dtype))
+                throw new InvalidOperationException("fused executor: a dot product needs two arrays of the same length and dtype");
+            nint a = AddressOf(first), b = kind == ReductionKind.Dot ? AddressOf(group[1]) : 0;
+            long blocks = (n + ReductionBlock - 1) / ReductionBlock;
+            var partials = new double[blocks];
+            bool single = first.dtype == ScalarType.Float32;
+            void Range(long from, long to)
+            {
+                for (long blk = from; blk < to; blk++)
+                {
+                    long o = blk * ReductionBlock;
+                    int len = (int)Math.Min(ReductionBlock, n - o);
+                    partials[blk] = single ? BlockReductions.Partial(kind, (float*)a + o, (float*)b + o, len)
+                                           : BlockReductions.Partial(kind, (double*)a + o, (double*)b + o, len);
+                }
+            }
+            int threads = (int)Math.Min(_threads, blocks);
+            if (threads <= 1) Range(0, blocks);
+            else Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => Range(blocks * t / threads, blocks * (t + 1) / threads));
+            double total = 0;
+            foreach (var p in partials) total += p;
+            result[k] = total;
+        }
+        return result;
+    }
+
     void EnsureThreadScratch(long bytes)
     {
         if (_threadScratch.Length == _threads && _threadScratchBytes >= bytes) return;
@@ -284,17 +328,24 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
 /// <summary>Which transforms the fused executor can run: those whose every node is elementwise.</summary>
 internal interface IFusable
 {
-    /// <summary>Whether this node's own step only runs <see cref="Elementwise"/> kernels (children are asked separately).</summary>
+    /// <summary>
+    /// Whether this node's own step is safe under recording (children are asked separately): it runs its arithmetic
+    /// through <see cref="Elementwise.Run{TKernel}(in TKernel, TensorTree[])"/> and its reductions through
+    /// <see cref="Elementwise.Reduce"/>, and touches buffers directly only right after a reduction.
+    /// </summary>
     bool FusesAlone { get; }
+
+    /// <summary>Whether its step reduces (and so runs what was recorded before it in the middle of the step).</summary>
+    bool Flushes => false;
 }
 
-/// <summary>Decides whether a transform tree runs on the fused executor.</summary>
+/// <summary>Decides whether a transform tree runs on the fused executor in one pass (its update buffer in scratch).</summary>
 internal static class Fusion
 {
-    /// <summary>True when every node of <paramref name="transform"/>'s tree is elementwise.</summary>
+    /// <summary>True when every node of <paramref name="transform"/>'s tree is elementwise and none reduces.</summary>
     public static bool Fusable(IGradientTransformation transform)
     {
-        if (transform is not IFusable { FusesAlone: true }) return false;
+        if (transform is not IFusable { FusesAlone: true } f || f.Flushes) return false;
         if (transform is IComposite c) foreach (var child in c.Children) if (!Fusable(child)) return false;
         return true;
     }

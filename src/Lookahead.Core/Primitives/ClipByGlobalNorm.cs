@@ -17,8 +17,11 @@ public static partial class Transforms
         new ClipByGlobalNormTransform(Check.Positive(maxNorm, nameof(maxNorm)));
 }
 
-sealed class ClipByGlobalNormTransform(double maxNorm) : Transform<EmptyState>, IReducing
+sealed class ClipByGlobalNormTransform(double maxNorm) : Transform<EmptyState>, IReducing, IFusable
 {
+    public bool FusesAlone => true;
+    public bool Flushes => true;
+
     static readonly Reduction[] Norm = { new(ReductionKind.SumOfSquares, ReductionScope.Global, "updates") };
 
     public override Spec Spec => Spec.Of("clip_by_global_norm").With("max_norm", maxNorm);
@@ -29,6 +32,14 @@ sealed class ClipByGlobalNormTransform(double maxNorm) : Transform<EmptyState>, 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
         if (updates.Count == 0) return state;
+        if (Elementwise.Reduce(ReductionKind.SumOfSquares, Buffers.Groups(updates)) is { } parts)
+        {
+            // The fused executor: the same factor from the norm summed on the host, then a recorded scale.
+            double sum = 0;
+            foreach (var p in parts) sum += p;
+            Elementwise.Run(new ScaleKernel(Factor<double, ArrayBlockOps>(default, sum, maxNorm)), updates);
+            return state;
+        }
         using var scope = NewDisposeScope();
         var squares = Reducer.Global(ReductionKind.SumOfSquares, updates.Tensors[0].device, updates);
         var factor = Factor<Tensor, TensorOps>(default, squares, maxNorm);

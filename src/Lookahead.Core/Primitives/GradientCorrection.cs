@@ -50,8 +50,10 @@ public static partial class Transforms
 
 sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : DeclaredTransform, IValidating, IReducing, IFusable
 {
-    /// <summary>Without the clip the step is elementwise.</summary>
-    public bool FusesAlone => !clip;
+    public bool FusesAlone => true;
+
+    /// <summary>The clip reduces (per-tensor norms) in the middle of the step.</summary>
+    public bool Flushes => clip;
 
     static readonly Reduction[] ClipNorms = { new(ReductionKind.SumOfSquares, ReductionScope.PerTensor, "updates") };
 
@@ -113,7 +115,13 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
             try { Elementwise.Run(new Correct(this), groups, diffs); }
             finally { foreach (var d in diffs) Buffers.Return(d); }
         }
-        if (clip)
+        if (clip && Elementwise.Reduce(ReductionKind.SumOfSquares, PerTensor(updates)) is { } squares64)
+        {
+            // The fused executor: the same divisor from the norm summed on the host, then a recorded division per tensor.
+            for (int i = 0; i < squares64.Length; i++)
+                Elementwise.Run(new Divide(ClipDivisor<double, ArrayBlockOps>(default, squares64[i])), new[] { new[] { updates.Tensors[i] } }, null);
+        }
+        else if (clip)
         {
             // Per tensor: divide by max(‖c‖, 1), the same numbers as "if ‖c‖ > 1: c /= ‖c‖", without a host round trip.
             using var scope = NewDisposeScope();
@@ -135,6 +143,15 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => tx.Kernel(ops, a[0], a[1], a[2]);
+    }
+
+    static Tensor[][] PerTensor(TensorTree tree) => tree.Tensors.Select(t => new[] { t }).ToArray();
+
+    /// <summary>u ← u / d.</summary>
+    readonly struct Divide(double divisor) : IKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => ops.Div(a[0], divisor);
     }
 
     /// <summary>The clip's divisor max(‖c‖, 1) from ‖c‖² = <paramref name="squares"/>.</summary>
