@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks;
@@ -157,18 +158,28 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             var first = group[0];
             long length = first.numel();
             if (length == 0) continue;
-            nint p0 = AddressOf(first);
-            int run = _runs.FindIndex(r => r.Updates.Contains(p0) && r.Updates.DType == first.dtype);
-            if (run < 0) throw new InvalidOperationException("fused executor: a kernel's first array is not one of the runner's update buffers");
-            long start = (p0 - _runs[run].Updates.Start) / first.ElementSize;
-            var operands = new Operand[group.Length + extra];
-            for (int j = 0; j < operands.Length; j++)
+            var arrays = new Tensor[group.Length + extra];
+            group.CopyTo(arrays, 0);
+            for (int s = 0; s < extra; s++) arrays[group.Length + s] = scratch![s][k];
+            int run = -1;
+            if (first.device_type == DeviceType.CPU && first.dtype is ScalarType.Float32 or ScalarType.Float64)
             {
-                var t = j < group.Length ? group[j] : scratch![j - group.Length][k];
-                if (t.dtype != first.dtype || t.numel() != length || !t.is_contiguous())
-                    throw new InvalidOperationException($"fused executor: array {j} of a kernel is {t.dtype} of {t.numel()} elements (contiguous: {t.is_contiguous()}), the first is {first.dtype} of {length}");
-                operands[j] = Locate(AddressOf(t), (int)first.ElementSize, start, run);
+                nint p0 = AddressOf(first);
+                run = _runs.FindIndex(r => r.Updates.Contains(p0) && r.Updates.DType == first.dtype);
             }
+            if (run < 0 || arrays.Any(t => t.dtype != first.dtype || t.numel() != length || t.device_type != DeviceType.CPU || !t.is_contiguous()))
+            {
+                // Arrays this executor cannot address (a strided tensor from the context, another dtype): run what was
+                // recorded, then this group on tensors, now.
+                if (_virtual.Count > 0)
+                    throw new InvalidOperationException("fused executor: a kernel's arrays are not the runner's contiguous buffers, inside a step whose update buffer lives in scratch");
+                Flush();
+                kernel.Run<Tensor, TensorOps>(default, arrays);
+                continue;
+            }
+            long start = (AddressOf(first) - _runs[run].Updates.Start) / first.ElementSize;
+            var operands = new Operand[arrays.Length];
+            for (int j = 0; j < operands.Length; j++) operands[j] = Locate(AddressOf(arrays[j]), (int)first.ElementSize, start, run);
             _runs[run].Items.Add(_items.Count);
             _items.Add(new Item(stage, run, start, length, operands));
         }
