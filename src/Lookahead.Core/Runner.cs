@@ -11,8 +11,9 @@ public sealed record RunnerOptions
 {
     /// <summary>
     /// Leave the gradients untouched (the default): the step copies them into the runner's update buffer
-    /// first. False lets the transform work in the gradient buffer itself, saving one pass over memory per
-    /// step; the gradients then hold the applied updates after the step.
+    /// first (on the fused executor, block by block into per-thread scratch: the update never reaches memory).
+    /// False lets the transform work in the gradient buffer itself, saving one pass over memory per step on the
+    /// TorchSharp executor; the gradients then hold the applied updates after the step.
     /// </summary>
     public bool KeepGradients { get; init; } = true;
 
@@ -50,7 +51,8 @@ public enum RunnerExecutor
 /// <summary>
 /// The allocation-free execution path: runs a transform's in-place step on buffers the runner owns and
 /// reuses, with parameters, gradients, updates and state laid out as flat contiguous buffers (one per dtype
-/// and device; each tensor a view), so an elementwise primitive is one kernel call per buffer.
+/// and device; each tensor a view). On the CPU the step's kernels run fused, block by block and on several
+/// threads (<see cref="RunnerOptions.Executor"/>); elsewhere each operation is one TorchSharp kernel per buffer.
 /// </summary>
 /// <remarks>
 /// <para><b>Same semantics as the pure path.</b> The runner executes the same <see cref="Transform{TState}.Step"/>
