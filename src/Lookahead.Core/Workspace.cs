@@ -24,6 +24,7 @@ public sealed class Workspace : IDisposable
     readonly Dictionary<(string Shape, ScalarType DType, string Device), Stack<Tensor>> _free = new();
     readonly List<Tensor> _owned = new();
     readonly List<Tensor> _scratch = new();
+    readonly HashSet<Tensor> _out = new(ReferenceEqualityComparer.Instance);
     readonly Dictionary<IntPtr, (Tensor Flat, long Offset, long Count)> _layout = new();
     readonly Dictionary<int, List<(IntPtr[] Handles, IReadOnlyList<Tensor[]> Groups)>> _groups = new();
     int _rented;
@@ -45,10 +46,16 @@ public sealed class Workspace : IDisposable
     {
         var key = KeyOf(shape, dtype, device);
         _rented++;
-        if (_free.TryGetValue(key, out var stack) && stack.Count > 0) return stack.Pop();
+        if (_free.TryGetValue(key, out var stack) && stack.Count > 0)
+        {
+            var reused = stack.Pop();
+            _out.Add(reused);
+            return reused;
+        }
         var t = empty(shape, dtype, device).DetachFromDisposeScope();
         _owned.Add(t);
         _scratch.Add(t);
+        _out.Add(t);
         ScratchAllocations++;
         ScratchBytes += t.numel() * t.ElementSize;
         return t;
@@ -60,8 +67,12 @@ public sealed class Workspace : IDisposable
         var key = KeyOf(buffer);
         if (!_free.TryGetValue(key, out var stack)) _free[key] = stack = new();
         stack.Push(buffer);
+        _out.Remove(buffer);
         _rented--;
     }
+
+    /// <summary>Whether <paramref name="buffer"/> is rented now (not yet returned).</summary>
+    internal bool IsRented(Tensor buffer) => _out.Contains(buffer);
 
     /// <summary>Every scratch buffer this workspace has allocated.</summary>
     internal IReadOnlyList<Tensor> ScratchTensors => _scratch;

@@ -117,6 +117,17 @@ let tests =
                     compare (sprintf "%s: %d threads" name threads) p.Names sameBits (runWith (fused threads 512) true torch.float64 (tx ()) p) one
                 compare (name + " vs TorchSharp") p.Names (fun a b -> Expect.within 1e-12 1e-10 b a) one (runWith torchSharp false torch.float64 (tx ()) p)
 
+        Expect.property "scratch kept across a flush lives in memory: a shift or QHAdam's D around transforms that reduce or run on tensors" genEdgeProblem (fun p ->
+            // The shift keeps g in scratch while its inner transform runs; here the inner one reduces (a clip) or
+            // runs a Polyak step on tensors, so what was recorded runs in the middle of the step.
+            for name, tx in [ "shift over (clip, ema)", (fun () -> Transforms.LookaheadShift(0.7, Transforms.Chain(Transforms.ClipByGlobalNorm 0.3, Transforms.Ema(0.9))))
+                              "shift over sps", (fun () -> Transforms.Chain(Transforms.LookaheadShift(0.5, Optim.Sps(0.5)), Transforms.Scale(0.1)))
+                              "qhadam over a clipped numerator", (fun () -> Transforms.Chain(Transforms.Precondition(PreconditionOptions(Decay = 0.99, BiasCorrection = true, Epsilon = 1e-8, SecondMomentNu = 0.7), Transforms.Chain(Transforms.ClipByGlobalNorm 0.5, Transforms.Ema(0.9))), Transforms.Scale(-0.01))) ] do
+                let reference = runWith torchSharp false torch.float64 (tx ()) p
+                let one = runWith (fused 1 8) true torch.float64 (tx ()) p
+                compare (name + " vs TorchSharp") p.Names (fun a b -> Expect.within 1e-12 1e-10 b a) one reference
+                compare (name + ": 2 threads") p.Names sameBits (runWith (fused 2 16) true torch.float64 (tx ()) p) one)
+
         Expect.property "a partition with an empty part, and parts that split a block" genEdgeProblem (fun p ->
             let tx () =
                 Transforms.Partition((fun (info: ParameterInfo) -> if info.Shape.Count = 1 then "vectors" elif info.Shape.Count = 0 then "scalars" else "rest"),

@@ -40,8 +40,12 @@ public static partial class Transforms
     }
 }
 
-sealed class BoostedTransform(Func<int, IGradientTransformation> factory, BoostPolicy policy, string name) : DeclaredTransform, IComposite, IValidating
+sealed class BoostedTransform(Func<int, IGradientTransformation> factory, BoostPolicy policy, string name) : DeclaredTransform, IComposite, IValidating, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+    /// <summary>The transform it runs is known only at each step and may not be elementwise: the update buffer stays in memory.</summary>
+    public bool Flushes => true;
+
     // Leaves, in order: count (steps taken), level (the current level ℓ), window_sum (sum of the current window's
     // losses), window_count (steps in the current window), previous_mean (mean loss of the last complete window,
     // NaN before the first), inner/… (the state of the current level's transform, started by factory(0)).

@@ -19,8 +19,12 @@ public static partial class Transforms
         new ScheduledTransform(Check.NotNull(factory, nameof(factory)), name);
 }
 
-sealed class ScheduledTransform(Func<long, IGradientTransformation> factory, string name) : DeclaredTransform, IComposite
+sealed class ScheduledTransform(Func<long, IGradientTransformation> factory, string name) : DeclaredTransform, IComposite, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+    /// <summary>The transform it runs is known only at each step and may not be elementwise: the update buffer stays in memory.</summary>
+    public bool Flushes => true;
+
     // Leaves: count (steps taken), inner/… (the state of the scheduled transform, started by factory(1)).
     readonly (StateLayout Layout, Slot<long> Count, Slot<IOptState> Inner) _state = Declared(factory, name);
 

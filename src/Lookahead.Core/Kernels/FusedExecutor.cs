@@ -44,6 +44,9 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     readonly List<Item> _items = new();
     readonly List<Area> _scratch = new();
     readonly Dictionary<nint, Area> _scratchAreas = new();
+    // This step's scratch tensors, by area index − 1, and the starts of those that live in memory from a flush on.
+    readonly List<Tensor> _scratchTensors = new();
+    readonly HashSet<nint> _materialized = new();
     // The update buffers whose blocks live in scratch during a step (the runner's own; see Begin).
     readonly List<Area> _virtual = new();
     readonly List<Run> _runs = new();
@@ -130,7 +133,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// </summary>
     public void Begin(IEnumerable<Tensor> updates, bool virtualUpdates)
     {
-        _items.Clear(); _runs.Clear(); _scratch.Clear(); _virtual.Clear();
+        _items.Clear(); _runs.Clear(); _scratch.Clear(); _scratchTensors.Clear(); _materialized.Clear(); _virtual.Clear();
         foreach (var u in updates)
         {
             var area = AreaOf(u);
@@ -144,6 +147,17 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     {
         if (_virtual.Count > 0 && _items.Count > 0)
             throw new InvalidOperationException("fused executor: a transform that is not elementwise ran inside a step whose update buffer lives in scratch");
+        // Scratch still rented now is read after the flush (a shift's copy of g kept across a transform that runs on
+        // tensors, Polyak's D⁻¹d read by a reduction): the kernels recorded so far write it to its memory instead, and
+        // so does every kernel after, for the rest of the step.
+        foreach (var item in _items)
+            for (int j = 0; j < item.Operands.Length; j++)
+                if (item.Operands[j].Scratch >= 1 && _workspace.IsRented(_scratchTensors[item.Operands[j].Scratch - 1]))
+                {
+                    var area = _scratch[item.Operands[j].Scratch - 1];
+                    _materialized.Add(area.Start);
+                    item.Operands[j] = new Operand(area.Start, -1);
+                }
         Execute();
     }
 
@@ -201,7 +215,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                 if (_scratch[s].Contains(p))
                 {
                     if (p != _scratch[s].Start) throw new InvalidOperationException("fused executor: a kernel uses scratch from other than its start");
-                    return new Operand(0, 1 + s);
+                    return _materialized.Contains(p) ? new Operand(p, -1) : new Operand(0, 1 + s);
                 }
             if (pass == 0 && !RefreshScratch(p)) break;
         }
@@ -214,7 +228,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         foreach (var t in _workspace.ScratchTensors)
         {
             if (!_scratchAreas.TryGetValue(t.Handle, out var area)) _scratchAreas[t.Handle] = area = AreaOf(t);
-            if (area.Contains(p) && !_scratch.Contains(area)) { _scratch.Add(area); return true; }
+            if (area.Contains(p) && !_scratch.Contains(area)) { _scratch.Add(area); _scratchTensors.Add(t); return true; }
         }
         return false;
     }
@@ -346,7 +360,10 @@ internal interface IFusable
     /// </summary>
     bool FusesAlone { get; }
 
-    /// <summary>Whether its step reduces (and so runs what was recorded before it in the middle of the step).</summary>
+    /// <summary>
+    /// Whether its step may run what was recorded before it in the middle of the step (it reduces, or runs a transform
+    /// known only at that step), so that the update buffer must stay in memory.
+    /// </summary>
     bool Flushes => false;
 }
 
