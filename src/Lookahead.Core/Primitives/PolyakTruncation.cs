@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System;
 using System.Collections.Generic;
 using System.Linq;
@@ -93,8 +94,11 @@ public static partial class Transforms
     }
 }
 
-sealed class PolyakTruncationTransform : DeclaredTransform, IValidating, IReducing
+sealed class PolyakTruncationTransform : DeclaredTransform, IValidating, IReducing, IFusable
 {
+    public bool FusesAlone => true;
+    public bool Flushes => true;
+
     readonly PolyakOptions o;
     readonly IGradientTransformation direction;
     /// <summary>D's arithmetic (the same as <see cref="Transforms.Precondition"/>'s), or null for D = I.</summary>
@@ -178,6 +182,7 @@ sealed class PolyakTruncationTransform : DeclaredTransform, IValidating, IReduci
         double rho = momentum && o.BiasCorrection ? 1 - Math.Pow(beta, t) : 1;
         double lossAverage = firstValueStart ? f : beta * state.Get(_lossAverage) + (1 - beta) * f;
         var ops = default(TensorOps);
+        if (Elementwise.Recording) return StepFused(updates, state, parameters, context, t, firstValueStart ? 0 : beta, rho, lossAverage);
 
         using var scope = NewDisposeScope();
         // Reduction phase 1: ⟨x, g⟩ before the direction overwrites g; D's moments from the raw g.
@@ -187,12 +192,7 @@ sealed class PolyakTruncationTransform : DeclaredTransform, IValidating, IReduci
         var gamma = GradDotParams<Tensor, TensorOps>(ops, state.Get(_gradDotParams), gDotX, firstValueStart ? 0 : beta);
 
         // D⁻¹d in scratch buffers (d itself without a preconditioner).
-        var preconditioned = updates;
-        if (pre is not null)
-        {
-            preconditioned = TensorTree.Of(updates.Names, updates.Tensors.Select(d => Buffers.Rent(d).copy_(d)).ToArray());
-            pre.Divide(preconditioned, preState!);
-        }
+        var preconditioned = Preconditioned(updates, preState);
         try
         {
             // Reduction phase 2: ‖d‖²_D and (momentum model) ⟨x, d⟩; then the scalar part, still on the device.
@@ -205,18 +205,87 @@ sealed class PolyakTruncationTransform : DeclaredTransform, IValidating, IReduci
 
             // The elementwise phase: u = −τ·D⁻¹d, then the weight decay.
             var negTau = tau.neg();
-            var trees = pre is null ? new[] { updates, parameters } : new[] { updates, parameters, preconditioned };
-            foreach (var group in Buffers.Groups(trees))
+            foreach (var group in Buffers.Groups(pre is null ? new[] { updates, parameters } : new[] { updates, parameters, preconditioned }))
             {
                 if (pre is not null) ops.Copy(group[0], group[2]);
-                Kernel<Tensor, Tensor, TensorOps>(ops, group[0], group[1], negTau);
+                ops.ScaleBy(group[0], negTau);
+                Decay(ops, group[0], group[1]);
             }
-            var next = state.With(_count, t).With(_lossAverage, lossAverage).With(_direction, directionState);
-            return preState is null ? next : next.With(_preconditioner, (IOptState)preState);
+            return Next(state, t, lossAverage, directionState, preState);
         }
-        finally
+        finally { Release(preconditioned, updates); }
+    }
+
+    /// <summary>
+    /// The same step under the fused executor: the reductions are summed on the host (<see cref="Elementwise.Reduce"/>),
+    /// the scalar part is the same generic definition on doubles, and the elementwise phases are recorded.
+    /// </summary>
+    DeclaredState StepFused(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context, long t, double beta, double rho, double lossAverage)
+    {
+        var s = default(ArrayBlockOps);
+        bool momentum = o.Model == PolyakModel.Momentum;
+        double gDotX = Sum(ReductionKind.Dot, parameters, updates);
+        var preState = pre is null ? null : pre.Accumulate(updates, (DeclaredState)state.Get(_preconditioner));
+        var directionState = InPlace.Step(direction, updates, state.Get(_direction), parameters, context);   // updates now hold d
+        double gamma = GradDotParams<double, ArrayBlockOps>(s, state.Get(_gradDotParams).item<double>(), gDotX, beta);
+        var preconditioned = Preconditioned(updates, preState);
+        try
         {
-            if (pre is not null) foreach (var r in preconditioned.Tensors) Buffers.Return(r);
+            double norm = Sum(ReductionKind.Dot, updates, preconditioned);
+            double dot = momentum ? Sum(ReductionKind.Dot, parameters, updates) : gDotX;
+            var (tau, lowerBound) = StepSize<double, ArrayBlockOps>(s, gDotX, gamma, dot, norm, state.Get(_lowerBound).item<double>(), lossAverage, rho);
+            using (Scalar g = gamma.ToScalar(), l = lowerBound.ToScalar(), step = tau.ToScalar())
+            {
+                state.Get(_gradDotParams).fill_(g);
+                state.Get(_lowerBound).fill_(l);
+                state.Get(_stepSize).fill_(step);
+            }
+            if (pre is null) Elementwise.Run(new Tail(this, -tau, copy: false), updates, parameters);
+            else Elementwise.Run(new Tail(this, -tau, copy: true), updates, parameters, preconditioned);
+            return Next(state, t, lossAverage, directionState, preState);
+        }
+        finally { Release(preconditioned, updates); }
+    }
+
+    /// <summary>Σ over index-aligned tensors of <paramref name="a"/> and <paramref name="b"/>, on the fused executor (which runs what was recorded first).</summary>
+    static double Sum(ReductionKind kind, TensorTree a, TensorTree b)
+    {
+        var groups = new Tensor[a.Count][];
+        for (int i = 0; i < a.Count; i++) groups[i] = new[] { a.Tensors[i], b.Tensors[i] };
+        double total = 0;
+        foreach (var part in Elementwise.Reduce(kind, groups)!) total += part;
+        return total;
+    }
+
+    /// <summary>D⁻¹d in rented buffers (given back by <see cref="Release"/>), or d itself without a preconditioner.</summary>
+    TensorTree Preconditioned(TensorTree updates, DeclaredState? preState)
+    {
+        if (pre is null) return updates;
+        var into = TensorTree.Of(updates.Names, updates.Tensors.Select(d => Buffers.Rent(d)).ToArray());
+        pre.DivideInto(updates, into, preState!);
+        return into;
+    }
+
+    static void Release(TensorTree preconditioned, TensorTree updates)
+    {
+        if (!ReferenceEquals(preconditioned, updates)) foreach (var r in preconditioned.Tensors) Buffers.Return(r);
+    }
+
+    DeclaredState Next(DeclaredState state, long t, double lossAverage, IOptState directionState, DeclaredState? preState)
+    {
+        var next = state.With(_count, t).With(_lossAverage, lossAverage).With(_direction, directionState);
+        return preState is null ? next : next.With(_preconditioner, (IOptState)preState);
+    }
+
+    /// <summary>Over (u, x, [D⁻¹d]): u ← −τ·D⁻¹d (or −τ·u), then the weight decay.</summary>
+    readonly struct Tail(PolyakTruncationTransform tx, double negTau, bool copy) : IKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray>
+        {
+            if (copy) ops.Copy(a[0], a[2]);
+            ops.Mul(a[0], negTau);
+            tx.Decay(ops, a[0], a[1]);
         }
     }
 
@@ -258,11 +327,10 @@ sealed class PolyakTruncationTransform : DeclaredTransform, IValidating, IReduci
         return (tau, lb);
     }
 
-    /// <summary>u ← −τ·u, then the weight decay: u ← u − c·x, and u ← u/h for the proximal form (c = αλ, h = 1 + c).</summary>
-    internal void Kernel<TArray, TSum, TOps>(TOps ops, TArray u, TArray x, TSum negTau)
-        where TOps : struct, IArrayOps<TArray>, IReductionOps<TArray, TSum>
+    /// <summary>The weight decay after the step: u ← u − c·x, and u ← u/h for the proximal form (c = αλ, h = 1 + c).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void Decay<TArray, TOps>(TOps ops, TArray u, TArray x) where TOps : struct, IArrayOps<TArray>
     {
-        ops.ScaleBy(u, negTau);
         double c = o.LearningRate * o.WeightDecay;
         if (c == 0) return;
         ops.AddScaled(u, x, -c);

@@ -232,18 +232,41 @@ public sealed class DiagonalPreconditioner
     public void Divide(TensorTree u, DeclaredState state)
     {
         long t = state.Get(Count);
-        double rect = 1;
-        if (o.Rectification == Rectification.RAdam)
-        {
-            double beta = o.Decay, rhoInf = 2 / (1 - beta) - 1, betaT = Math.Pow(beta, t);
-            double rhoT = rhoInf - 2 * t * betaT / (1 - betaT);
-            if (rhoT <= 5) return;
-            rect = Math.Sqrt((rhoT - 4) * (rhoT - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rhoT));
-        }
+        if (Rectifier(t) is not double rect) return;
         var groups = Groups(u, state);
         var denominators = Rent(groups);
-        try { Kernels.Elementwise.Run(new Quotient(this, t, rect), groups, denominators); }
+        try { Kernels.Elementwise.Run(new Quotient(this, t, rect, into: false), groups, denominators); }
         finally { Return(denominators); }
+    }
+
+    /// <summary>
+    /// <paramref name="into"/> ← u/D at the state's count (u·rₜ/D, or u itself, under a rectification), with u
+    /// unchanged: a preconditioned copy (Polyak's D⁻¹d). <paramref name="into"/> is shaped like u.
+    /// </summary>
+    public void DivideInto(TensorTree u, TensorTree into, DeclaredState state)
+    {
+        u.CheckMatches(into, nameof(into), nameof(u));
+        long t = state.Get(Count);
+        if (Rectifier(t) is not double rect)
+        {
+            Kernels.Elementwise.Run(default(Kernels.CopyOutKernel), u, into);
+            return;
+        }
+        var v = state.Get(MaxSecondMoment ?? SecondMoment);
+        var groups = Mean is null ? Buffers.Groups(u, v, into) : Buffers.Groups(u, v, state.Get(Mean), into);
+        var denominators = Rent(groups);
+        try { Kernels.Elementwise.Run(new Quotient(this, t, rect, into: true), groups, denominators); }
+        finally { Return(denominators); }
+    }
+
+    /// <summary>RAdam's rₜ (1 without a rectification), or null where the rectified step skips D.</summary>
+    double? Rectifier(long t)
+    {
+        if (o.Rectification != Rectification.RAdam) return 1;
+        double beta = o.Decay, rhoInf = 2 / (1 - beta) - 1, betaT = Math.Pow(beta, t);
+        double rhoT = rhoInf - 2 * t * betaT / (1 - betaT);
+        if (rhoT <= 5) return null;
+        return Math.Sqrt((rhoT - 4) * (rhoT - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rhoT));
     }
 
     /// <summary>One scratch buffer per group, shaped like its first array (give them back with <see cref="Return"/>).</summary>
@@ -256,15 +279,17 @@ public sealed class DiagonalPreconditioner
 
     internal static void Return(Tensor[] scratch) { foreach (var s in scratch) if (s is not null) Buffers.Return(s); }
 
-    /// <summary>Over (u, v or v_max, [mean], scratch): u ← u/D (·r).</summary>
-    readonly struct Quotient(DiagonalPreconditioner d, long t, double rect) : Kernels.IKernel
+    /// <summary>Over (u, v or v_max, [mean], [into], scratch): u ← u/D (·r), or into ← u/D (·r) with u unchanged.</summary>
+    readonly struct Quotient(DiagonalPreconditioner d, long t, double rect, bool into) : Kernels.IKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray>
         {
-            var denom = d.Denominator(ops, a[^1], a[1], a.Length > 3, a.Length > 3 ? a[2] : a[1], a[0], t);
-            ops.DivBy(a[0], denom);
-            if (rect != 1) ops.Mul(a[0], rect);
+            bool centered = d.Mean is not null;
+            var target = into ? ops.Copy(a[^2], a[0]) : a[0];
+            var denom = d.Denominator(ops, a[^1], a[1], centered, centered ? a[2] : a[1], a[0], t);
+            ops.DivBy(target, denom);
+            if (rect != 1) ops.Mul(target, rect);
         }
     }
 
@@ -273,7 +298,7 @@ public sealed class DiagonalPreconditioner
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> =>
-            d.Denominator(ops, a[^1], a[1], a.Length > 3, a.Length > 3 ? a[2] : a[1], a[0], t);
+            d.Denominator(ops, a[^1], a[1], d.Mean is not null, d.Mean is not null ? a[2] : a[1], a[0], t);
     }
 
     /// <summary>Over (u, D): u ← u/D.</summary>
