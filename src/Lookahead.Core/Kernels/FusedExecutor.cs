@@ -17,10 +17,12 @@ namespace Lookahead.Kernels;
 /// <see cref="BlockOps{T}"/>. The kernels are the primitives' own: the executor only chooses the array type.
 /// </summary>
 /// <remarks>
-/// <para><b>What it fuses.</b> A transform qualifies when every node of its tree is elementwise
-/// (<see cref="Fusion.Fusable"/>); the runner then records the gradient copy, the transform's step and the final
-/// p ← p + u. The update buffer is never written to memory: its block lives in per-thread scratch, loaded from the
-/// gradient block by the first stage. Scratch a primitive rents from the workspace becomes per-thread scratch too.</para>
+/// <para><b>What it fuses.</b> The runner records the gradient copy, the transform's step and the final p ← p + u.
+/// When every node of the tree is elementwise (<see cref="Fusion.Fusable"/>) the update buffer is never written to
+/// memory: its block lives in per-thread scratch, loaded from the gradient block by the first stage. Scratch a
+/// primitive rents from the workspace becomes per-thread scratch too, unless it is still rented when the recording
+/// is run in the middle of a step (a reduction, or a node that runs on tensors: see <see cref="IFusable"/>); from then
+/// on it lives in its memory.</para>
 /// <para><b>Results.</b> Elementwise kernels do not depend on the block size or the thread count, so results are
 /// bit-identical for any number of threads.</para>
 /// <para><b>Other devices.</b> A GPU executor would plug in at the same place: record the stages of a step as this
