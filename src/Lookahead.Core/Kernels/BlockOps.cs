@@ -24,33 +24,87 @@ public readonly unsafe struct Block<T> where T : unmanaged
 }
 
 /// <summary>
-/// <see cref="IArrayOps{TArray}"/> on blocks of native float32 or float64 memory, with 256-bit SIMD and a scalar
-/// tail: the instruction set of the fused CPU executor. Each operation is one pass over a block small enough to
-/// stay in the L1/L2 cache, so a kernel of several operations reads and writes main memory once.
+/// The per-element arithmetic of the fused CPU executor, each operation written once in its vector form and, next to
+/// it, its scalar form with the same roundings: <see cref="BlockOps{T}"/> loops them over a block (the scalar form on
+/// the tail), <see cref="LaneOps{T}"/> runs the vector form once per vector of a composed chain.
 /// </summary>
 /// <remarks>
-/// <para>Arithmetic follows TorchSharp's CPU kernels: a double scalar is rounded to <typeparamref name="T"/> first,
-/// <c>add_(x, alpha)</c> and <c>addcmul_</c> fuse their multiply into the add, a maximum keeps NaN. In float64 the
-/// results equal <see cref="TensorOps"/>' bit for bit except √, which the hardware rounds correctly where torch's
-/// vectorised root may be 1 ulp off; in float32 they agree to a few ulps (torch's float kernels group some
-/// products differently).</para>
+/// Arithmetic follows TorchSharp's CPU kernels: a double scalar is rounded to <typeparamref name="T"/> first,
+/// <c>add_(x, alpha)</c> and <c>addcmul_</c> fuse their multiply into the add, a maximum keeps NaN.
 /// </remarks>
-/// <para>Every operation is compiled fully optimised at once (<see cref="MethodImplOptions.AggressiveOptimization"/>):
-/// without it the first thousands of blocks run in the JIT's unoptimised first tier, at a tenth of the speed.</para>
-/// <typeparam name="T">float or double.</typeparam>
-public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmanaged, IFloatingPointIeee754<T>
+internal static class ElementMath<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
-    static int Width => Vector256<T>.Count;
+    /// <summary>A double coefficient in <typeparamref name="T"/>'s precision.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static T S(double s) => T.CreateChecked(s);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static T S(double s) => T.CreateChecked(s);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<T> Fma(Vector256<T> a, Vector256<T> b, Vector256<T> c)
+    public static Vector256<T> Fma(Vector256<T> a, Vector256<T> b, Vector256<T> c)
     {
         if (typeof(T) == typeof(float)) return Vector256.FusedMultiplyAdd(a.AsSingle(), b.AsSingle(), c.AsSingle()).As<float, T>();
         return Vector256.FusedMultiplyAdd(a.AsDouble(), b.AsDouble(), c.AsDouble()).As<double, T>();
     }
+
+    /// <summary>y + w·x, fused.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> AddScaled(Vector256<T> y, Vector256<T> x, Vector256<T> w) => Fma(w, x, y);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T AddScaled(T y, T x, T w) => T.FusedMultiplyAdd(w, x, y);
+
+    /// <summary>y + (w·x)·z, the product (w·x)·z fused into the sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> AddProduct(Vector256<T> y, Vector256<T> x, Vector256<T> z, Vector256<T> w) => Fma(w * x, z, y);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T AddProduct(T y, T x, T z, T w) => T.FusedMultiplyAdd(w * x, z, y);
+
+    /// <summary>a·y + w·x: the product a·y rounded, then w·x fused into the sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> MulAdd(Vector256<T> y, Vector256<T> a, Vector256<T> x, Vector256<T> w) => Fma(w, x, y * a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T MulAdd(T y, T a, T x, T w) => T.FusedMultiplyAdd(w, x, y * a);
+
+    /// <summary>a·y + (w·x)·z: a·y rounded, then (w·x)·z fused into the sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> MulAddProduct(Vector256<T> y, Vector256<T> a, Vector256<T> x, Vector256<T> z, Vector256<T> w) => Fma(w * x, z, y * a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T MulAddProduct(T y, T a, T x, T z, T w) => T.FusedMultiplyAdd(w * x, z, y * a);
+
+    /// <summary>max(m, x), keeping m where it is NaN or greater; ties take x, as torch's clamp does.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<T> Max(Vector256<T> m, Vector256<T> x) => Vector256.ConditionalSelect(~Vector256.Equals(m, m) | Vector256.GreaterThan(m, x), m, x);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T Max(T m, T x) => T.IsNaN(m) || m > x ? m : x;
+
+    /// <summary>max(x, lo), with NaN kept.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> ClampMin(Vector256<T> x, Vector256<T> lo) => Vector256.ConditionalSelect(Vector256.LessThan(x, lo), lo, x);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T ClampMin(T x, T lo) => x < lo ? lo : x;
+
+    /// <summary>sign(x): ±1, 0 at ±0, NaN kept.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<T> Sign(Vector256<T> x)
+    {
+        var one = Vector256.Create(T.One); var zero = Vector256<T>.Zero;
+        var s = (Vector256.GreaterThan(x, zero) & one) - (Vector256.LessThan(x, zero) & one);
+        return Vector256.ConditionalSelect(Vector256.Equals(x, x), s, x);
+    }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T Sign(T x) => T.IsNaN(x) ? x : x > T.Zero ? T.One : x < T.Zero ? -T.One : T.Zero;
+
+    /// <summary>x / c + e (the quotient rounded, then the sum).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> DivAdd(Vector256<T> x, Vector256<T> c, Vector256<T> e) => x / c + e;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T DivAdd(T x, T c, T e) => x / c + e;
+}
+
+/// <summary>
+/// <see cref="IArrayOps{TArray}"/> on blocks of native float32 or float64 memory, with 256-bit SIMD and a scalar
+/// tail (<see cref="ElementMath{T}"/>): what the fused CPU executor runs a kernel with on a block's sub-vector tail,
+/// and what the tests compare element for element with <see cref="ArrayBlockOps"/>. Each operation is one pass over a
+/// block small enough to stay in the L1/L2 cache.
+/// </summary>
+/// <remarks>
+/// <para>In float64 the results equal <see cref="TensorOps"/>' bit for bit except √, which the hardware rounds
+/// correctly where torch's vectorised root may be 1 ulp off; in float32 they agree to a few ulps (torch's float
+/// kernels group some products differently).</para>
+/// <para>Every operation is compiled fully optimised at once (<see cref="MethodImplOptions.AggressiveOptimization"/>):
+/// without it the first thousands of blocks run in the JIT's unoptimised first tier, at a third of the speed.</para>
+/// </remarks>
+/// <typeparam name="T">float or double.</typeparam>
+public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>>, IReductionOps<Block<T>, double> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    static int Width => Vector256<T>.Count;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static T S(double s) => ElementMath<T>.S(s);
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -95,8 +149,8 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmana
     public Block<T> AddScaled(Block<T> y, Block<T> x, double w)
     {
         T c = S(w); var vc = Vector256.Create(c); T* py = y.Pointer, px = x.Pointer; int i = 0, n = y.Length;
-        for (; i <= n - Width; i += Width) Vector256.Store(Fma(vc, Vector256.Load(px + i), Vector256.Load(py + i)), py + i);
-        for (; i < n; i++) py[i] = T.FusedMultiplyAdd(c, px[i], py[i]);
+        for (; i <= n - Width; i += Width) Vector256.Store(ElementMath<T>.AddScaled(Vector256.Load(py + i), Vector256.Load(px + i), vc), py + i);
+        for (; i < n; i++) py[i] = ElementMath<T>.AddScaled(py[i], px[i], c);
         return y;
     }
 
@@ -105,8 +159,8 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmana
     public Block<T> AddProduct(Block<T> y, Block<T> x, Block<T> z, double w)
     {
         T c = S(w); var vc = Vector256.Create(c); T* py = y.Pointer, px = x.Pointer, pz = z.Pointer; int i = 0, n = y.Length;
-        for (; i <= n - Width; i += Width) Vector256.Store(Fma(vc * Vector256.Load(px + i), Vector256.Load(pz + i), Vector256.Load(py + i)), py + i);
-        for (; i < n; i++) py[i] = T.FusedMultiplyAdd(c * px[i], pz[i], py[i]);
+        for (; i <= n - Width; i += Width) Vector256.Store(ElementMath<T>.AddProduct(Vector256.Load(py + i), Vector256.Load(px + i), Vector256.Load(pz + i), vc), py + i);
+        for (; i < n; i++) py[i] = ElementMath<T>.AddProduct(py[i], px[i], pz[i], c);
         return y;
     }
 
@@ -135,15 +189,8 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmana
     public Block<T> Max(Block<T> m, Block<T> x)
     {
         T* pm = m.Pointer, px = x.Pointer; int i = 0, n = m.Length;
-        for (; i <= n - Width; i += Width)
-        {
-            var a = Vector256.Load(pm + i);
-            var b = Vector256.Load(px + i);
-            // Keep m where it is NaN or greater; ties take x, as torch's clamp does.
-            var keep = ~Vector256.Equals(a, a) | Vector256.GreaterThan(a, b);
-            Vector256.Store(Vector256.ConditionalSelect(keep, a, b), pm + i);
-        }
-        for (; i < n; i++) if (!(T.IsNaN(pm[i]) || pm[i] > px[i])) pm[i] = px[i];
+        for (; i <= n - Width; i += Width) Vector256.Store(ElementMath<T>.Max(Vector256.Load(pm + i), Vector256.Load(px + i)), pm + i);
+        for (; i < n; i++) pm[i] = ElementMath<T>.Max(pm[i], px[i]);
         return m;
     }
 
@@ -152,12 +199,8 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmana
     public Block<T> ClampMin(Block<T> x, double lo)
     {
         T c = S(lo); var vc = Vector256.Create(c); T* p = x.Pointer; int i = 0, n = x.Length;
-        for (; i <= n - Width; i += Width)
-        {
-            var a = Vector256.Load(p + i);
-            Vector256.Store(Vector256.ConditionalSelect(Vector256.LessThan(a, vc), vc, a), p + i);
-        }
-        for (; i < n; i++) if (p[i] < c) p[i] = c;
+        for (; i <= n - Width; i += Width) Vector256.Store(ElementMath<T>.ClampMin(Vector256.Load(p + i), vc), p + i);
+        for (; i < n; i++) p[i] = ElementMath<T>.ClampMin(p[i], c);
         return x;
     }
 
@@ -176,14 +219,8 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmana
     public Block<T> Sign(Block<T> x)
     {
         T* p = x.Pointer; int i = 0, n = x.Length;
-        var one = Vector256.Create(T.One); var zero = Vector256<T>.Zero;
-        for (; i <= n - Width; i += Width)
-        {
-            var a = Vector256.Load(p + i);
-            var s = (Vector256.GreaterThan(a, zero) & one) - (Vector256.LessThan(a, zero) & one);
-            Vector256.Store(Vector256.ConditionalSelect(Vector256.Equals(a, a), s, a), p + i);   // NaN stays NaN
-        }
-        for (; i < n; i++) if (!T.IsNaN(p[i])) p[i] = p[i] > T.Zero ? T.One : p[i] < T.Zero ? -T.One : T.Zero;
+        for (; i <= n - Width; i += Width) Vector256.Store(ElementMath<T>.Sign(Vector256.Load(p + i)), p + i);
+        for (; i < n; i++) p[i] = ElementMath<T>.Sign(p[i]);
         return x;
     }
 
@@ -196,8 +233,8 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmana
         if (a == 1) return AddScaled(y, x, w);
         T ca = S(a), cw = S(w); var va = Vector256.Create(ca); var vw = Vector256.Create(cw);
         T* py = y.Pointer, px = x.Pointer; int i = 0, n = y.Length;
-        for (; i <= n - Width; i += Width) Vector256.Store(Fma(vw, Vector256.Load(px + i), Vector256.Load(py + i) * va), py + i);
-        for (; i < n; i++) py[i] = T.FusedMultiplyAdd(cw, px[i], py[i] * ca);
+        for (; i <= n - Width; i += Width) Vector256.Store(ElementMath<T>.MulAdd(Vector256.Load(py + i), va, Vector256.Load(px + i), vw), py + i);
+        for (; i < n; i++) py[i] = ElementMath<T>.MulAdd(py[i], ca, px[i], cw);
         return y;
     }
 
@@ -208,8 +245,8 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmana
         if (a == 1) return AddProduct(y, x, z, w);
         T ca = S(a), cw = S(w); var va = Vector256.Create(ca); var vw = Vector256.Create(cw);
         T* py = y.Pointer, px = x.Pointer, pz = z.Pointer; int i = 0, n = y.Length;
-        for (; i <= n - Width; i += Width) Vector256.Store(Fma(vw * Vector256.Load(px + i), Vector256.Load(pz + i), Vector256.Load(py + i) * va), py + i);
-        for (; i < n; i++) py[i] = T.FusedMultiplyAdd(cw * px[i], pz[i], py[i] * ca);
+        for (; i <= n - Width; i += Width) Vector256.Store(ElementMath<T>.MulAddProduct(Vector256.Load(py + i), va, Vector256.Load(px + i), Vector256.Load(pz + i), vw), py + i);
+        for (; i < n; i++) py[i] = ElementMath<T>.MulAddProduct(py[i], ca, px[i], pz[i], cw);
         return y;
     }
 
@@ -240,14 +277,41 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>> where T : unmana
     {
         T cc = S(c), ce = S(e); var vc = Vector256.Create(cc); var ve = Vector256.Create(ce);
         T* p = x.Pointer; int i = 0, n = x.Length;
-        for (; i <= n - Width; i += Width) Vector256.Store(Vector256.Load(p + i) / vc + ve, p + i);
-        for (; i < n; i++) p[i] = p[i] / cc + ce;
+        for (; i <= n - Width; i += Width) Vector256.Store(ElementMath<T>.DivAdd(Vector256.Load(p + i), vc, ve), p + i);
+        for (; i < n; i++) p[i] = ElementMath<T>.DivAdd(p[i], cc, ce);
         return x;
     }
+
+    // Reductions of one block: float64 partial sums, SIMD over the block, lanes combined in a fixed order (the
+    // executor adds block partials in block order).
+
+    /// <inheritdoc />
+    public double SumOfSquares(Block<T> x) => Partial(ReductionKind.SumOfSquares, x, x);
+
+    /// <inheritdoc />
+    public double Dot(Block<T> x, Block<T> y)
+    {
+        if (y.Length != x.Length) throw new ArgumentException($"a dot product needs blocks of the same length ({x.Length} and {y.Length})", nameof(y));
+        return Partial(ReductionKind.Dot, x, y);
+    }
+
+    /// <inheritdoc />
+    public double NonFiniteCount(Block<T> x) => Partial(ReductionKind.NonFiniteCount, x, x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double Partial(ReductionKind kind, Block<T> x, Block<T> y) => typeof(T) == typeof(float)
+        ? BlockReductions.Partial(kind, (float*)x.Pointer, (float*)y.Pointer, x.Length)
+        : BlockReductions.Partial(kind, (double*)x.Pointer, (double*)y.Pointer, x.Length);
+
+    /// <inheritdoc />
+    public Block<T> ScaleBy(Block<T> x, double s) => Mul(x, s);
+
+    /// <inheritdoc />
+    public Block<T> DivideBy(Block<T> x, double s) => Div(x, s);
 }
 
 /// <summary>
-/// The partial sums of one block for the fused executor's reduction phase, accumulated in float64 with 256-bit SIMD
+/// The SIMD bodies of <see cref="BlockOps{T}"/>' reductions: the partial sums of one block, accumulated in float64 with 256-bit SIMD
 /// (float32 lanes widened first) and combined in a fixed lane order, so a block's partial never depends on the thread
 /// that computes it.
 /// </summary>

@@ -95,6 +95,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
 
     abstract class Stage
     {
+        public abstract Type KernelType { get; }
         public abstract void Run32(ReadOnlySpan<Block<float>> arrays);
         public abstract void Run64(ReadOnlySpan<Block<double>> arrays);
     }
@@ -102,6 +103,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     sealed class Stage<TKernel>(TKernel kernel) : Stage where TKernel : struct, IKernel
     {
         readonly TKernel _kernel = kernel;
+        public TKernel Kernel => _kernel;
+        public override Type KernelType => typeof(TKernel);
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Run32(ReadOnlySpan<Block<float>> arrays) => _kernel.Run<Block<float>, BlockOps<float>>(default, arrays);
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -235,7 +238,12 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         return false;
     }
 
-    /// <summary>Runs the recorded stages: block by block, on the executor's threads.</summary>
+    /// <summary>
+    /// Runs the recorded stages: each run is cut into segments over which the same stages apply, each segment into
+    /// chunks of the block size, and the chunks are shared out in order over the executor's threads. A chunk runs
+    /// its segment's compiled chain (<see cref="ChainLoop"/>) vector by vector, then its sub-vector tail stage by
+    /// stage through <see cref="BlockOps{T}"/>.
+    /// </summary>
     public void Execute()
     {
         int areas = 1 + _scratch.Count;
@@ -244,49 +252,112 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         foreach (var run in _runs)
         {
             if (run.Items.Count == 0) continue;
-            long n = run.Updates.Bytes / (run.Updates.DType == ScalarType.Float32 ? 4 : 8);
-            long blocks = (n + _block - 1) / _block;
-            int threads = (int)Math.Min(_threads, blocks);
-            if (threads <= 1) { Blocks(run, 0, 0, blocks); continue; }
+            var segments = Segments(run);
+            long chunks = 0;
+            foreach (var segment in segments) { segment.Bound = segment.Loop.Bind(segment); segment.FirstChunk = chunks; chunks += (segment.End - segment.Start + _block - 1) / _block; }
+            int threads = (int)Math.Min(_threads, chunks);
+            bool single = run.Updates.DType == ScalarType.Float32;
+            if (threads <= 1) { if (single) Chunks<float>(segments, 0, 0, chunks); else Chunks<double>(segments, 0, 0, chunks); continue; }
             Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-                Blocks(run, t, blocks * t / threads, blocks * (t + 1) / threads));
+            {
+                long from = chunks * t / threads, to = chunks * (t + 1) / threads;
+                if (single) Chunks<float>(segments, t, from, to); else Chunks<double>(segments, t, from, to);
+            });
         }
         _items.Clear();
         foreach (var run in _runs) run.Items.Clear();
     }
 
-    void Blocks(Run run, int thread, long firstBlock, long endBlock)
+    /// <summary>A range of a run over which the same stages apply, in recording order, with their compiled chain.</summary>
+    sealed class Segment(long start, long end, Item[] items, ChainLoop loop) : IKernelSource
     {
-        if (run.Updates.DType == ScalarType.Float32) Blocks<float>(run, thread, firstBlock, endBlock);
-        else Blocks<double>(run, thread, firstBlock, endBlock);
+        public readonly long Start = start, End = end;
+        public readonly Item[] Items = items;
+        public readonly ChainLoop Loop = loop;
+        public readonly int Lanes = items.Sum(i => i.Operands.Length);
+        public long FirstChunk;
+        public BoundChain? Bound;
+
+        public TKernel Kernel<TKernel>(int index) where TKernel : struct, IKernel => ((Stage<TKernel>)Items[index].Stage).Kernel;
+
+        public int Arity(int index) => Items[index].Operands.Length;
+    }
+
+    // The compiled chains, by their sequence of kernel types (compiled once per process).
+    static readonly Dictionary<string, ChainLoop> Loops = new();
+
+    static ChainLoop LoopFor(Item[] items)
+    {
+        var types = new Type[items.Length];
+        for (int k = 0; k < items.Length; k++) types[k] = items[k].Stage.KernelType;
+        var key = string.Join(";", types.Select(t => t.TypeHandle.Value.ToString()));
+        lock (Loops)
+        {
+            if (!Loops.TryGetValue(key, out var loop)) Loops[key] = loop = ChainLoop.For(types);
+            return loop;
+        }
+    }
+
+    /// <summary>The run's segments: cut wherever a stage's range starts or ends; each lists the stages covering it.</summary>
+    List<Segment> Segments(Run run)
+    {
+        var cuts = new SortedSet<long>();
+        foreach (int index in run.Items) { cuts.Add(_items[index].Start); cuts.Add(_items[index].Start + _items[index].Length); }
+        var segments = new List<Segment>();
+        long previous = -1;
+        foreach (long cut in cuts)
+        {
+            if (previous >= 0)
+            {
+                var covering = run.Items.Select(i => _items[i]).Where(item => item.Start <= previous && item.Start + item.Length >= cut).ToArray();
+                if (covering.Length > 0) segments.Add(new Segment(previous, cut, covering, LoopFor(covering)));
+            }
+            previous = cut;
+        }
+        return segments;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    void Blocks<T>(Run run, int thread, long firstBlock, long endBlock) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+    void Chunks<T>(List<Segment> segments, int thread, long firstChunk, long endChunk) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
     {
         byte* scratch = _threadScratch[thread];
-        long n = run.Updates.Bytes / sizeof(T);
-        Span<Block<T>> arrays = stackalloc Block<T>[16];
-        for (long b = firstBlock; b < endBlock; b++)
+        int width = System.Runtime.Intrinsics.Vector256<T>.Count;
+        int s = 0;
+        int most = segments.Max(x => x.Lanes);
+        Span<Lane<T>> lanes = most <= 64 ? stackalloc Lane<T>[64] : new Lane<T>[most];
+        Span<Block<T>> blocks = stackalloc Block<T>[16];
+        for (long c = firstChunk; c < endChunk; c++)
         {
-            long o = b * _block, end = Math.Min(n, o + _block);
-            foreach (int index in run.Items)
+            while (c >= segments[s].FirstChunk + (segments[s].End - segments[s].Start + _block - 1) / _block) s++;
+            var segment = segments[s];
+            long o = segment.Start + (c - segment.FirstChunk) * _block, e = Math.Min(segment.End, o + _block);
+            int lane = 0;
+            foreach (var item in segment.Items)
+                foreach (var operand in item.Operands)
+                    lanes[lane++] = new Lane<T>(operand.Scratch < 0
+                        ? (T*)operand.Pointer + (o - item.Start)
+                        : (T*)(scratch + (long)operand.Scratch * _block * sizeof(T)));
+            long length = e - o;
+            long vectors = length / (width * LaneOps<T>.Unroll) * LaneOps<T>.Unroll;
+            fixed (Lane<T>* l = lanes)
             {
-                var item = _items[index];
-                long s = Math.Max(o, item.Start), e = Math.Min(end, item.Start + item.Length);
-                if (s >= e) continue;
-                int len = (int)(e - s);
-                var ops = item.Operands;
-                if (ops.Length > arrays.Length) arrays = new Block<T>[ops.Length];
-                for (int j = 0; j < ops.Length; j++)
+                if (vectors > 0)
                 {
-                    T* p = ops[j].Scratch < 0
-                        ? (T*)ops[j].Pointer + (s - item.Start)
-                        : (T*)(scratch + (long)ops[j].Scratch * _block * sizeof(T)) + (s - o);
-                    arrays[j] = new Block<T>(p, len);
+                    if (typeof(T) == typeof(float)) segment.Bound!.Run32((Lane<float>*)l, vectors);
+                    else segment.Bound!.Run64((Lane<double>*)l, vectors);
                 }
-                if (typeof(T) == typeof(float)) item.Stage.Run32(MemoryMarshal.Cast<Block<T>, Block<float>>(arrays[..ops.Length]));
-                else item.Stage.Run64(MemoryMarshal.Cast<Block<T>, Block<double>>(arrays[..ops.Length]));
+                int tail = (int)(length - vectors * width);
+                if (tail == 0) continue;
+                lane = 0;
+                foreach (var item in segment.Items)
+                {
+                    int arity = item.Operands.Length;
+                    if (arity > blocks.Length) blocks = new Block<T>[arity];
+                    for (int j = 0; j < arity; j++) blocks[j] = new Block<T>(l[lane + j].Pointer + vectors * width, tail);
+                    lane += arity;
+                    if (typeof(T) == typeof(float)) item.Stage.Run32(MemoryMarshal.Cast<Block<T>, Block<float>>(blocks[..arity]));
+                    else item.Stage.Run64(MemoryMarshal.Cast<Block<T>, Block<double>>(blocks[..arity]));
+                }
             }
         }
     }
@@ -318,8 +389,9 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                 {
                     long o = blk * ReductionBlock;
                     int len = (int)Math.Min(ReductionBlock, n - o);
-                    partials[blk] = single ? BlockReductions.Partial(kind, (float*)a + o, (float*)b + o, len)
-                                           : BlockReductions.Partial(kind, (double*)a + o, (double*)b + o, len);
+                    partials[blk] = single
+                        ? Reducer.Partial<Block<float>, double, BlockOps<float>>(default, kind, new Block<float>((float*)a + o, len), new Block<float>((float*)(kind == ReductionKind.Dot ? b : a) + o, len))
+                        : Reducer.Partial<Block<double>, double, BlockOps<double>>(default, kind, new Block<double>((double*)a + o, len), new Block<double>((double*)(kind == ReductionKind.Dot ? b : a) + o, len));
                 }
             }
             int threads = (int)Math.Min(_threads, blocks);

@@ -125,7 +125,7 @@ sealed class PreconditionTransform : DeclaredTransform, IComposite, Kernels.IFus
         try
         {
             long t = accumulated.Get(_diagonal.Count);
-            Kernels.Elementwise.Run(new DiagonalPreconditioner.DenominatorOnly(_diagonal, t), groups, denominators);
+            Kernels.Elementwise.Run(new DiagonalPreconditioner.DenominatorOnly(_diagonal, _diagonal.SqrtCorrection(t)), groups, denominators);
             var next = accumulated.With(_numerator, InPlace.Step(numerator, updates, state.Get(_numerator), parameters, context));
             var quotients = new Tensor[groups.Count][];
             for (int k = 0; k < groups.Count; k++) quotients[k] = new[] { groups[k][0] };
@@ -235,7 +235,7 @@ public sealed class DiagonalPreconditioner
         if (Rectifier(t) is not double rect) return;
         var groups = Groups(u, state);
         var denominators = Rent(groups);
-        try { Kernels.Elementwise.Run(new Quotient(this, t, rect, into: false), groups, denominators); }
+        try { Kernels.Elementwise.Run(new Quotient(this, SqrtCorrection(t), rect, into: false), groups, denominators); }
         finally { Return(denominators); }
     }
 
@@ -255,7 +255,7 @@ public sealed class DiagonalPreconditioner
         var v = state.Get(MaxSecondMoment ?? SecondMoment);
         var groups = Mean is null ? Buffers.Groups(u, v, into) : Buffers.Groups(u, v, state.Get(Mean), into);
         var denominators = Rent(groups);
-        try { Kernels.Elementwise.Run(new Quotient(this, t, rect, into: true), groups, denominators); }
+        try { Kernels.Elementwise.Run(new Quotient(this, SqrtCorrection(t), rect, into: true), groups, denominators); }
         finally { Return(denominators); }
     }
 
@@ -280,25 +280,25 @@ public sealed class DiagonalPreconditioner
     internal static void Return(Tensor[] scratch) { foreach (var s in scratch) if (s is not null) Buffers.Return(s); }
 
     /// <summary>Over (u, v or v_max, [mean], [into], scratch): u ← u/D (·r), or into ← u/D (·r) with u unchanged.</summary>
-    readonly struct Quotient(DiagonalPreconditioner d, long t, double rect, bool into) : Kernels.IKernel
+    readonly struct Quotient(DiagonalPreconditioner d, double sqrtCorrection, double rect, bool into) : Kernels.IKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray>
         {
             bool centered = d.Mean is not null;
             var target = into ? ops.Copy(a[^2], a[0]) : a[0];
-            var denom = d.Denominator(ops, a[^1], a[1], centered, centered ? a[2] : a[1], a[0], t);
+            var denom = d.Denominator(ops, a[^1], a[1], centered, centered ? a[2] : a[1], a[0], sqrtCorrection);
             ops.DivBy(target, denom);
             if (rect != 1) ops.Mul(target, rect);
         }
     }
 
     /// <summary>Over (g, v, [mean], scratch): scratch ← D, read from the raw g (QHAdam's D, built before the numerator overwrites g).</summary>
-    internal readonly struct DenominatorOnly(DiagonalPreconditioner d, long t) : Kernels.IKernel
+    internal readonly struct DenominatorOnly(DiagonalPreconditioner d, double sqrtCorrection) : Kernels.IKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> =>
-            d.Denominator(ops, a[^1], a[1], d.Mean is not null, d.Mean is not null ? a[2] : a[1], a[0], t);
+            d.Denominator(ops, a[^1], a[1], d.Mean is not null, d.Mean is not null ? a[2] : a[1], a[0], sqrtCorrection);
     }
 
     /// <summary>Over (u, D): u ← u/D.</summary>
@@ -316,15 +316,17 @@ public sealed class DiagonalPreconditioner
     }
 
 
+    /// <summary>√(1 − βᵗ) at count <paramref name="t"/> (1 without bias correction): computed once per step, outside the kernels.</summary>
+    internal double SqrtCorrection(long t) => o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(o.Decay, t)) : 1;
+
     /// <summary>
     /// D on one block into <paramref name="denom"/>, from v (or v_max), the centred mean (read only when
     /// <paramref name="centered"/>), and g (read only when
     /// ν₂ ≠ 1): the elementwise kernel behind <see cref="Divide"/>, over any <see cref="Kernels.IArrayOps{TArray}"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal TArray Denominator<TArray, TOps>(TOps ops, TArray denom, TArray v, bool centered, TArray mean, TArray g, long t) where TOps : struct, Kernels.IArrayOps<TArray>
+    internal TArray Denominator<TArray, TOps>(TOps ops, TArray denom, TArray v, bool centered, TArray mean, TArray g, double sqrtCorrection) where TOps : struct, Kernels.IArrayOps<TArray>
     {
-        double sqrtCorrection = o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(o.Decay, t)) : 1;
         double nu = o.SecondMomentNu;
         if (!centered && nu == 1 && o.EpsilonRoot == 0) ops.SqrtOf(denom, v);   // Adam's case: √v in one pass
         else
