@@ -135,6 +135,22 @@ let tests =
             let reference = runWith torchSharp false torch.float64 (tx ()) p
             compare "partition" p.Names (fun a b -> Expect.within 1e-12 1e-10 b a) (runWith (fused 3 8) true torch.float64 (tx ()) p) reference)
 
+        testCase "a strided context tensor inside a step whose update buffer lives in scratch is read as it is (MARS exact, no clip)" <| fun () ->
+            // The context's g(θₜ₋₁) is a transposed view: not contiguous, not the runner's memory.
+            let run (options: RunnerOptions) =
+                use _ = torch.NewDisposeScope()
+                let w = torch.linspace(-1.0, 1.0, 24L, dtype = torch.float64).reshape(4L, 6L).requires_grad_(true)
+                use runner = new Runner(Transforms.Chain(Transforms.GradientCorrection(0.7, exact = true), Optim.Adam(0.05)), TensorTree.Of(struct ("w", w)), options)
+                [ for k in 0 .. 5 ->
+                    let g = tensor [| 4L; 6L |] (Array.init 24 (fun i -> sin (float i * (0.3 + 0.1 * float k))))
+                    let previous = (tensor [| 6L; 4L |] (Array.init 24 (fun i -> cos (float i * 0.2 * float k)))).t()
+                    Expect.isFalse (previous.is_contiguous ()) "the context tensor is strided"
+                    (use _ = torch.no_grad () in runner.Gradients.["w"].copy_(g) |> ignore)
+                    let context = if k = 0 then StepContext.Empty else StepContext.Empty.With(ContextKeys.PreviousIterateGradient, TensorTree.Of(struct ("w", previous)))
+                    runner.Step(context)
+                    [| values (w.detach().clone()) |] ]
+            compare "mars exact" [ "w" ] (fun a b -> Expect.within 1e-12 1e-10 b a) (run (fused 2 16)) (run torchSharp)
+
         testCase "the runner reports its executor; Auto picks the fused one for CPU float tensors, TorchSharp otherwise" <| fun () ->
             use _ = torch.NewDisposeScope()
             let cpu = TensorTree.Of(struct ("w", torch.randn([| 4L |])))

@@ -208,7 +208,7 @@ let declaredReductions =
             Expect.equal (described (Lookahead.Transforms.GuardNonFinite(Lookahead.Transforms.ClipByGlobalNorm 1.0)))
                 [ "per-tensor non-finite count of updates"; "global Σ updates²" ] "guard, then its inner transform"
             Expect.equal (described (Lookahead.Optim.Momo()))
-                [ "global Σ parameters·updates"; "global Σ parameters·direction"; "global Σ direction·preconditioned_direction" ] "MoMo"
+                [ "global Σ parameters·updates"; "global Σ direction·preconditioned_direction"; "global Σ parameters·direction" ] "MoMo"
             Expect.equal (described (Lookahead.Optim.Adam())) [] "Adam is elementwise"
     ]
 

@@ -35,7 +35,6 @@ public static partial class Transforms
 sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePolicy policy, long maxConsecutive) : DeclaredTransform, IComposite, IReducing, IFusable
 {
     public bool FusesAlone => true;
-    public bool Flushes => true;
 
     static readonly Reduction[] Counts = { new(ReductionKind.NonFiniteCount, ReductionScope.PerTensor, "updates") };
 

@@ -131,8 +131,10 @@ public readonly struct TensorOps : IArrayOps<Tensor>, IReductionOps<Tensor, Tens
     /// <inheritdoc />
     public Tensor Dot(Tensor x, Tensor y)
     {
-        using var a = x.to(ScalarType.Float64).flatten();
-        using var b = y.to(ScalarType.Float64).flatten();
+        using var wx = x.to(ScalarType.Float64);
+        using var wy = y.to(ScalarType.Float64);
+        using var a = wx.flatten();
+        using var b = wy.flatten();
         return a.dot(b);
     }
 

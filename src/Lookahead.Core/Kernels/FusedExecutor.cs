@@ -11,27 +11,37 @@ namespace Lookahead.Kernels;
 
 /// <summary>
 /// The fused CPU executor: runs a whole runner step's elementwise phases in one pass over memory. While a step is
-/// recorded (<see cref="Elementwise.Record"/>), every primitive's kernel call becomes a stage; at the end the
-/// stages run block by block over the runner's flat buffers (each block small enough for the L1/L2 cache, all
-/// stages on one block before the next), on several threads over disjoint ranges of blocks, through
-/// <see cref="BlockOps{T}"/>. The kernels are the primitives' own: the executor only chooses the array type.
+/// recorded (<see cref="Elementwise.Record"/>), every primitive's kernel call becomes a stage; at the end the stages
+/// run over the runner's flat buffers chunk by chunk (each chunk small enough for the L1/L2 cache), on several
+/// threads over disjoint ranges of chunks. The kernels are the primitives' own: the executor only chooses the array type.
 /// </summary>
 /// <remarks>
+/// <para><b>One compiled loop per recorded sequence.</b> The stages that cover a range of a run (a segment: the whole
+/// buffer, or one part of a partition) are composed into one value type, <c>Link&lt;K₁, Link&lt;K₂, … End&gt;&gt;</c>
+/// over their kernel types, built by reflection once per distinct sequence and cached. Its loop runs every kernel,
+/// inlined by the JIT, on four vectors of every array (<see cref="LaneOps{T}"/>) before moving on, so a value goes
+/// from one kernel to the next through registers or the L1 cache, and each array is read and written once per step.
+/// The last elements of a chunk (fewer than four vectors) run stage by stage through <see cref="BlockOps{T}"/>; both
+/// take their arithmetic from <see cref="ElementMath{T}"/>, so the bits do not depend on where a chunk ends.</para>
 /// <para><b>What it fuses.</b> The runner records the gradient copy, the transform's step and the final p ← p + u.
-/// When every node of the tree is elementwise (<see cref="Fusion.Fusable"/>) the update buffer is never written to
-/// memory: its block lives in per-thread scratch, loaded from the gradient block by the first stage. Scratch a
-/// primitive rents from the workspace becomes per-thread scratch too, unless it is still rented when the recording
-/// is run in the middle of a step (a reduction, or a node that runs on tensors: see <see cref="IFusable"/>); from then
-/// on it lives in its memory.</para>
-/// <para><b>Results.</b> Elementwise kernels do not depend on the block size or the thread count, so results are
-/// bit-identical for any number of threads.</para>
+/// When every node of the tree is elementwise and declares no reduction (<see cref="Fusion.Fusable"/>), and the step
+/// reads the gradients the runner keeps (<see cref="Runner.Step(StepContext?)"/> with
+/// <see cref="RunnerOptions.KeepGradients"/>), the update buffer is never written to memory: its chunk lives in
+/// per-thread scratch, loaded from the gradient chunk by the first stage. Scratch a primitive rents from the
+/// workspace becomes per-thread scratch too, unless it is still rented when the recording is run in the middle of a
+/// step (a reduction, or a node that runs on tensors: see <see cref="IFusable"/>); from then on it lives in its memory.
+/// A strided tensor the runner does not own (a context input) is read through a contiguous copy in such a step.</para>
+/// <para><b>Results.</b> Elementwise kernels do not depend on the chunk size or the thread count, and reductions add
+/// fixed 4096-element partials in order, so results are bit-identical for any number of threads.</para>
 /// <para><b>Other devices.</b> A GPU executor would plug in at the same place: record the stages of a step as this
 /// executor does, then run them as one generated kernel (each stage's <see cref="IKernel.Run{TArray, TOps}"/> with an
-/// array type whose operations emit code for one element instead of running a loop, compiled once per recorded
-/// sequence and cached), launched over the flat buffers on the parameters' device. Until then the runner uses the
-/// TorchSharp executor off the CPU (one native kernel per operation, all on the device); this machine has no GPU.</para>
-/// <para><b>Ownership.</b> The executor owns its per-thread scratch (native memory, freed by <see cref="Dispose"/>);
-/// the buffers it runs over are the runner's.</para>
+/// array type whose operations emit code for one element instead of running it, compiled once per recorded sequence
+/// and cached, as the chain type is here), launched over the flat buffers on the parameters' device, with the
+/// reductions as a preceding kernel writing fixed-order partials. Until then the runner uses the TorchSharp executor
+/// off the CPU (one native kernel per operation, all on the device); this machine has no GPU.</para>
+/// <para><b>Ownership.</b> The executor owns its per-thread scratch (native memory, freed by <see cref="Dispose"/> or,
+/// for a runner never disposed, by its finalizer) and the step's contiguous copies (freed when the step has run);
+/// the buffers it runs over are the runner's. Its address cache holds tensors weakly.</para>
 /// </remarks>
 internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
 {
@@ -112,15 +122,20 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     }
 
     // Addresses by tensor object: asking TorchSharp for a storage makes a tracked object, so it is asked once per
-    // tensor (the runner's buffers, views and scratch are the same objects from step to step).
-    readonly Dictionary<Tensor, nint> _addresses = new(ReferenceEqualityComparer.Instance);
+    // tensor (the runner's buffers, views and scratch are the same objects from step to step). The table holds its
+    // keys weakly: a tensor the caller passed in (a context tensor) is not kept alive by the executor.
+    readonly ConditionalWeakTable<Tensor, StrongBox<nint>> _addresses = new();
 
     nint AddressOf(Tensor t)
     {
-        if (_addresses.TryGetValue(t, out var a)) return a;
-        if (_addresses.Count > 65536) _addresses.Clear();
-        return _addresses[t] = Address(t);
+        if (_addresses.TryGetValue(t, out var a)) return a.Value;
+        var box = new StrongBox<nint>(Address(t));
+        _addresses.AddOrUpdate(t, box);
+        return box.Value;
     }
+
+    // Contiguous copies of strided operands made for this step (see Record); freed once the step has run.
+    readonly List<Tensor> _copies = new();
 
     /// <summary>The address of <paramref name="t"/>'s first element (a contiguous CPU float32/float64 tensor).</summary>
     internal static nint Address(Tensor t) => t.dtype switch
@@ -139,6 +154,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     public void Begin(IEnumerable<Tensor> updates, bool virtualUpdates)
     {
         _items.Clear(); _runs.Clear(); _scratch.Clear(); _scratchTensors.Clear(); _materialized.Clear(); _virtual.Clear();
+        foreach (var copy in _copies) copy.Dispose();
+        _copies.Clear();
         foreach (var u in updates)
         {
             var area = AreaOf(u);
@@ -186,12 +203,26 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                 nint p0 = AddressOf(first);
                 run = _runs.FindIndex(r => r.Updates.Contains(p0) && r.Updates.DType == first.dtype);
             }
+            if (run >= 0 && _virtual.Count > 0)
+                for (int j = 0; j < arrays.Length; j++)
+                    if (!arrays[j].is_contiguous() && arrays[j].dtype == first.dtype && arrays[j].numel() == length && arrays[j].device_type == DeviceType.CPU)
+                    {
+                        // A strided tensor the runner does not own (a context input, read only): the step cannot be
+                        // run in the middle here (its update buffer lives in scratch), so the kernel reads a
+                        // contiguous copy made now, while nothing has run yet.
+                        var copy = arrays[j].contiguous().DetachFromDisposeScope();
+                        _copies.Add(copy);
+                        arrays[j] = copy;
+                    }
             if (run < 0 || arrays.Any(t => t.dtype != first.dtype || t.numel() != length || t.device_type != DeviceType.CPU || !t.is_contiguous()))
             {
                 // Arrays this executor cannot address (a strided tensor from the context, another dtype): run what was
                 // recorded, then this group on tensors, now.
                 if (_virtual.Count > 0)
-                    throw new InvalidOperationException("fused executor: a kernel's arrays are not the runner's contiguous buffers, inside a step whose update buffer lives in scratch");
+                {
+                    var bad = arrays.FirstOrDefault(t => t.dtype != first.dtype || t.device_type != DeviceType.CPU || t.numel() != length || !t.is_contiguous()) ?? first;
+                    throw new InvalidOperationException($"fused executor: a kernel reads a {(bad.is_contiguous() ? "" : "strided ")}{bad.dtype} tensor of {bad.numel()} elements on {bad.device} where contiguous {first.dtype} CPU arrays of {length} elements were expected, inside a step whose update buffer lives in scratch (use RunnerExecutor.TorchSharp, or KeepGradients = false)");
+                }
                 Flush();
                 kernel.Run<Tensor, TensorOps>(default, arrays);
                 continue;
@@ -266,6 +297,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         }
         _items.Clear();
         foreach (var run in _runs) run.Items.Clear();
+        foreach (var copy in _copies) copy.Dispose();
+        _copies.Clear();
     }
 
     /// <summary>A range of a run over which the same stages apply, in recording order, with their compiled chain.</summary>
@@ -420,8 +453,17 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         _threadScratchBytes = 0;
     }
 
-    /// <summary>Frees the per-thread scratch.</summary>
-    public void Dispose() => FreeThreadScratch();
+    /// <summary>Frees the per-thread scratch (native memory) and this step's copies.</summary>
+    public void Dispose()
+    {
+        FreeThreadScratch();
+        foreach (var copy in _copies) copy.Dispose();
+        _copies.Clear();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Frees the per-thread scratch of an executor whose runner was never disposed.</summary>
+    ~FusedExecutor() => FreeThreadScratch();
 }
 
 /// <summary>Which transforms the fused executor can run: those whose every node is elementwise.</summary>
@@ -435,8 +477,9 @@ internal interface IFusable
     bool FusesAlone { get; }
 
     /// <summary>
-    /// Whether its step may run what was recorded before it in the middle of the step (it reduces, or runs a transform
-    /// known only at that step), so that the update buffer must stay in memory.
+    /// Whether its step may run what was recorded before it in the middle of the step for a reason other than a
+    /// declared reduction (it runs a transform known only at that step), so that the update buffer must stay in
+    /// memory. A node that declares reductions (<see cref="IReducing"/>) flushes anyway: <see cref="Fusion"/> reads them.
     /// </summary>
     bool Flushes => false;
 }
@@ -444,10 +487,11 @@ internal interface IFusable
 /// <summary>Decides whether a transform tree runs on the fused executor in one pass (its update buffer in scratch).</summary>
 internal static class Fusion
 {
-    /// <summary>True when every node of <paramref name="transform"/>'s tree is elementwise and none reduces.</summary>
+    /// <summary>True when every node of <paramref name="transform"/>'s tree is elementwise and none reduces (declares a <see cref="Reduction"/>) or otherwise flushes.</summary>
     public static bool Fusable(IGradientTransformation transform)
     {
         if (transform is not IFusable { FusesAlone: true } f || f.Flushes) return false;
+        if (transform is IReducing { Reductions.Count: > 0 }) return false;
         if (transform is IComposite c) foreach (var child in c.Children) if (!Fusable(child)) return false;
         return true;
     }

@@ -34,8 +34,10 @@ public enum ReductionScope
 /// <remarks>
 /// <para>Operands are named: <c>"updates"</c> and <c>"parameters"</c> (the step's inputs), a per-parameter slot of
 /// the primitive's state, or an intermediate the primitive names in its docs (Polyak's direction d and D⁻¹d).</para>
-/// <para>Every executor accumulates in float64 and combines partial sums in a fixed order (blocks in order inside
-/// a tensor, tensors in tree order), so a result never depends on how many threads computed the partials.</para>
+/// <para>Every executor accumulates in float64 and adds per-tensor (or per-buffer) values in tree order. The fused
+/// CPU executor also fixes the order inside a buffer (partials of 4096 elements added in order), so its result never
+/// depends on how many threads computed the partials; the TorchSharp executor sums each tensor with torch's own
+/// reduction, whose grouping is torch's (on the CPU it may change with torch's thread count).</para>
 /// </remarks>
 /// <param name="Kind">What is summed.</param>
 /// <param name="Scope">Per tensor or over the tree.</param>

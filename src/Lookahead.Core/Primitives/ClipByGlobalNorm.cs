@@ -20,7 +20,6 @@ public static partial class Transforms
 sealed class ClipByGlobalNormTransform(double maxNorm) : Transform<EmptyState>, IReducing, IFusable
 {
     public bool FusesAlone => true;
-    public bool Flushes => true;
 
     static readonly Reduction[] Norm = { new(ReductionKind.SumOfSquares, ReductionScope.Global, "updates") };
 

@@ -52,9 +52,6 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
 {
     public bool FusesAlone => true;
 
-    /// <summary>The clip reduces (per-tensor norms) in the middle of the step.</summary>
-    public bool Flushes => clip;
-
     static readonly Reduction[] ClipNorms = { new(ReductionKind.SumOfSquares, ReductionScope.PerTensor, "updates") };
 
     /// <summary>With the clip: the per-tensor norms of c, after c is formed and before it is divided.</summary>

@@ -97,7 +97,6 @@ public static partial class Transforms
 sealed class PolyakTruncationTransform : DeclaredTransform, IValidating, IReducing, IFusable
 {
     public bool FusesAlone => true;
-    public bool Flushes => true;
 
     readonly PolyakOptions o;
     readonly IGradientTransformation direction;
@@ -165,8 +164,8 @@ sealed class PolyakTruncationTransform : DeclaredTransform, IValidating, IReduci
 
     public IReadOnlyList<Reduction> Reductions => o.Model == PolyakModel.Momentum
         ? new Reduction[] { new(ReductionKind.Dot, ReductionScope.Global, "parameters", "updates"),
-                            new(ReductionKind.Dot, ReductionScope.Global, "parameters", "direction"),
-                            new(ReductionKind.Dot, ReductionScope.Global, "direction", "preconditioned_direction") }
+                            new(ReductionKind.Dot, ReductionScope.Global, "direction", "preconditioned_direction"),
+                            new(ReductionKind.Dot, ReductionScope.Global, "parameters", "direction") }
         : new Reduction[] { new(ReductionKind.Dot, ReductionScope.Global, "parameters", "updates"),
                             new(ReductionKind.Dot, ReductionScope.Global, "direction", "preconditioned_direction") };
 
@@ -181,70 +180,84 @@ sealed class PolyakTruncationTransform : DeclaredTransform, IValidating, IReduci
         bool firstValueStart = !momentum || !o.BiasCorrection && t == 1;
         double rho = momentum && o.BiasCorrection ? 1 - Math.Pow(beta, t) : 1;
         double lossAverage = firstValueStart ? f : beta * state.Get(_lossAverage) + (1 - beta) * f;
-        var ops = default(TensorOps);
-        if (Elementwise.Recording) return StepFused(updates, state, parameters, context, t, firstValueStart ? 0 : beta, rho, lossAverage);
-
+        beta = firstValueStart ? 0 : beta;
+        if (Elementwise.Recording) return Phases<double, ArrayBlockOps, FusedPhases>(default, new FusedPhases(this), updates, state, parameters, context, t, beta, rho, lossAverage);
         using var scope = NewDisposeScope();
-        // Reduction phase 1: ⟨x, g⟩ before the direction overwrites g; D's moments from the raw g.
-        var gDotX = Reducer.Global(ReductionKind.Dot, device, parameters, updates);
+        return Phases<Tensor, TensorOps, TensorPhases>(default, new TensorPhases(this, device), updates, state, parameters, context, t, beta, rho, lossAverage);
+    }
+
+    /// <summary>
+    /// The step's phases, in order, for either executor: ⟨x, g⟩ before the direction overwrites g, D's moments from
+    /// the raw g, the direction d, D⁻¹d, then ‖d‖²_D and (momentum model) ⟨x, d⟩, the scalar part, and the elementwise
+    /// tail u = −τ·D⁻¹d with the weight decay. <typeparamref name="TPhases"/> says how a reduction is summed and where
+    /// the scalars live: 0-d device tensors (TorchSharp) or doubles summed on the host (the fused executor).
+    /// </summary>
+    DeclaredState Phases<TSum, TOps, TPhases>(TOps s, TPhases x, TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context, long t, double beta, double rho, double lossAverage)
+        where TOps : struct, IScalarOps<TSum> where TPhases : struct, IPolyakPhases<TSum>
+    {
+        bool momentum = o.Model == PolyakModel.Momentum;
+        var gDotX = x.Dot(parameters, updates);
         var preState = pre is null ? null : pre.Accumulate(updates, (DeclaredState)state.Get(_preconditioner));
         var directionState = InPlace.Step(direction, updates, state.Get(_direction), parameters, context);   // updates now hold d
-        var gamma = GradDotParams<Tensor, TensorOps>(ops, state.Get(_gradDotParams), gDotX, firstValueStart ? 0 : beta);
-
-        // D⁻¹d in scratch buffers (d itself without a preconditioner).
+        var gamma = GradDotParams<TSum, TOps>(s, x.Read(state.Get(_gradDotParams)), gDotX, beta);
         var preconditioned = Preconditioned(updates, preState);
         try
         {
-            // Reduction phase 2: ‖d‖²_D and (momentum model) ⟨x, d⟩; then the scalar part, still on the device.
-            var norm = Reducer.Global(ReductionKind.Dot, device, updates, preconditioned);
-            var dot = momentum ? Reducer.Global(ReductionKind.Dot, device, parameters, updates) : gDotX;
-            var (tau, lowerBound) = StepSize<Tensor, TensorOps>(ops, gDotX, gamma, dot, norm, state.Get(_lowerBound), lossAverage, rho);
-            state.Get(_gradDotParams).copy_(gamma);
-            state.Get(_lowerBound).copy_(lowerBound);
-            state.Get(_stepSize).copy_(tau);
-
-            // The elementwise phase: u = −τ·D⁻¹d, then the weight decay.
-            var negTau = tau.neg();
-            foreach (var group in Buffers.Groups(pre is null ? new[] { updates, parameters } : new[] { updates, parameters, preconditioned }))
-            {
-                if (pre is not null) ops.Copy(group[0], group[2]);
-                ops.ScaleBy(group[0], negTau);
-                Decay(ops, group[0], group[1]);
-            }
+            var norm = x.Dot(updates, preconditioned);
+            var dot = momentum ? x.Dot(parameters, updates) : gDotX;
+            var (tau, lowerBound) = StepSize<TSum, TOps>(s, gDotX, gamma, dot, norm, x.Read(state.Get(_lowerBound)), lossAverage, rho);
+            x.Store(state.Get(_gradDotParams), gamma);
+            x.Store(state.Get(_lowerBound), lowerBound);
+            x.Store(state.Get(_stepSize), tau);
+            x.Tail(tau, updates, parameters, pre is null ? null : preconditioned);
             return Next(state, t, lossAverage, directionState, preState);
         }
         finally { Release(preconditioned, updates); }
     }
 
-    /// <summary>
-    /// The same step under the fused executor: the reductions are summed on the host (<see cref="Elementwise.Reduce"/>),
-    /// the scalar part is the same generic definition on doubles, and the elementwise phases are recorded.
-    /// </summary>
-    DeclaredState StepFused(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context, long t, double beta, double rho, double lossAverage)
+    /// <summary>How <see cref="Phases"/> sums, keeps and applies its scalars on one executor.</summary>
+    interface IPolyakPhases<TSum>
     {
-        var s = default(ArrayBlockOps);
-        bool momentum = o.Model == PolyakModel.Momentum;
-        double gDotX = Sum(ReductionKind.Dot, parameters, updates);
-        var preState = pre is null ? null : pre.Accumulate(updates, (DeclaredState)state.Get(_preconditioner));
-        var directionState = InPlace.Step(direction, updates, state.Get(_direction), parameters, context);   // updates now hold d
-        double gamma = GradDotParams<double, ArrayBlockOps>(s, state.Get(_gradDotParams).item<double>(), gDotX, beta);
-        var preconditioned = Preconditioned(updates, preState);
-        try
+        /// <summary>Σ a·b over the trees (global, float64).</summary>
+        TSum Dot(TensorTree a, TensorTree b);
+        /// <summary>A 0-d state slot's value.</summary>
+        TSum Read(Tensor slot);
+        /// <summary>Writes <paramref name="value"/> into a 0-d state slot.</summary>
+        void Store(Tensor slot, TSum value);
+        /// <summary>u ← −τ·D⁻¹d (or −τ·u without a preconditioner), then the weight decay.</summary>
+        void Tail(TSum tau, TensorTree updates, TensorTree parameters, TensorTree? preconditioned);
+    }
+
+    /// <summary>The TorchSharp executor: reductions and scalars as 0-d tensors on the device (no host round trip).</summary>
+    readonly struct TensorPhases(PolyakTruncationTransform tx, Device device) : IPolyakPhases<Tensor>
+    {
+        public Tensor Dot(TensorTree a, TensorTree b) => Reducer.Global(ReductionKind.Dot, device, a, b);
+        public Tensor Read(Tensor slot) => slot;
+        public void Store(Tensor slot, Tensor value) => slot.copy_(value);
+        public void Tail(Tensor tau, TensorTree updates, TensorTree parameters, TensorTree? preconditioned)
         {
-            double norm = Sum(ReductionKind.Dot, updates, preconditioned);
-            double dot = momentum ? Sum(ReductionKind.Dot, parameters, updates) : gDotX;
-            var (tau, lowerBound) = StepSize<double, ArrayBlockOps>(s, gDotX, gamma, dot, norm, state.Get(_lowerBound).item<double>(), lossAverage, rho);
-            using (Scalar g = gamma.ToScalar(), l = lowerBound.ToScalar(), step = tau.ToScalar())
+            var ops = default(TensorOps);
+            var negTau = tau.neg();
+            foreach (var group in Buffers.Groups(preconditioned is null ? new[] { updates, parameters } : new[] { updates, parameters, preconditioned }))
             {
-                state.Get(_gradDotParams).fill_(g);
-                state.Get(_lowerBound).fill_(l);
-                state.Get(_stepSize).fill_(step);
+                if (preconditioned is not null) ops.Copy(group[0], group[2]);
+                ops.ScaleBy(group[0], negTau);
+                tx.Decay(ops, group[0], group[1]);
             }
-            if (pre is null) Elementwise.Run(new Tail(this, -tau, copy: false), updates, parameters);
-            else Elementwise.Run(new Tail(this, -tau, copy: true), updates, parameters, preconditioned);
-            return Next(state, t, lossAverage, directionState, preState);
         }
-        finally { Release(preconditioned, updates); }
+    }
+
+    /// <summary>The fused executor: reductions summed on the host (<see cref="Elementwise.Reduce"/>), the tail recorded as a kernel.</summary>
+    readonly struct FusedPhases(PolyakTruncationTransform tx) : IPolyakPhases<double>
+    {
+        public double Dot(TensorTree a, TensorTree b) => Sum(ReductionKind.Dot, a, b);
+        public double Read(Tensor slot) => slot.item<double>();
+        public void Store(Tensor slot, double value) { using var v = value.ToScalar(); slot.fill_(v); }
+        public void Tail(double tau, TensorTree updates, TensorTree parameters, TensorTree? preconditioned)
+        {
+            if (preconditioned is null) Elementwise.Run(new Tail(tx, -tau, copy: false), updates, parameters);
+            else Elementwise.Run(new Tail(tx, -tau, copy: true), updates, parameters, preconditioned);
+        }
     }
 
     /// <summary>Σ over index-aligned tensors of <paramref name="a"/> and <paramref name="b"/>, on the fused executor (which runs what was recorded first).</summary>
