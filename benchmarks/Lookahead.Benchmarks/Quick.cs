@@ -298,7 +298,7 @@ public static class Quick
         finally { set_num_threads(original); }
     }
 
-    /// <summary>Steady state of Adam on 1000 × 10k: tensors created per step and scratch memory.</summary>
+    /// <summary>Steady state of Adam on 1000 × 10k: tensors and managed bytes created per step, and scratch memory.</summary>
     static void SteadyState()
     {
         using var scope = NewDisposeScope();
@@ -310,6 +310,10 @@ public static class Quick
         for (int i = 0; i < 20; i++) runner.Step();
         double perStep = (s.CreatedInScopeCount + s.CreatedOutsideScopeCount - before) / 20.0;
         Target("Adam-new-tensors-per-step", perStep, "<=", 0, "tensors created per steady-state step, 1000 x 10k (TorchSharp dispose-scope statistics)");
+        long allocated = GC.GetTotalAllocatedBytes(precise: true);
+        for (int i = 0; i < 20; i++) runner.Step();
+        double bytesPerStep = (GC.GetTotalAllocatedBytes(precise: true) - allocated) / 20.0;
+        Target("Adam-managed-bytes-per-step", bytesPerStep, "<=", 0, "managed bytes allocated per steady-state step on every thread, 1000 x 10k (GC.GetTotalAllocatedBytes)");
         long paramBytes = p.Tensors.Sum(t => t.numel() * t.ElementSize);
         Target("Adam-scratch-vs-parameter-bytes", (double)runner.Workspace.ScratchBytes / paramBytes, "<=", 1, "scratch beyond the state, in parameter-sized buffers");
     }
