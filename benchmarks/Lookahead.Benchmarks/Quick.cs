@@ -289,13 +289,40 @@ public static class Quick
                 new Subject("1 thread", one.Step, () => { set_num_threads(1); one.Refresh(); }),
                 new Subject("2 threads", second.Step, () => { set_num_threads(2); second.Refresh(); }),
                 new Subject("loop, 1 thread", () => loop.Run(1)),
-                new Subject("loop, 2 threads", () => loop.Run(2)));
+                new Subject("loop, 2 threads", () => loop.Run(2)),
+                new Subject("arithmetic, 1 thread", () => Arithmetic(1)),
+                new Subject("arithmetic, 2 threads", () => Arithmetic(2)));
             Target("Adam-1x10M-1-vs-2-threads", ms[0] / ms[1], ">=", 1.6,
-                F("Lookahead Adam {0:0.0} ms on 1 thread, {1:0.0} ms on 2 ({2}); its traffic loop scales {3:0.00}x ({4:0.0} -> {5:0.0} ms), the memory system's own ceiling here",
+                F("Lookahead Adam {0:0.0} ms on 1 thread, {1:0.0} ms on 2 ({2}); its traffic loop scales {3:0.00}x ({4:0.0} -> {5:0.0} ms), the memory system's own ceiling here; " +
+                  "the same arithmetic without memory (a register-only SIMD loop, the work split in two) scales {6:0.00}x, the cores' own ceiling",
                     ms[0], ms[1], Cases.ThreadOption is null ? "torch.set_num_threads" : $"torch.set_num_threads and RunnerOptions.{Cases.ThreadOption.Name}",
-                    ms[2] / ms[3], ms[2], ms[3]));
+                    ms[2] / ms[3], ms[2], ms[3], ms[4] / ms[5]));
         }
         finally { set_num_threads(original); }
+    }
+
+    static double _arithmeticSink;
+
+    /// <summary>
+    /// A fixed amount of register-only SIMD arithmetic (dependent FMAs and a square root per round, no memory), split
+    /// over <paramref name="threads"/>: what two threads gain when memory is not in the way.
+    /// </summary>
+    static void Arithmetic(int threads)
+    {
+        const int total = 4_000_000;
+        var sums = new double[threads];
+        System.Threading.Tasks.Parallel.For(0, threads, new System.Threading.Tasks.ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+        {
+            var a = Vector256.Create(1.0f + t); var b = Vector256.Create(0.999f); var c = Vector256.Create(0.001f);
+            var d = a; var e = a; var f = a;
+            for (int i = 0; i < total / threads; i++)
+            {
+                a = Vector256.FusedMultiplyAdd(a, b, c); d = Vector256.FusedMultiplyAdd(d, b, c);
+                e = Vector256.FusedMultiplyAdd(e, b, c); f = Vector256.Sqrt(Vector256.FusedMultiplyAdd(f, b, c));
+            }
+            sums[t] = Vector256.Sum(a + d + e + f);
+        });
+        _arithmeticSink += sums.Sum();
     }
 
     /// <summary>Steady state of Adam on 1000 × 10k: tensors and managed bytes created per step, and scratch memory.</summary>

@@ -202,6 +202,20 @@ public sealed class DeclaredState : IOptState
         return new DeclaredState(Layout, copy);
     }
 
+    /// <summary>The tensors of <see cref="Leaves"/>, in the same order, added to <paramref name="into"/> (no paths built).</summary>
+    internal void CollectTensors(List<Tensor> into)
+    {
+        var slots = Layout.Slots;
+        for (int i = 0; i < slots.Count; i++)
+            switch (slots[i].Kind)
+            {
+                case SlotKind.Integer: case SlotKind.Real: break;
+                case SlotKind.PerParameter: foreach (var t in ((TensorTree)_values[i]!).Tensors) into.Add(t); break;
+                case SlotKind.Tensor: into.Add((Tensor)_values[i]!); break;
+                default: OptState.CollectTensors((IOptState)_values[i]!, into); break;
+            }
+    }
+
     /// <inheritdoc />
     public IEnumerable<StateLeaf> Leaves()
     {

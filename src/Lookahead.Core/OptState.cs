@@ -64,6 +64,16 @@ public static class OptState
     public static IEnumerable<Tensor> Tensors(IOptState state) =>
         state.Leaves().Where(l => l.Tensor is not null).Select(l => l.Tensor!);
 
+    /// <summary>
+    /// Adds the tensors of <paramref name="state"/> to <paramref name="into"/>, in leaf order, without building leaf
+    /// paths for declared states (the runner's per-step bookkeeping: no allocation beyond the list's growth).
+    /// </summary>
+    internal static void CollectTensors(IOptState state, List<Tensor> into)
+    {
+        if (state is DeclaredState declared) { declared.CollectTensors(into); return; }
+        foreach (var leaf in state.Leaves()) if (leaf.Tensor is not null) into.Add(leaf.Tensor);
+    }
+
     /// <summary>Disposes every tensor handle of a state you own.</summary>
     public static void Dispose(IOptState state)
     {

@@ -82,6 +82,8 @@ public sealed class Runner : IDisposable
     readonly bool _fullyFused;
     IOptState _state;
     bool _disposed;
+    readonly List<Tensor> _before = new(), _after = new();
+    readonly HashSet<Tensor> _beforeSet = new(ReferenceEqualityComparer.Instance), _afterSet = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>Binds <paramref name="transform"/> to a module's parameters (and their gradients).</summary>
     public Runner(IGradientTransformation transform, nn.Module module, RunnerOptions? options = null)
@@ -303,22 +305,45 @@ public sealed class Runner : IDisposable
     }
 
     static bool SameStorage(Tensor a, Tensor b) =>
-        a.dtype == b.dtype && a.storage_offset() == b.storage_offset() && a.shape.SequenceEqual(b.shape) &&
+        a.dtype == b.dtype && a.dim() == b.dim() && SameShape(a, b) &&
         DataPointer(a) is var pa && pa != IntPtr.Zero && pa == DataPointer(b);
 
-    /// <summary>The address of a tensor's storage, or zero for dtypes this check does not cover (they are then re-copied).</summary>
-    static IntPtr DataPointer(Tensor t) => t.dtype switch
+    static bool SameShape(Tensor a, Tensor b)
     {
-        ScalarType.Float32 => t.storage<float>().data_ptr(),
-        ScalarType.Float64 => t.storage<double>().data_ptr(),
-        _ => IntPtr.Zero,
-    };
+        for (int d = 0; d < a.dim(); d++) if (a.size(d) != b.size(d)) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// The address of a tensor's first element (storage plus offset), read from LibTorchSharp's own export without
+    /// making a TorchSharp storage object (the check runs per parameter per step); zero for dtypes it does not cover.
+    /// </summary>
+    static IntPtr DataPointer(Tensor t)
+    {
+        if (t.dtype is not (ScalarType.Float32 or ScalarType.Float64)) return IntPtr.Zero;
+        if (_nativeData)
+        {
+            try { return THSTensor_data(t.Handle); }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { _nativeData = false; }   // a host that resolves the library differently
+        }
+        return t.dtype == ScalarType.Float32
+            ? t.storage<float>().data_ptr() + (nint)(t.storage_offset() * 4)
+            : t.storage<double>().data_ptr() + (nint)(t.storage_offset() * 8);
+    }
+
+    static bool _nativeData = true;
+
+    [System.Runtime.InteropServices.DllImport("LibTorchSharp")]
+    static extern IntPtr THSTensor_data(IntPtr handle);
 
     void Run(StepContext context, TensorTree? copyFrom)
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var before = OptState.Tensors(_state).ToHashSet(ReferenceEqualityComparer.Instance);
+        // Which state tensors a step replaced (disposed) or created (kept): reused collections, no allocation per step.
+        _before.Clear(); _beforeSet.Clear(); _after.Clear(); _afterSet.Clear();
+        OptState.CollectTensors(_state, _before);
+        foreach (var t in _before) _beforeSet.Add(t);
         IOptState next;
         if (_fused is not null)
         {
@@ -342,10 +367,9 @@ public sealed class Runner : IDisposable
                 foreach (var group in _workspace.Groups(new[] { _updates, copyFrom })) group[0].copy_(group[1]);
             using (Buffers.Use(_workspace)) next = InPlace.Step(_transform, _updates, _state, _parameters, context);
         }
-        var after = OptState.Tensors(next).ToList();
-        foreach (var t in after) if (!before.Contains(t)) t.DetachFromDisposeScope();
-        var kept = after.ToHashSet(ReferenceEqualityComparer.Instance);
-        foreach (var t in before.Cast<Tensor>()) if (!kept.Contains(t)) { _workspace.Unregister(t); t.Dispose(); }
+        OptState.CollectTensors(next, _after);
+        foreach (var t in _after) { _afterSet.Add(t); if (!_beforeSet.Contains(t)) t.DetachFromDisposeScope(); }
+        foreach (var t in _before) if (!_afterSet.Contains(t)) { _workspace.Unregister(t); t.Dispose(); }
         _state = next;
         if (_fused is null) foreach (var group in _workspace.Groups(new[] { _parameters, _updates })) group[0].add_(group[1]);
         StepCount++;

@@ -96,6 +96,8 @@ public sealed class Workspace : IDisposable
         if (_layout.Remove(view.Handle)) _groups.Clear();
     }
 
+    IntPtr[] _handles = new IntPtr[0];
+
     /// <summary>
     /// Index-aligned groups over <paramref name="trees"/> (equal lengths, like-shaped tensors): each group holds
     /// one tensor per tree, either a flat view over a run of tensors that are adjacent in every tree, or the
@@ -104,7 +106,9 @@ public sealed class Workspace : IDisposable
     public IReadOnlyList<Tensor[]> Groups(IReadOnlyList<TensorTree> trees)
     {
         int n = trees[0].Count;
-        var handles = new IntPtr[n * trees.Count];
+        // The handles of this call in a reused buffer (a step asks for the same groups several times): copied only when cached.
+        if (_handles.Length < n * trees.Count) _handles = new IntPtr[n * trees.Count];
+        var handles = _handles.AsSpan(0, n * trees.Count);
         int hash = 17, h = 0;
         foreach (var tree in trees)
         {
@@ -112,10 +116,11 @@ public sealed class Workspace : IDisposable
             foreach (var t in tree.Tensors) { handles[h++] = t.Handle; hash = hash * 31 + t.Handle.GetHashCode(); }
         }
         // Tensors the workspace did not lay out (e.g. a tree from the context) are walked one by one, uncached.
-        if (!handles.All(_layout.ContainsKey)) return PerIndex(trees);
+        foreach (var handle in handles) if (!_layout.ContainsKey(handle)) return PerIndex(trees);
         if (_groups.TryGetValue(hash, out var bucket))
             foreach (var (known, cached) in bucket)
                 if (known.AsSpan().SequenceEqual(handles)) return cached;
+        var key = handles.ToArray();
 
         var groups = new List<Tensor[]>();
         int i = 0;
@@ -140,7 +145,7 @@ public sealed class Workspace : IDisposable
             i = j;
         }
         if (!_groups.TryGetValue(hash, out bucket)) _groups[hash] = bucket = new();
-        bucket.Add((handles, groups));
+        bucket.Add((key, groups));
         return groups;
     }
 
