@@ -165,7 +165,9 @@ public static class Quick
             step.Step();
             var (traffic, slots) = Cases.TrafficOf(step.Runner, c);
             using var loop = new TrafficLoop(traffic, N);
-            var ms = Interleaved(1, rounds,
+            // Five warm-up rounds (steady state, as for torch.optim below): the first case of the process otherwise
+            // measures the machine settling (fresh pages, the JIT's first tiers of the runner's own code).
+            var ms = Interleaved(5, rounds,
                 new Subject("loop, 2 threads", () => loop.Run(2)),
                 new Subject("loop, 1 thread", () => loop.Run(1)),
                 new Subject("step", step.Step, step.Refresh));
