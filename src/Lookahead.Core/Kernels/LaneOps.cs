@@ -19,9 +19,9 @@ public readonly unsafe struct Lane<T> where T : unmanaged
 }
 
 /// <summary>
-/// <see cref="IArrayOps{TArray}"/> on one 256-bit vector of each <see cref="Lane{T}"/>: the elements
-/// [<see cref="Offset"/>, <see cref="Offset"/> + <c>Vector256&lt;T&gt;.Count</c>). The fused CPU executor runs a
-/// whole recorded chain of kernels with these operations, vector after vector, in one compiled loop (see
+/// <see cref="IArrayOps{TArray}"/> on <see cref="Unroll"/> consecutive 256-bit vectors of each <see cref="Lane{T}"/>: the
+/// elements [<see cref="Offset"/>, <see cref="Offset"/> + <see cref="Elements"/>). The fused CPU executor runs a
+/// whole recorded chain of kernels with these operations, four vectors after four, in one compiled loop (see
 /// <see cref="FusedExecutor"/>): a value stays in the L1 cache (and often in a register) from one kernel to the next
 /// instead of making a pass over a block per operation.
 /// </summary>
@@ -212,7 +212,7 @@ public readonly unsafe struct LaneOps<T> : IArrayOps<Lane<T>> where T : unmanage
 
 /// <summary>
 /// A recorded sequence of kernels composed into one value type, so that the JIT compiles the whole sequence for one
-/// vector as a single straight-line body (every kernel's <see cref="IKernel.Run{TArray, TOps}"/> inlined with
+/// step of the loop (<see cref="LaneOps{T}.Unroll"/> vectors) as a single body (every kernel's <see cref="IKernel.Run{TArray, TOps}"/> inlined with
 /// <see cref="LaneOps{T}"/>): <see cref="Link{TKernel, TNext}"/>s ending in <see cref="End"/>.
 /// </summary>
 internal unsafe interface ILaneChain<TSelf> where TSelf : struct, ILaneChain<TSelf>
@@ -220,7 +220,7 @@ internal unsafe interface ILaneChain<TSelf> where TSelf : struct, ILaneChain<TSe
     /// <summary>The chain of the stages <paramref name="stages"/>[<paramref name="index"/>..], with their arities.</summary>
     static abstract TSelf Build(IKernelSource stages, int index);
 
-    /// <summary>Runs every kernel of the chain on the vector at <paramref name="offset"/> of its lanes (consecutive, each kernel's own).</summary>
+    /// <summary>Runs every kernel of the chain on the vectors from element <paramref name="offset"/> of its lanes (consecutive, each kernel's own).</summary>
     void Step<T>(nint offset, Lane<T>* lanes) where T : unmanaged, IFloatingPointIeee754<T>;
 }
 
@@ -284,10 +284,10 @@ internal sealed class ChainLoop<TChain> : ChainLoop where TChain : struct, ILane
     public override BoundChain Bind(IKernelSource stages) => new BoundChain<TChain>(TChain.Build(stages, 0));
 }
 
-/// <summary>A chain with its kernels: runs them over a chunk, vector by vector or as blocks.</summary>
+/// <summary>A chain with its kernels: runs them over a chunk, <see cref="LaneOps{T}.Unroll"/> vectors at a time.</summary>
 internal abstract unsafe class BoundChain
 {
-    /// <summary>Runs the chain on <paramref name="vectors"/> consecutive vectors of <paramref name="lanes"/>.</summary>
+    /// <summary>Runs the chain on <paramref name="vectors"/> consecutive vectors of <paramref name="lanes"/> (a multiple of <see cref="LaneOps{T}.Unroll"/>).</summary>
     public abstract void Run32(Lane<float>* lanes, long vectors);
 
     /// <inheritdoc cref="Run32"/>
