@@ -26,7 +26,8 @@ public sealed record RunnerOptions
 
     /// <summary>
     /// Which executor runs the steps; default <see cref="RunnerExecutor.Auto"/>: the fused CPU executor when every
-    /// parameter is a float32 or float64 CPU tensor, else TorchSharp's kernels on the parameters' device.
+    /// parameter is a CPU tensor of float32 or float64 (or of bfloat16/float16 with float32 state, see
+    /// <see cref="StatePrecision"/>), else TorchSharp's kernels on the parameters' device.
     /// </summary>
     public RunnerExecutor Executor { get; init; } = RunnerExecutor.Auto;
 
@@ -35,12 +36,38 @@ public sealed record RunnerOptions
 
     /// <summary>Elements per block of the fused executor (≥ 8); default 2048. Results do not depend on it (tests use small blocks).</summary>
     public int BlockSize { get; init; } = Kernels.FusedExecutor.DefaultBlock;
+
+    /// <summary>
+    /// The precision of the optimizer state and of the update of bfloat16 and float16 parameters; default
+    /// <see cref="Lookahead.StatePrecision.Float32"/>. Float32 and float64 parameters always keep state in their own dtype.
+    /// </summary>
+    public StatePrecision StatePrecision { get; init; } = StatePrecision.Float32;
+}
+
+/// <summary>
+/// Where a runner keeps the optimizer state of 16-bit float parameters (bfloat16, float16), and so in which precision
+/// their updates are computed.
+/// </summary>
+public enum StatePrecision
+{
+    /// <summary>
+    /// Mixed precision: the state (moments, traces, buffers), the update buffer and every kernel's arithmetic are
+    /// float32; the gradient is widened (exactly) when it is copied into the update buffer, and θ ← θ + u adds in
+    /// float32 and rounds to the parameter's format (nearest, ties to even), as torch's <c>p.add_(u)</c> does. There is
+    /// no float32 master copy of the parameters: an update smaller than half a bfloat16 step of θ is lost, as in
+    /// torch.optim with bfloat16 parameters. Both executors run it (the fused one converts each chunk of a 16-bit
+    /// array once on load and once on store).
+    /// </summary>
+    Float32,
+
+    /// <summary>The state in the parameters' own dtype, as torch.optim keeps it (TorchSharp executor only for 16-bit parameters).</summary>
+    Parameters,
 }
 
 /// <summary>The executors a <see cref="Runner"/> can run its steps on.</summary>
 public enum RunnerExecutor
 {
-    /// <summary>The fused CPU executor where it applies (float32/float64 parameters on the CPU), else TorchSharp.</summary>
+    /// <summary>The fused CPU executor where it applies (CPU parameters of float32, float64, or 16-bit floats with float32 state), else TorchSharp.</summary>
     Auto,
     /// <summary>TorchSharp's kernels, one per operation, on the parameters' device (any device, any dtype).</summary>
     TorchSharp,
@@ -81,7 +108,7 @@ public sealed class Runner : IDisposable
     readonly Kernels.FusedExecutor? _fused;
     readonly bool _fullyFused;
     IOptState _state;
-    bool _disposed;
+    bool _disposed, _mixed;
     readonly List<Tensor> _before = new(), _after = new();
     readonly HashSet<Tensor> _beforeSet = new(ReferenceEqualityComparer.Instance), _afterSet = new(ReferenceEqualityComparer.Instance);
 
@@ -102,11 +129,12 @@ public sealed class Runner : IDisposable
         _options = options ?? new RunnerOptions();
         Check.AtLeast(_options.Threads, 1, "Threads");
         Check.AtLeast(_options.BlockSize, 8, "BlockSize");
-        bool fusable = parameters.Tensors.All(t => t.device_type == DeviceType.CPU && t.dtype is ScalarType.Float32 or ScalarType.Float64);
+        bool Fusable(Tensor t) => t.device_type == DeviceType.CPU && (t.dtype is ScalarType.Float32 or ScalarType.Float64 || IsMixed(t));
+        bool fusable = parameters.Tensors.All(Fusable);
         if (_options.Executor == RunnerExecutor.FusedCpu && !fusable)
         {
-            var bad = parameters.Names.Zip(parameters.Tensors).First(x => x.Second.device_type != DeviceType.CPU || x.Second.dtype is not (ScalarType.Float32 or ScalarType.Float64));
-            throw new ArgumentException($"the fused CPU executor runs float32 and float64 CPU parameters; '{bad.First}' is {bad.Second.dtype} on {bad.Second.device} (use RunnerExecutor.Auto or TorchSharp)", nameof(options));
+            var bad = parameters.Names.Zip(parameters.Tensors).First(x => !Fusable(x.Second));
+            throw new ArgumentException($"the fused CPU executor runs CPU parameters of float32, float64, or bfloat16/float16 with StatePrecision.Float32; '{bad.First}' is {bad.Second.dtype} on {bad.Second.device} (use RunnerExecutor.Auto or TorchSharp)", nameof(options));
         }
         // Structural needs first (ranks, routing), while nothing has been re-pointed or allocated.
         Validation.Check(transform, parameters);
@@ -124,10 +152,15 @@ public sealed class Runner : IDisposable
 
         var grads = new Tensor[tensors.Length];
         var updates = new Tensor[tensors.Length];
+        var inUpdates = new Tensor[tensors.Length];
         foreach (var run in Runs(tensors))
         {
-            var (flatP, flatG, flatU) = (Flat(run, tensors), Flat(run, tensors, zero: true), Flat(run, tensors));
-            _updateFlats.Add(_options.KeepGradients ? flatU : flatG);
+            // A 16-bit run with float32 state keeps a float32 update buffer whatever KeepGradients says.
+            bool mixed = IsMixed(tensors[run[0]]);
+            _mixed |= mixed;
+            var (flatP, flatG, flatU) = (Flat(run, tensors), Flat(run, tensors, zero: true), Flat(run, tensors, dtype: StateDType(tensors[run[0]])));
+            bool separate = _options.KeepGradients || mixed;
+            _updateFlats.Add(separate ? flatU : flatG);
             long offset = 0;
             foreach (int k in run)
             {
@@ -142,20 +175,35 @@ public sealed class Runner : IDisposable
                 if (p.requires_grad) p.grad = grads[k];
                 updates[k] = View(flatU, offset, p.shape);
                 _workspace.Register(updates[k], flatU, offset);
+                inUpdates[k] = separate ? updates[k] : grads[k];
                 offset += n;
             }
         }
         _parameters = TensorTree.Of(names, tensors);
         _gradients = TensorTree.Of(names, grads);
-        _updates = _options.KeepGradients ? TensorTree.Of(names, updates) : _gradients;
+        _updates = TensorTree.Of(names, inUpdates);
 
+        // The state is initialised from the parameters in the state's precision (16-bit values widen exactly).
+        var initParameters = _mixed ? _parameters.Map(p => IsMixed(p) ? p.to(ScalarType.Float32).DetachFromDisposeScope() : p) : _parameters;
         IOptState initial;
-        using (var scope = NewDisposeScope())
+        try
         {
-            initial = transform.Init(_parameters);
-            scope.MoveToOuter(OptState.Tensors(initial).Cast<IDisposable>());
+            using (var scope = NewDisposeScope())
+            {
+                initial = transform.Init(initParameters);
+                scope.MoveToOuter(OptState.Tensors(initial).Cast<IDisposable>());
+            }
+            _state = Relayout(initial);
         }
-        _state = Relayout(initial);
+        finally
+        {
+            if (_mixed)
+            {
+                var kept = new HashSet<Tensor>(_state is null ? Array.Empty<Tensor>() : OptState.Tensors(_state), ReferenceEqualityComparer.Instance);
+                for (int k = 0; k < initParameters.Count; k++)
+                    if (!ReferenceEquals(initParameters.Tensors[k], _parameters.Tensors[k]) && !kept.Contains(initParameters.Tensors[k])) initParameters.Tensors[k].Dispose();
+            }
+        }
         if (fusable && _options.Executor != RunnerExecutor.TorchSharp)
         {
             _fused = new Kernels.FusedExecutor(_workspace, _options.Threads, _options.BlockSize);
@@ -167,6 +215,12 @@ public sealed class Runner : IDisposable
     public RunnerExecutor Executor => _fused is null ? RunnerExecutor.TorchSharp : RunnerExecutor.FusedCpu;
 
     static ParameterInfo Info(string name, Tensor t) => new(name, t.shape, t.dtype);
+
+    /// <summary>Whether <paramref name="t"/> is a 16-bit float parameter whose state and update are float32 here.</summary>
+    bool IsMixed(Tensor t) => _options.StatePrecision == StatePrecision.Float32 && Kernels.NarrowFloats.IsNarrow(t.dtype);
+
+    /// <summary>The dtype of the state and update of parameter <paramref name="p"/>.</summary>
+    ScalarType StateDType(Tensor p) => IsMixed(p) ? ScalarType.Float32 : p.dtype;
 
     /// <summary>The labels the partitions inside <paramref name="tx"/> give a parameter, depth first.</summary>
     static string Signature(IGradientTransformation tx, ParameterInfo p)
@@ -181,11 +235,12 @@ public sealed class Runner : IDisposable
     static IEnumerable<int[]> Runs(Tensor[] tensors) =>
         Enumerable.Range(0, tensors.Length).GroupBy(k => (tensors[k].dtype, tensors[k].device.ToString())).Select(g => g.ToArray());
 
-    Tensor Flat(int[] run, Tensor[] tensors, bool zero = false)
+    Tensor Flat(int[] run, Tensor[] tensors, bool zero = false, ScalarType? dtype = null)
     {
         long total = run.Sum(k => tensors[k].numel());
         var first = tensors[run[0]];
-        var flat = (zero ? zeros(total, first.dtype, first.device) : empty(total, first.dtype, first.device)).DetachFromDisposeScope();
+        var type = dtype ?? first.dtype;
+        var flat = (zero ? zeros(total, type, first.device) : empty(total, type, first.device)).DetachFromDisposeScope();
         _buffers.Add(flat);
         return flat;
     }
@@ -211,7 +266,7 @@ public sealed class Runner : IDisposable
             {
                 if (!_position.TryGetValue(name, out int k)) continue;
                 var p = _parameters.Tensors[k];
-                if (!t.shape.SequenceEqual(p.shape) || t.dtype != p.dtype || t.device.ToString() != p.device.ToString()) continue;
+                if (!t.shape.SequenceEqual(p.shape) || t.dtype != StateDType(p) || t.device.ToString() != p.device.ToString()) continue;
                 var key = (prefix, t.dtype, t.device.ToString());
                 if (!slots.TryGetValue(key, out var list)) slots[key] = list = new();
                 list.Add((prefix + "/" + name, t, k));
@@ -272,7 +327,7 @@ public sealed class Runner : IDisposable
         context ??= StepContext.Empty;
         Validation.CheckContext(_requirements, context, StepCount + 1);
         if (_options.VerifyGradientBinding) Rebind();
-        Run(context, copyFrom: _options.KeepGradients ? _gradients : null);
+        Run(context, copyFrom: _options.KeepGradients || _mixed ? _gradients : null);
     }
 
     /// <summary>One step with the given gradients (borrowed; matched to the parameters by name).</summary>
@@ -306,7 +361,7 @@ public sealed class Runner : IDisposable
 
     static bool SameStorage(Tensor a, Tensor b) =>
         a.dtype == b.dtype && a.dim() == b.dim() && SameShape(a, b) &&
-        DataPointer(a) is var pa && pa != IntPtr.Zero && pa == DataPointer(b);
+        Kernels.NarrowFloats.DataPointer(a) is var pa && pa != IntPtr.Zero && pa == Kernels.NarrowFloats.DataPointer(b);
 
     static bool SameShape(Tensor a, Tensor b)
     {
@@ -314,27 +369,6 @@ public sealed class Runner : IDisposable
         return true;
     }
 
-    /// <summary>
-    /// The address of a tensor's first element (storage plus offset), read from LibTorchSharp's own export without
-    /// making a TorchSharp storage object (the check runs per parameter per step); zero for dtypes it does not cover.
-    /// </summary>
-    static IntPtr DataPointer(Tensor t)
-    {
-        if (t.dtype is not (ScalarType.Float32 or ScalarType.Float64)) return IntPtr.Zero;
-        if (_nativeData)
-        {
-            try { return THSTensor_data(t.Handle); }
-            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { _nativeData = false; }   // a host that resolves the library differently
-        }
-        return t.dtype == ScalarType.Float32
-            ? t.storage<float>().data_ptr() + (nint)(t.storage_offset() * 4)
-            : t.storage<double>().data_ptr() + (nint)(t.storage_offset() * 8);
-    }
-
-    static bool _nativeData = true;
-
-    [System.Runtime.InteropServices.DllImport("LibTorchSharp")]
-    static extern IntPtr THSTensor_data(IntPtr handle);
 
     void Run(StepContext context, TensorTree? copyFrom)
     {
@@ -349,7 +383,7 @@ public sealed class Runner : IDisposable
         {
             // The whole step is recorded, then run in one pass; the update buffer lives in per-thread scratch when
             // nothing but elementwise kernels touches it (it is filled from the gradients block by block).
-            _fused.Begin(_updateFlats, virtualUpdates: _fullyFused && copyFrom is not null);
+            _fused.Begin(_updateFlats, virtualUpdates: _fullyFused && copyFrom is not null && _options.KeepGradients);
             using (Buffers.Use(_workspace))
             {
                 using (Kernels.Elementwise.Record(_fused))

@@ -168,21 +168,21 @@ let tests =
                 let one, many = perStep executor 1, perStep executor 1000
                 Expect.isLessThan many (one + 200.0 * 999.0) (sprintf "%A: %.0f bytes per step with 1000 tensors, %.0f with one" executor many one)
 
-        testCase "the runner reports its executor; Auto picks the fused one for CPU float tensors, TorchSharp otherwise" <| fun () ->
+        testCase "the runner reports its executor; Auto picks the fused one for CPU float tensors (16-bit ones with float32 state), TorchSharp otherwise" <| fun () ->
             use _ = torch.NewDisposeScope()
             let cpu = TensorTree.Of(struct ("w", torch.randn([| 4L |])))
             use auto = new Runner(Optim.Adam(), cpu)
             Expect.equal auto.Executor RunnerExecutor.FusedCpu "float32 on the CPU"
             let half = TensorTree.Of(struct ("w", torch.randn([| 4L |]).to_type(torch.bfloat16)))
-            use autoHalf = new Runner(Optim.Sgd(0.1), half)
-            Expect.equal autoHalf.Executor RunnerExecutor.TorchSharp "bfloat16 parameters fall back to TorchSharp"
+            use autoHalf = new Runner(Optim.Sgd(0.1), half, RunnerOptions(StatePrecision = StatePrecision.Parameters))
+            Expect.equal autoHalf.Executor RunnerExecutor.TorchSharp "bfloat16 parameters with bfloat16 state fall back to TorchSharp"
             use forced = new Runner(Optim.Adam(), TensorTree.Of(struct ("w", torch.randn([| 4L |]))), RunnerOptions(Executor = RunnerExecutor.TorchSharp))
             Expect.equal forced.Executor RunnerExecutor.TorchSharp "an explicit choice is kept"
 
         testCase "FusedCpu names the tensor it cannot run; bad thread and block counts are refused by name" <| fun () ->
             use _ = torch.NewDisposeScope()
             let half = TensorTree.Of(struct ("h", torch.randn([| 4L |]).to_type(torch.bfloat16)))
-            Expect.throwsC (fun () -> new Runner(Optim.Sgd(0.1), half, RunnerOptions(Executor = RunnerExecutor.FusedCpu)) |> ignore) (fun e ->
+            Expect.throwsC (fun () -> new Runner(Optim.Sgd(0.1), half, RunnerOptions(Executor = RunnerExecutor.FusedCpu, StatePrecision = StatePrecision.Parameters)) |> ignore) (fun e ->
                 Expect.stringContains e.Message "'h' is BFloat16" "names the tensor and its dtype")
             let cpu = TensorTree.Of(struct ("w", torch.randn([| 4L |])))
             Expect.throwsC (fun () -> new Runner(Optim.Sgd(0.1), cpu, RunnerOptions(Threads = 0)) |> ignore) (fun e -> Expect.stringContains e.Message "Threads" "names Threads")

@@ -91,13 +91,18 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         public readonly List<int> Items = new();
     }
 
-    /// <summary>An operand: memory at an element offset, or a scratch area (index; −1 = none) at an element offset from the group start.</summary>
-    readonly record struct Operand(nint Pointer, int Scratch);
+    /// <summary>
+    /// An operand: memory at an element offset, or a scratch area (index; −1 = none) at an element offset from the group
+    /// start; <paramref name="Narrow"/> marks memory holding 16-bit floats in a float32 run (<see cref="NarrowFloats.Code"/>).
+    /// </summary>
+    readonly record struct Operand(nint Pointer, int Scratch, byte Narrow = 0);
 
     /// <summary>One stage over one group: the elements [Start, Start + Length) of a run.</summary>
-    sealed class Item(Stage stage, int run, long start, long length, Operand[] operands)
+    sealed class Item(Stage stage, int run, long start, long length, Operand[] operands, ulong writes)
     {
         public readonly Stage Stage = stage;
+        /// <summary>Which operands the stage writes (bit j: operand j).</summary>
+        public readonly ulong Writes = writes;
         public readonly int Run = run;
         public readonly long Start = start, Length = length;
         public readonly Operand[] Operands = operands;
@@ -137,12 +142,11 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     // Contiguous copies of strided operands made for this step (see Record); freed once the step has run.
     readonly List<Tensor> _copies = new();
 
-    /// <summary>The address of <paramref name="t"/>'s first element (a contiguous CPU float32/float64 tensor).</summary>
+    /// <summary>The address of <paramref name="t"/>'s first element (a contiguous CPU float32, float64, bfloat16 or float16 tensor).</summary>
     internal static nint Address(Tensor t) => t.dtype switch
     {
-        ScalarType.Float32 => t.storage<float>().data_ptr() + (nint)(t.storage_offset() * 4),
-        ScalarType.Float64 => t.storage<double>().data_ptr() + (nint)(t.storage_offset() * 8),
-        _ => throw new NotSupportedException($"the fused executor runs float32 and float64, not {t.dtype}"),
+        ScalarType.Float32 or ScalarType.Float64 or ScalarType.BFloat16 or ScalarType.Float16 when NarrowFloats.DataPointer(t) is var p && p != 0 => p,
+        _ => throw new NotSupportedException($"the fused executor runs float32, float64, bfloat16 and float16 tensors, not {t.dtype}"),
     };
 
     Area AreaOf(Tensor t) => new(AddressOf(t), t.numel() * t.ElementSize, t.dtype);
@@ -214,13 +218,13 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                         _copies.Add(copy);
                         arrays[j] = copy;
                     }
-            if (run < 0 || arrays.Any(t => t.dtype != first.dtype || t.numel() != length || t.device_type != DeviceType.CPU || !t.is_contiguous()))
+            if (run < 0 || arrays.Any(t => !Addressable(t, first, length)))
             {
                 // Arrays this executor cannot address (a strided tensor from the context, another dtype): run what was
                 // recorded, then this group on tensors, now.
                 if (_virtual.Count > 0)
                 {
-                    var bad = arrays.FirstOrDefault(t => t.dtype != first.dtype || t.device_type != DeviceType.CPU || t.numel() != length || !t.is_contiguous()) ?? first;
+                    var bad = arrays.FirstOrDefault(t => !Addressable(t, first, length)) ?? first;
                     throw new InvalidOperationException($"fused executor: a kernel reads a {(bad.is_contiguous() ? "" : "strided ")}{bad.dtype} tensor of {bad.numel()} elements on {bad.device} where contiguous {first.dtype} CPU arrays of {length} elements were expected, inside a step whose update buffer lives in scratch (use RunnerExecutor.TorchSharp, or KeepGradients = false)");
                 }
                 Flush();
@@ -229,11 +233,22 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             }
             long start = (AddressOf(first) - _runs[run].Updates.Start) / first.ElementSize;
             var operands = new Operand[arrays.Length];
-            for (int j = 0; j < operands.Length; j++) operands[j] = Locate(AddressOf(arrays[j]), (int)first.ElementSize, start, run);
+            for (int j = 0; j < operands.Length; j++)
+                operands[j] = NarrowFloats.IsNarrow(arrays[j].dtype)
+                    ? new Operand(AddressOf(arrays[j]), -1, NarrowFloats.Code(arrays[j].dtype))
+                    : Locate(AddressOf(arrays[j]), (int)first.ElementSize, start, run);
             _runs[run].Items.Add(_items.Count);
-            _items.Add(new Item(stage, run, start, length, operands));
+            _items.Add(new Item(stage, run, start, length, operands, WriteProbe.Writes(kernel, operands.Length)));
         }
     }
+
+    /// <summary>
+    /// Whether a kernel's array can run in the fused loop next to <paramref name="first"/>: a contiguous CPU array of
+    /// the same length and dtype, or of a 16-bit float next to float32 (widened on load, rounded on store).
+    /// </summary>
+    static bool Addressable(Tensor t, Tensor first, long length) =>
+        t.numel() == length && t.device_type == DeviceType.CPU && t.is_contiguous() &&
+        (t.dtype == first.dtype || first.dtype == ScalarType.Float32 && NarrowFloats.IsNarrow(t.dtype));
 
     /// <summary>Where an operand lives: a virtual update buffer or rented scratch (by area, offset from the group start), else memory.</summary>
     Operand Locate(nint p, int elementSize, long start, int run)
@@ -277,13 +292,22 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// </summary>
     public void Execute()
     {
-        int areas = 1 + _scratch.Count;
-        long bytesPerThread = (long)areas * _block * sizeof(double) + 64;
-        EnsureThreadScratch(bytesPerThread);
+        _segments.Clear();
+        int staged = 0;
         foreach (var run in _runs)
         {
-            if (run.Items.Count == 0) continue;
-            var segments = Segments(run);
+            var segments = run.Items.Count == 0 ? null : Segments(run);
+            _segments.Add(segments);
+            if (segments is not null) foreach (var segment in segments) staged = Math.Max(staged, segment.Staged.Length);
+        }
+        _stagingArea = 1 + _scratch.Count;
+        long bytesPerThread = (long)(_stagingArea + staged) * _block * sizeof(double) + 64;
+        EnsureThreadScratch(bytesPerThread);
+        for (int r = 0; r < _runs.Count; r++)
+        {
+            var run = _runs[r];
+            var segments = _segments[r];
+            if (segments is null) continue;
             long chunks = 0;
             foreach (var segment in segments) { segment.Bound = segment.Loop.Bind(segment); segment.FirstChunk = chunks; chunks += (segment.End - segment.Start + _block - 1) / _block; }
             int threads = (int)Math.Min(_threads, chunks);
@@ -296,20 +320,53 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             });
         }
         _items.Clear();
+        _segments.Clear();
         foreach (var run in _runs) run.Items.Clear();
         foreach (var copy in _copies) copy.Dispose();
         _copies.Clear();
     }
 
+    readonly List<List<Segment>?> _segments = new();
+    // The first per-thread scratch area (in blocks) that holds the float32 copies of a chunk's 16-bit arrays.
+    int _stagingArea;
+
     /// <summary>A range of a run over which the same stages apply, in recording order, with their compiled chain.</summary>
-    sealed class Segment(long start, long end, Item[] items, ChainLoop loop) : IKernelSource
+    sealed class Segment : IKernelSource
     {
-        public readonly long Start = start, End = end;
-        public readonly Item[] Items = items;
-        public readonly ChainLoop Loop = loop;
-        public readonly int Lanes = items.Sum(i => i.Operands.Length);
+        public readonly long Start, End;
+        public readonly Item[] Items;
+        public readonly ChainLoop Loop;
+        public readonly int Lanes;
         public long FirstChunk;
         public BoundChain? Bound;
+
+        /// <summary>The distinct 16-bit arrays of the segment (their element at run index 0), each widened into a float32 staging area per chunk.</summary>
+        public readonly Staging[] Staged;
+
+        /// <summary>Per lane (operand of every item, in order): its staging area, or −1.</summary>
+        public readonly int[] StagedLane;
+
+        public Segment(long start, long end, Item[] items, ChainLoop loop)
+        {
+            (Start, End, Items, Loop) = (start, end, items, loop);
+            Lanes = items.Sum(i => i.Operands.Length);
+            var staged = new List<Staging>();
+            StagedLane = new int[Lanes];
+            int lane = 0;
+            foreach (var item in items)
+                for (int j = 0; j < item.Operands.Length; j++, lane++)
+                {
+                    var operand = item.Operands[j];
+                    StagedLane[lane] = -1;
+                    if (operand.Narrow == 0) continue;
+                    nint origin = operand.Pointer - (nint)(item.Start * 2);
+                    int index = staged.FindIndex(x => x.Origin == origin);
+                    if (index < 0) { index = staged.Count; staged.Add(new Staging(origin, operand.Narrow, false)); }
+                    if ((item.Writes >> j & 1) != 0) staged[index] = staged[index] with { Written = true };
+                    StagedLane[lane] = index;
+                }
+            Staged = staged.ToArray();
+        }
 
         public TKernel Kernel<TKernel>(int index) where TKernel : struct, IKernel => ((Stage<TKernel>)Items[index].Stage).Kernel;
 
@@ -330,6 +387,9 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             return loop;
         }
     }
+
+    /// <summary>A 16-bit array a segment reads (and, when <paramref name="Written"/>, writes): its element at run index 0 and its format.</summary>
+    readonly record struct Staging(nint Origin, byte Code, bool Written);
 
     /// <summary>The run's segments: cut wherever a stage's range starts or ends; each lists the stages covering it.</summary>
     List<Segment> Segments(Run run)
@@ -364,13 +424,20 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             while (c >= segments[s].FirstChunk + (segments[s].End - segments[s].Start + _block - 1) / _block) s++;
             var segment = segments[s];
             long o = segment.Start + (c - segment.FirstChunk) * _block, e = Math.Min(segment.End, o + _block);
+            long length = e - o;
+            // 16-bit arrays: widened into float32 staging areas for the chunk (and rounded back after it, if written).
+            for (int st = 0; st < segment.Staged.Length; st++)
+                NarrowFloats.Widen(segment.Staged[st].Code, (ushort*)segment.Staged[st].Origin + o, (float*)StagingArea(scratch, st), length);
             int lane = 0;
             foreach (var item in segment.Items)
                 foreach (var operand in item.Operands)
-                    lanes[lane++] = new Lane<T>(operand.Scratch < 0
+                {
+                    lanes[lane] = new Lane<T>(operand.Narrow != 0 ? (T*)StagingArea(scratch, segment.StagedLane[lane])
+                        : operand.Scratch < 0
                         ? (T*)operand.Pointer + (o - item.Start)
                         : (T*)(scratch + (long)operand.Scratch * _block * sizeof(T)));
-            long length = e - o;
+                    lane++;
+                }
             long vectors = length / (width * LaneOps<T>.Unroll) * LaneOps<T>.Unroll;
             fixed (Lane<T>* l = lanes)
             {
@@ -380,7 +447,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                     else segment.Bound!.Run64((Lane<double>*)l, vectors);
                 }
                 int tail = (int)(length - vectors * width);
-                if (tail == 0) continue;
+                if (tail > 0)
+                {
                 lane = 0;
                 foreach (var item in segment.Items)
                 {
@@ -391,9 +459,15 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                     if (typeof(T) == typeof(float)) item.Stage.Run32(MemoryMarshal.Cast<Block<T>, Block<float>>(blocks[..arity]));
                     else item.Stage.Run64(MemoryMarshal.Cast<Block<T>, Block<double>>(blocks[..arity]));
                 }
+                }
             }
+            for (int st = 0; st < segment.Staged.Length; st++)
+                if (segment.Staged[st].Written)
+                    NarrowFloats.Narrow(segment.Staged[st].Code, (float*)StagingArea(scratch, st), (ushort*)segment.Staged[st].Origin + o, length);
         }
     }
+
+    byte* StagingArea(byte* scratch, int index) => scratch + (long)(_stagingArea + index) * _block * sizeof(double);
 
     /// <summary>
     /// Runs what was recorded, then <paramref name="kind"/> over each group of index-aligned arrays (a dot product
@@ -410,21 +484,42 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             var first = group[0];
             long n = first.numel();
             if (n == 0) continue;
-            if (kind == ReductionKind.Dot && (group.Length < 2 || group[1].numel() != n || group[1].dtype != first.dtype))
+            var second = kind == ReductionKind.Dot && group.Length >= 2 ? group[1] : first;
+            // A 16-bit array is summed as the float32 values it widens to (exactly), next to float32.
+            ScalarType Wide(Tensor t) => NarrowFloats.IsNarrow(t.dtype) ? ScalarType.Float32 : t.dtype;
+            if (kind == ReductionKind.Dot && (group.Length < 2 || second.numel() != n || Wide(second) != Wide(first)))
                 throw new InvalidOperationException("fused executor: a dot product needs two arrays of the same length and dtype");
-            nint a = AddressOf(first), b = kind == ReductionKind.Dot ? AddressOf(group[1]) : 0;
+            nint a = AddressOf(first), b = AddressOf(second);
+            byte codeA = NarrowFloats.Code(first.dtype), codeB = NarrowFloats.Code(second.dtype);
             long blocks = (n + ReductionBlock - 1) / ReductionBlock;
             var partials = new double[blocks];
-            bool single = first.dtype == ScalarType.Float32;
+            bool single = Wide(first) == ScalarType.Float32;
             void Range(long from, long to)
             {
-                for (long blk = from; blk < to; blk++)
+                // Float32 copies of a block of each 16-bit array (native, freed when the range is done).
+                float* wa = codeA != 0 ? (float*)NativeMemory.Alloc(ReductionBlock, sizeof(float)) : null;
+                float* wb = codeB != 0 ? (float*)NativeMemory.Alloc(ReductionBlock, sizeof(float)) : null;
+                try
                 {
-                    long o = blk * ReductionBlock;
-                    int len = (int)Math.Min(ReductionBlock, n - o);
-                    partials[blk] = single
-                        ? Reducer.Partial<Block<float>, double, BlockOps<float>>(default, kind, new Block<float>((float*)a + o, len), new Block<float>((float*)(kind == ReductionKind.Dot ? b : a) + o, len))
-                        : Reducer.Partial<Block<double>, double, BlockOps<double>>(default, kind, new Block<double>((double*)a + o, len), new Block<double>((double*)(kind == ReductionKind.Dot ? b : a) + o, len));
+                    for (long blk = from; blk < to; blk++)
+                    {
+                        long o = blk * ReductionBlock;
+                        int len = (int)Math.Min(ReductionBlock, n - o);
+                        if (single)
+                        {
+                            float* x = (float*)a + o, y = (float*)b + o;
+                            if (codeA != 0) { NarrowFloats.Widen(codeA, (ushort*)a + o, wa, len); x = wa; }
+                            if (codeB != 0) { NarrowFloats.Widen(codeB, (ushort*)b + o, wb, len); y = wb; }
+                            partials[blk] = Reducer.Partial<Block<float>, double, BlockOps<float>>(default, kind, new Block<float>(x, len), new Block<float>(y, len));
+                        }
+                        else
+                            partials[blk] = Reducer.Partial<Block<double>, double, BlockOps<double>>(default, kind, new Block<double>((double*)a + o, len), new Block<double>((double*)b + o, len));
+                    }
+                }
+                finally
+                {
+                    if (wa is not null) NativeMemory.Free(wa);
+                    if (wb is not null) NativeMemory.Free(wb);
                 }
             }
             int threads = (int)Math.Min(_threads, blocks);
