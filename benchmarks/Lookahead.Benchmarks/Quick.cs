@@ -120,6 +120,7 @@ public static class Quick
         Machine();
         var adamStep = ElementwiseVsTraffic("1x10M", () => Cases.Parameters(1, Rows, Cols), Cases.Elementwise, rounds);
         ElementwiseVsTraffic("1000x10k", () => Cases.Parameters(1000, 100, 100), Cases.Elementwise.Where(c => c.BothLayouts).ToArray(), rounds);
+        MixedPrecisionVsTraffic(rounds);
         double lookaheadAdam = VersusTorchSharp(rounds);
         VersusPyTorch(lookaheadAdam);
         Threads(rounds);
@@ -184,6 +185,32 @@ public static class Quick
             else Target($"{c.Name}-{layout}-vs-traffic-loop", ratio, "<=", c.Goal, detail);
         }
         return adam;
+    }
+
+    /// <summary>
+    /// bfloat16 parameters with float32 state (the runner's default <see cref="StatePrecision.Float32"/>) against their
+    /// own traffic loop: g and p in bfloat16 (2 bytes each way), the state slots in float32, on 1 × 10M.
+    /// </summary>
+    static void MixedPrecisionVsTraffic(int rounds)
+    {
+        foreach (var c in Cases.Elementwise.Where(x => x.Name is "Adam" or "AdamW"))
+        {
+            using var scope = NewDisposeScope();
+            using var step = new TimedRunner(c.Make(), Cases.Parameters(1, Rows, Cols).Map(t => t.to(ScalarType.BFloat16).DetachFromDisposeScope()));
+            step.Step();
+            var (traffic, slots) = Cases.TrafficOf(step.Runner, c);
+            traffic = traffic with { NarrowReadOnly = 1, NarrowReadWrite = 1 };
+            using var loop = new TrafficLoop(traffic, N);
+            var ms = Interleaved(5, rounds,
+                new Subject("loop, 2 threads", () => loop.Run(2)),
+                new Subject("loop, 1 thread", () => loop.Run(1)),
+                new Subject("step", step.Step, step.Refresh));
+            double unit = Math.Min(ms[0], ms[1]);
+            long bytes = traffic.Bytes(N);
+            Target($"{c.Name}-bf16-1x10M-vs-traffic-loop", ms[2] / unit, "<=", 1.3,
+                F("bfloat16 p and g, float32 {0} ({1} executor); step {2:0.0} ms; traffic loop {3:0.0} ms on 2 threads, {4:0.0} ms on 1 ({5:0.0} GB/s at the faster); {6}, {7:0} MB",
+                    string.Join(", ", slots), step.Runner.Executor, ms[2], ms[0], ms[1], GigabytesPerSecond(bytes, unit), traffic, bytes / 1e6));
+        }
     }
 
     /// <summary>

@@ -16,17 +16,20 @@ namespace Lookahead.Benchmarks;
 /// <param name="ReadOnly">Arrays read once by the update pass and not written (g).</param>
 /// <param name="ReadWrite">Arrays read and written once by the update pass (p, m, v, …).</param>
 /// <param name="ReductionReads">Arrays read once more by a separate reduction pass.</param>
-public sealed record Traffic(int ReadOnly, int ReadWrite, int ReductionReads)
+/// <param name="NarrowReadOnly">How many of the read-only arrays (the first ones) hold 16-bit floats (bfloat16 gradients).</param>
+/// <param name="NarrowReadWrite">How many of the read-write arrays (the first ones) hold 16-bit floats (bfloat16 parameters).</param>
+public sealed record Traffic(int ReadOnly, int ReadWrite, int ReductionReads, int NarrowReadOnly = 0, int NarrowReadWrite = 0)
 {
     /// <summary>Passes over one parameter-sized array: every read and every write counts once.</summary>
     public int Passes => ReadOnly + 2 * ReadWrite + ReductionReads;
 
-    /// <summary>Bytes moved for <paramref name="n"/> float32 parameters.</summary>
-    public long Bytes(long n) => Passes * n * sizeof(float);
+    /// <summary>Bytes moved for <paramref name="n"/> parameters: 4 per element of a float32 array, 2 of a 16-bit one.</summary>
+    public long Bytes(long n) => (Passes * 4L - (NarrowReadOnly + 2 * NarrowReadWrite) * 2L) * n;
 
     /// <inheritdoc />
     public override string ToString() =>
-        $"{ReadOnly} read + {ReadWrite} read-write" + (ReductionReads > 0 ? $" + {ReductionReads} reduction read" : "") + $" = {Passes} passes";
+        $"{ReadOnly} read + {ReadWrite} read-write" + (ReductionReads > 0 ? $" + {ReductionReads} reduction read" : "") + $" = {Passes} passes"
+        + (NarrowReadOnly + NarrowReadWrite > 0 ? $" ({NarrowReadOnly} read and {NarrowReadWrite} read-write of them 16-bit)" : "");
 }
 
 /// <summary>
@@ -48,7 +51,7 @@ public sealed record Traffic(int ReadOnly, int ReadWrite, int ReductionReads)
 public sealed unsafe class TrafficLoop : IDisposable
 {
     readonly Tensor[] _tensors;
-    readonly nint[] _readOnly, _readWrite, _reduced;
+    readonly nint[] _readOnly, _readWrite, _reduced, _narrowReadOnly, _narrowReadWrite;
     readonly long _n;
     bool _disposed;
 
@@ -67,25 +70,36 @@ public sealed unsafe class TrafficLoop : IDisposable
         ArgumentNullException.ThrowIfNull(traffic);
         if (traffic.ReadOnly < 1) throw new ArgumentException("a step reads at least the gradient", nameof(traffic));
         if (traffic.ReductionReads > traffic.ReadOnly + traffic.ReadWrite) throw new ArgumentException("a reduction re-reads the step's own arrays", nameof(traffic));
+        if (traffic.NarrowReadOnly > traffic.ReadOnly || traffic.NarrowReadWrite > traffic.ReadWrite)
+            throw new ArgumentException("the 16-bit arrays are some of the step's arrays", nameof(traffic));
+        if (traffic.ReductionReads > 0 && traffic.NarrowReadOnly + traffic.NarrowReadWrite > 0) throw new ArgumentException("a reduction pass over 16-bit arrays is not modelled", nameof(traffic));
         Traffic = traffic;
         _n = n;
         // Random values, like gradients and state; contiguous so that the data pointer spans the whole array.
-        _tensors = Enumerable.Range(0, traffic.ReadOnly + traffic.ReadWrite)
-            .Select(_ => randn(n).mul_(0.01).contiguous().DetachFromDisposeScope()).ToArray();
-        var addresses = _tensors.Select(Address).ToArray();
-        _readOnly = addresses[..traffic.ReadOnly];
-        _readWrite = addresses[traffic.ReadOnly..];
-        _reduced = addresses[..traffic.ReductionReads];
+        Tensor Make(bool narrow) => (narrow ? randn(n).mul_(0.01).to(ScalarType.BFloat16) : randn(n).mul_(0.01)).contiguous().DetachFromDisposeScope();
+        var readOnly = Enumerable.Range(0, traffic.ReadOnly).Select(k => Make(k < traffic.NarrowReadOnly)).ToArray();
+        var readWrite = Enumerable.Range(0, traffic.ReadWrite).Select(k => Make(k < traffic.NarrowReadWrite)).ToArray();
+        _tensors = readOnly.Concat(readWrite).ToArray();
+        _narrowReadOnly = readOnly[..traffic.NarrowReadOnly].Select(Address).ToArray();
+        _readOnly = readOnly[traffic.NarrowReadOnly..].Select(Address).ToArray();
+        _narrowReadWrite = readWrite[..traffic.NarrowReadWrite].Select(Address).ToArray();
+        _readWrite = readWrite[traffic.NarrowReadWrite..].Select(Address).ToArray();
+        _reduced = _tensors.Take(traffic.ReductionReads).Select(Address).ToArray();
     }
 
-    /// <summary>The address of a contiguous float32 CPU tensor's first element: its storage's base plus its offset.</summary>
+    /// <summary>The address of a contiguous float32 or bfloat16 CPU tensor's first element: its storage's base plus its offset.</summary>
     public static nint Address(Tensor t)
     {
-        if (t.dtype != ScalarType.Float32 || t.device_type != TorchSharp.DeviceType.CPU || !t.is_contiguous())
-            throw new ArgumentException("the traffic loop needs contiguous float32 tensors on the CPU", nameof(t));
+        if (t.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || t.device_type != TorchSharp.DeviceType.CPU || !t.is_contiguous())
+            throw new ArgumentException("the traffic loop needs contiguous float32 or bfloat16 tensors on the CPU", nameof(t));
+        // TorchSharp's storage objects do not cover bfloat16: LibTorchSharp's own export gives the first element's address.
+        if (t.dtype == ScalarType.BFloat16) return THSTensor_data(t.Handle);
         using var storage = t.storage<float>();
         return storage.data_ptr() + (nint)(t.storage_offset() * sizeof(float));
     }
+
+    [System.Runtime.InteropServices.DllImport("LibTorchSharp")]
+    static extern nint THSTensor_data(nint handle);
 
     /// <summary>One run: the reduction pass (if any), then the update pass, on 1 or 2 threads.</summary>
     public void Run(int threads)
@@ -102,7 +116,12 @@ public sealed unsafe class TrafficLoop : IDisposable
                 Sink = partial[0] + partial[1];
             }
         }
-        if (threads == 1) Update(_readOnly, _readWrite, 0, _n);
+        if (_narrowReadOnly.Length + _narrowReadWrite.Length > 0)
+        {
+            if (threads == 1) UpdateMixed(_narrowReadOnly, _readOnly, _narrowReadWrite, _readWrite, 0, _n);
+            else Parallel.For(0, 2, k => UpdateMixed(_narrowReadOnly, _readOnly, _narrowReadWrite, _readWrite, Half(k).Start, Half(k).End));
+        }
+        else if (threads == 1) Update(_readOnly, _readWrite, 0, _n);
         else Parallel.For(0, 2, k => Update(_readOnly, _readWrite, Half(k).Start, Half(k).End));
     }
 
@@ -139,6 +158,53 @@ public sealed unsafe class TrafficLoop : IDisposable
         {
             float acc = r[0][i];
             for (int k = 1; k < nr; k++) acc += r[k][i];
+            for (int k = 0; k < nw; k++) w[k][i] = w[k][i] * 0.5f + acc;
+        }
+    }
+
+    /// <summary>
+    /// The update pass with 16-bit arrays (bfloat16): as <see cref="Update"/>, a 16-bit array widened on load (a shift)
+    /// and narrowed on store (truncated: the loop's arithmetic is trivial on purpose).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void UpdateMixed(nint[] narrowReadOnly, nint[] readOnly, nint[] narrowReadWrite, nint[] readWrite, long start, long end)
+    {
+        int nnr = narrowReadOnly.Length, nr = readOnly.Length, nnw = narrowReadWrite.Length, nw = readWrite.Length;
+        ushort** hr = stackalloc ushort*[Math.Max(nnr, 1)];
+        float** r = stackalloc float*[Math.Max(nr, 1)];
+        ushort** hw = stackalloc ushort*[Math.Max(nnw, 1)];
+        float** w = stackalloc float*[Math.Max(nw, 1)];
+        for (int k = 0; k < nnr; k++) hr[k] = (ushort*)narrowReadOnly[k];
+        for (int k = 0; k < nr; k++) r[k] = (float*)readOnly[k];
+        for (int k = 0; k < nnw; k++) hw[k] = (ushort*)narrowReadWrite[k];
+        for (int k = 0; k < nw; k++) w[k] = (float*)readWrite[k];
+        var half = Vector256.Create(0.5f);
+        int lanes = Vector256<float>.Count;
+        static Vector256<float> Widen(ushort* p) => Vector256.ShiftLeft(Vector256.WidenLower(Vector256.Create(Vector128.Load(p), Vector128<ushort>.Zero)), 16).AsSingle();
+        long i = start;
+        for (; i + lanes <= end; i += lanes)
+        {
+            var acc = Vector256<float>.Zero;
+            for (int k = 0; k < nr; k++) acc += Vector256.Load(r[k] + i);
+            for (int k = 0; k < nnr; k++) acc += Widen(hr[k] + i);
+            for (int k = 0; k < nnw; k++)
+            {
+                var x = Widen(hw[k] + i) * half + acc;
+                var bits = Vector256.ShiftRightLogical(x.AsUInt32(), 16);
+                Vector128.Store(Vector256.Narrow(bits, bits).GetLower(), hw[k] + i);
+            }
+            for (int k = 0; k < nw; k++)
+            {
+                float* x = w[k] + i;
+                Vector256.Store(Vector256.Load(x) * half + acc, x);
+            }
+        }
+        for (; i < end; i++)
+        {
+            float acc = 0;
+            for (int k = 0; k < nr; k++) acc += r[k][i];
+            for (int k = 0; k < nnr; k++) acc += BitConverter.UInt32BitsToSingle((uint)hr[k][i] << 16);
+            for (int k = 0; k < nnw; k++) hw[k][i] = (ushort)(BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle((uint)hw[k][i] << 16) * 0.5f + acc) >> 16);
             for (int k = 0; k < nw; k++) w[k][i] = w[k][i] * 0.5f + acc;
         }
     }
