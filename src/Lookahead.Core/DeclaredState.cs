@@ -210,7 +210,10 @@ public sealed class DeclaredState : IOptState
             switch (slots[i].Kind)
             {
                 case SlotKind.Integer: case SlotKind.Real: break;
-                case SlotKind.PerParameter: foreach (var t in ((TensorTree)_values[i]!).Tensors) into.Add(t); break;
+                case SlotKind.PerParameter:
+                    var tensors = ((TensorTree)_values[i]!).Tensors;
+                    for (int k = 0; k < tensors.Count; k++) into.Add(tensors[k]);
+                    break;
                 case SlotKind.Tensor: into.Add((Tensor)_values[i]!); break;
                 default: OptState.CollectTensors((IOptState)_values[i]!, into); break;
             }

@@ -109,6 +109,9 @@ public sealed class Runner : IDisposable
     readonly bool _fullyFused;
     IOptState _state;
     bool _disposed, _mixed;
+    // The tree pairs a step groups (copy g into u; apply u to θ), kept so that a step does not allocate them.
+    TensorTree[]? _copyTrees;
+    TensorTree[] _applyTrees = null!, _addTrees = null!;
     readonly List<Tensor> _before = new(), _after = new();
     readonly HashSet<Tensor> _beforeSet = new(ReferenceEqualityComparer.Instance), _afterSet = new(ReferenceEqualityComparer.Instance);
 
@@ -182,6 +185,8 @@ public sealed class Runner : IDisposable
         _parameters = TensorTree.Of(names, tensors);
         _gradients = TensorTree.Of(names, grads);
         _updates = TensorTree.Of(names, inUpdates);
+        _applyTrees = new[] { _updates, _parameters };
+        _addTrees = new[] { _parameters, _updates };
 
         // The state is initialised from the parameters in the state's precision (16-bit values widen exactly).
         var initParameters = _mixed ? _parameters.Map(p => IsMixed(p) ? p.to(ScalarType.Float32).DetachFromDisposeScope() : p) : _parameters;
@@ -372,8 +377,10 @@ public sealed class Runner : IDisposable
 
     void Run(StepContext context, TensorTree? copyFrom)
     {
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
+        using var noGrad = Kernels.GradOff.Begin();
+        // A step that the fused executor runs whole creates no tensor once its scratch exists (the benchmark counts
+        // them): after the first step it runs without a dispose scope, which TorchSharp would allocate per step.
+        using var scope = _fused is not null && _fullyFused && StepCount > 0 ? null : NewDisposeScope();
         // Which state tensors a step replaced (disposed) or created (kept): reused collections, no allocation per step.
         _before.Clear(); _beforeSet.Clear(); _after.Clear(); _afterSet.Clear();
         OptState.CollectTensors(_state, _before);
@@ -388,9 +395,9 @@ public sealed class Runner : IDisposable
             {
                 using (Kernels.Elementwise.Record(_fused))
                 {
-                    if (copyFrom is not null) Kernels.Elementwise.Run(default(Kernels.CopyInKernel), _workspace.Groups(new[] { _updates, copyFrom }), null);
+                    if (copyFrom is not null) Kernels.Elementwise.Run(default(Kernels.CopyInKernel), _workspace.Groups(_copyTrees ??= new[] { _updates, copyFrom }), (Tensor[][]?)null);
                     next = InPlace.Step(_transform, _updates, _state, _parameters, context);
-                    Kernels.Elementwise.Run(default(Kernels.ApplyKernel), _workspace.Groups(new[] { _updates, _parameters }), null);
+                    Kernels.Elementwise.Run(default(Kernels.ApplyKernel), _workspace.Groups(_applyTrees), (Tensor[][]?)null);
                 }
                 _fused.Execute();
             }
@@ -398,14 +405,21 @@ public sealed class Runner : IDisposable
         else
         {
             if (copyFrom is not null)
-                foreach (var group in _workspace.Groups(new[] { _updates, copyFrom })) group[0].copy_(group[1]);
+            {
+                var groups = _workspace.Groups(_copyTrees ??= new[] { _updates, copyFrom });
+                for (int k = 0; k < groups.Count; k++) groups[k][0].copy_(groups[k][1]);
+            }
             using (Buffers.Use(_workspace)) next = InPlace.Step(_transform, _updates, _state, _parameters, context);
         }
         OptState.CollectTensors(next, _after);
         foreach (var t in _after) { _afterSet.Add(t); if (!_beforeSet.Contains(t)) t.DetachFromDisposeScope(); }
         foreach (var t in _before) if (!_afterSet.Contains(t)) { _workspace.Unregister(t); t.Dispose(); }
         _state = next;
-        if (_fused is null) foreach (var group in _workspace.Groups(new[] { _parameters, _updates })) group[0].add_(group[1]);
+        if (_fused is null)
+        {
+            var groups = _workspace.Groups(_addTrees);
+            for (int k = 0; k < groups.Count; k++) groups[k][0].add_(groups[k][1]);
+        }
         StepCount++;
     }
 

@@ -87,8 +87,8 @@ public static class Validation
     /// <summary>Throws an <see cref="ArgumentException"/> naming the first key that <paramref name="context"/> lacks for step <paramref name="step"/>.</summary>
     public static void CheckContext(IReadOnlyList<ContextRequirement> requirements, StepContext context, long step)
     {
-        foreach (var r in requirements)
-            if (step >= r.FromStep && !context.ContainsKey(r.Key))
+        for (int i = 0; i < requirements.Count; i++)
+            if (requirements[i] is var r && step >= r.FromStep && !context.ContainsKey(r.Key))
                 throw new ArgumentException(
                     $"{r.RequiredBy} needs the step context to carry '{r.KeyName}' at step {step}, but it does not; supply it with StepContext.With", "context");
     }

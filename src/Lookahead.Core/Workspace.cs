@@ -35,16 +35,29 @@ public sealed class Workspace : IDisposable
     /// <summary>Bytes held in scratch buffers.</summary>
     public long ScratchBytes { get; private set; }
 
-    static (string, ScalarType, string) KeyOf(Tensor like) => KeyOf(like.shape, like.dtype, like.device);
+    // Keys of tensors whose handles stay valid while the workspace lives (its own buffers and views, registered
+    // views): computing a key reads the shape and device from native code and builds strings, so it is done once.
+    readonly Dictionary<IntPtr, (string, ScalarType, string)> _keys = new();
+
+    (string, ScalarType, string) KeyOf(Tensor like)
+    {
+        if (_keys.TryGetValue(like.Handle, out var key)) return key;
+        key = KeyOf(like.shape, like.dtype, like.device);
+        if (_layout.ContainsKey(like.Handle) || _ownedHandles.Contains(like.Handle)) _keys[like.Handle] = key;
+        return key;
+    }
+
+    readonly HashSet<IntPtr> _ownedHandles = new();
     static (string, ScalarType, string) KeyOf(long[] shape, ScalarType dtype, Device device) => (string.Join(",", shape), dtype, device.ToString());
 
     /// <summary>A buffer shaped like <paramref name="like"/> (contents undefined) until <see cref="Return"/>.</summary>
-    public Tensor Rent(Tensor like) => Rent(like.shape, like.dtype, like.device);
+    public Tensor Rent(Tensor like) => Rent(KeyOf(like), like);
 
     /// <summary>A buffer of <paramref name="shape"/>, <paramref name="dtype"/> on <paramref name="device"/> (contents undefined) until <see cref="Return"/>.</summary>
-    public Tensor Rent(long[] shape, ScalarType dtype, Device device)
+    public Tensor Rent(long[] shape, ScalarType dtype, Device device) => Rent(KeyOf(shape, dtype, device), null, shape, dtype, device);
+
+    Tensor Rent((string, ScalarType, string) key, Tensor? like, long[]? shape = null, ScalarType dtype = default, Device? device = null)
     {
-        var key = KeyOf(shape, dtype, device);
         _rented++;
         if (_free.TryGetValue(key, out var stack) && stack.Count > 0)
         {
@@ -52,8 +65,9 @@ public sealed class Workspace : IDisposable
             _out.Add(reused);
             return reused;
         }
-        var t = empty(shape, dtype, device).DetachFromDisposeScope();
+        var t = (like is null ? empty(shape!, dtype, device!) : empty(like.shape, like.dtype, like.device)).DetachFromDisposeScope();
         _owned.Add(t);
+        _ownedHandles.Add(t.Handle);
         _scratch.Add(t);
         _out.Add(t);
         ScratchAllocations++;
@@ -94,6 +108,7 @@ public sealed class Workspace : IDisposable
     public void Unregister(Tensor view)
     {
         if (_layout.Remove(view.Handle)) _groups.Clear();
+        _keys.Remove(view.Handle);
     }
 
     IntPtr[] _handles = new IntPtr[0];
@@ -110,18 +125,27 @@ public sealed class Workspace : IDisposable
         if (_handles.Length < n * trees.Count) _handles = new IntPtr[n * trees.Count];
         var handles = _handles.AsSpan(0, n * trees.Count);
         int hash = 17, h = 0;
-        foreach (var tree in trees)
+        for (int k = 0; k < trees.Count; k++)
         {
+            var tree = trees[k];
             if (tree.Count != n) throw new ArgumentException($"trees of {n} and {tree.Count} tensors cannot be grouped index by index");
-            foreach (var t in tree.Tensors) { handles[h++] = t.Handle; hash = hash * 31 + t.Handle.GetHashCode(); }
+            var tensors = tree.Tensors;
+            for (int j = 0; j < tensors.Count; j++) { handles[h++] = tensors[j].Handle; hash = hash * 31 + tensors[j].Handle.GetHashCode(); }
         }
         // Tensors the workspace did not lay out (e.g. a tree from the context) are walked one by one, uncached.
         foreach (var handle in handles) if (!_layout.ContainsKey(handle)) return PerIndex(trees);
         if (_groups.TryGetValue(hash, out var bucket))
             foreach (var (known, cached) in bucket)
                 if (known.AsSpan().SequenceEqual(handles)) return cached;
-        var key = handles.ToArray();
+        var groups = Build(trees, n);
+        if (!_groups.TryGetValue(hash, out bucket)) _groups[hash] = bucket = new();
+        bucket.Add((handles.ToArray(), groups));
+        return groups;
+    }
 
+    /// <summary>The groups of <paramref name="trees"/> (a separate method: its closures are allocated only when groups are built, not on a cached call).</summary>
+    List<Tensor[]> Build(IReadOnlyList<TensorTree> trees, int n)
+    {
         var groups = new List<Tensor[]>();
         int i = 0;
         while (i < n)
@@ -138,14 +162,13 @@ public sealed class Workspace : IDisposable
                     for (int k = i; k < j; k++) total += tree.Tensors[k].numel();
                     var view = flat.narrow(0, offset, total).DetachFromDisposeScope();
                     _owned.Add(view);
+                    _ownedHandles.Add(view.Handle);
                     return view;
                 }).ToArray();
                 groups.Add(views);
             }
             i = j;
         }
-        if (!_groups.TryGetValue(hash, out bucket)) _groups[hash] = bucket = new();
-        bucket.Add((key, groups));
         return groups;
     }
 
@@ -171,6 +194,8 @@ public sealed class Workspace : IDisposable
     {
         foreach (var t in _owned) t.Dispose();
         _owned.Clear();
+        _ownedHandles.Clear();
+        _keys.Clear();
         _scratch.Clear();
         _free.Clear();
         _layout.Clear();
@@ -201,6 +226,25 @@ internal static class Buffers
         public void Dispose() => _current = _previous;
     }
 
+    // Arrays of tensor handles a step lends out and takes back (one per group: a primitive's scratch), by length, per thread.
+    [ThreadStatic] static Dictionary<int, Stack<Tensor[]>>? _arrays;
+
+    /// <summary>An array of <paramref name="length"/> tensor slots (cleared), reused across steps; give it back with <see cref="ReturnArray"/>.</summary>
+    public static Tensor[] RentArray(int length)
+    {
+        var pool = _arrays ??= new();
+        return pool.TryGetValue(length, out var stack) && stack.Count > 0 ? stack.Pop() : new Tensor[length];
+    }
+
+    /// <summary>Takes back an array from <see cref="RentArray"/> (its slots are cleared; the tensors are not disposed).</summary>
+    public static void ReturnArray(Tensor[] array)
+    {
+        Array.Clear(array);
+        var pool = _arrays ??= new();
+        if (!pool.TryGetValue(array.Length, out var stack)) pool[array.Length] = stack = new();
+        if (stack.Count < 64) stack.Push(array);
+    }
+
     /// <summary>A scratch buffer shaped like <paramref name="like"/>; give it back with <see cref="Return(Tensor)"/>.</summary>
     public static Tensor Rent(Tensor like) => _current is { } ws ? ws.Rent(like) : empty_like(like);
 
@@ -219,7 +263,30 @@ internal static class Buffers
     /// The index-aligned groups of like-shaped trees an elementwise step loops over: flat views over
     /// contiguous runs when the current workspace laid them out, else one group per tensor index.
     /// </summary>
-    public static IReadOnlyList<Tensor[]> Groups(params TensorTree[] trees)
+    public static IReadOnlyList<Tensor[]> Groups(params TensorTree[] trees) => GroupsOf(trees);
+
+    // Reused argument arrays for the fixed-arity overloads (a step asks for groups many times; the arrays are not kept).
+    [ThreadStatic] static TensorTree[]? _one, _two, _three, _four;
+
+    /// <inheritdoc cref="Groups(TensorTree[])"/>
+    public static IReadOnlyList<Tensor[]> Groups(TensorTree a) { var t = _one ??= new TensorTree[1]; t[0] = a; return Release(t, GroupsOf(t)); }
+
+    /// <inheritdoc cref="Groups(TensorTree[])"/>
+    public static IReadOnlyList<Tensor[]> Groups(TensorTree a, TensorTree b) { var t = _two ??= new TensorTree[2]; (t[0], t[1]) = (a, b); return Release(t, GroupsOf(t)); }
+
+    /// <inheritdoc cref="Groups(TensorTree[])"/>
+    public static IReadOnlyList<Tensor[]> Groups(TensorTree a, TensorTree b, TensorTree c) { var t = _three ??= new TensorTree[3]; (t[0], t[1], t[2]) = (a, b, c); return Release(t, GroupsOf(t)); }
+
+    /// <inheritdoc cref="Groups(TensorTree[])"/>
+    public static IReadOnlyList<Tensor[]> Groups(TensorTree a, TensorTree b, TensorTree c, TensorTree d) { var t = _four ??= new TensorTree[4]; (t[0], t[1], t[2], t[3]) = (a, b, c, d); return Release(t, GroupsOf(t)); }
+
+    static IReadOnlyList<Tensor[]> Release(TensorTree[] arguments, IReadOnlyList<Tensor[]> groups)
+    {
+        Array.Clear(arguments);
+        return groups;
+    }
+
+    static IReadOnlyList<Tensor[]> GroupsOf(TensorTree[] trees)
     {
         if (_current is { } ws) return ws.Groups(trees);
         foreach (var tree in trees)

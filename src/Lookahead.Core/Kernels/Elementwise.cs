@@ -30,7 +30,7 @@ internal static class Elementwise
 {
     [ThreadStatic] static IStageRecorder? _recorder;
 
-    /// <summary>Runs <paramref name="kernel"/> over each group of <paramref name="groups"/> (see <see cref="Buffers.Groups"/>), with <paramref name="scratch"/> appended to every group's arrays.</summary>
+    /// <summary>Runs <paramref name="kernel"/> over each group of <paramref name="groups"/> (see <see cref="Buffers.Groups(TensorTree[])"/>), with <paramref name="scratch"/> appended to every group's arrays.</summary>
     public static void Run<TKernel>(in TKernel kernel, IReadOnlyList<Tensor[]> groups, params Tensor[][]? scratch) where TKernel : struct, IKernel
     {
         if (_recorder is { } recorder)
@@ -50,9 +50,32 @@ internal static class Elementwise
         }
     }
 
+    [ThreadStatic] static Tensor[][]? _oneScratch;
+
+    /// <summary>As <see cref="Run{TKernel}(in TKernel, IReadOnlyList{Tensor[]}, Tensor[][])"/> with one scratch tensor per group (no argument array allocated).</summary>
+    public static void Run<TKernel>(in TKernel kernel, IReadOnlyList<Tensor[]> groups, Tensor[] scratch) where TKernel : struct, IKernel
+    {
+        var wrapper = _oneScratch ??= new Tensor[1][];
+        wrapper[0] = scratch;
+        try { Run(kernel, groups, (Tensor[][]?)wrapper); }
+        finally { wrapper[0] = null!; }
+    }
+
     /// <summary>Runs <paramref name="kernel"/> over the groups of <paramref name="trees"/> (index-aligned trees).</summary>
     public static void Run<TKernel>(in TKernel kernel, params TensorTree[] trees) where TKernel : struct, IKernel =>
-        Run(kernel, Buffers.Groups(trees), null);
+        Run(kernel, Buffers.Groups(trees), (Tensor[][]?)null);
+
+    /// <inheritdoc cref="Run{TKernel}(in TKernel, TensorTree[])"/>
+    public static void Run<TKernel>(in TKernel kernel, TensorTree a) where TKernel : struct, IKernel => Run(kernel, Buffers.Groups(a), (Tensor[][]?)null);
+
+    /// <inheritdoc cref="Run{TKernel}(in TKernel, TensorTree[])"/>
+    public static void Run<TKernel>(in TKernel kernel, TensorTree a, TensorTree b) where TKernel : struct, IKernel => Run(kernel, Buffers.Groups(a, b), (Tensor[][]?)null);
+
+    /// <inheritdoc cref="Run{TKernel}(in TKernel, TensorTree[])"/>
+    public static void Run<TKernel>(in TKernel kernel, TensorTree a, TensorTree b, TensorTree c) where TKernel : struct, IKernel => Run(kernel, Buffers.Groups(a, b, c), (Tensor[][]?)null);
+
+    /// <inheritdoc cref="Run{TKernel}(in TKernel, TensorTree[])"/>
+    public static void Run<TKernel>(in TKernel kernel, TensorTree a, TensorTree b, TensorTree c, TensorTree d) where TKernel : struct, IKernel => Run(kernel, Buffers.Groups(a, b, c, d), (Tensor[][]?)null);
 
     /// <summary>While the returned scope lives, this thread's elementwise phases are recorded by <paramref name="recorder"/>.</summary>
     public static RecordingScope Record(IStageRecorder recorder) => new(recorder);

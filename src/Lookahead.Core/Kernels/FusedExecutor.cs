@@ -73,6 +73,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         _workspace = workspace;
         _threads = (int)Check.AtLeast(threads, 1, nameof(threads));
         _block = (int)Check.AtLeast(block, 8, nameof(block));
+        _part = Part;
     }
 
     /// <summary>Threads a step runs on.</summary>
@@ -98,14 +99,23 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     readonly record struct Operand(nint Pointer, int Scratch, byte Narrow = 0);
 
     /// <summary>One stage over one group: the elements [Start, Start + Length) of a run.</summary>
-    sealed class Item(Stage stage, int run, long start, long length, Operand[] operands, ulong writes)
+    sealed class Item(Stage stage, int run, long start, long length, ReadOnlySpan<Operand> operands, ulong writes)
     {
         public readonly Stage Stage = stage;
         /// <summary>Which operands the stage writes (bit j: operand j).</summary>
         public readonly ulong Writes = writes;
         public readonly int Run = run;
         public readonly long Start = start, Length = length;
-        public readonly Operand[] Operands = operands;
+        /// <summary>The operands as recorded; <see cref="Operands"/> starts as a copy (a flush may move scratch operands to memory).</summary>
+        public readonly Operand[] Recorded = operands.ToArray();
+        public readonly Operand[] Operands = operands.ToArray();
+
+        /// <summary>Whether a stage recorded now with these values is this item again (its kernel's constants aside).</summary>
+        public bool Matches(Type kernel, int run, long start, long length, ReadOnlySpan<Operand> operands, ulong writes) =>
+            Stage.KernelType == kernel && Run == run && Start == start && Length == length && Writes == writes && operands.SequenceEqual(Recorded);
+
+        /// <summary>Makes the item ready for another step: the recorded operands again.</summary>
+        public void Reset() => Recorded.CopyTo(Operands, 0);
     }
 
     abstract class Stage
@@ -117,8 +127,10 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
 
     sealed class Stage<TKernel>(TKernel kernel) : Stage where TKernel : struct, IKernel
     {
-        readonly TKernel _kernel = kernel;
+        TKernel _kernel = kernel;
         public TKernel Kernel => _kernel;
+        /// <summary>This step's kernel (a reused stage gets the step's constants).</summary>
+        public void Set(in TKernel kernel) => _kernel = kernel;
         public override Type KernelType => typeof(TKernel);
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Run32(ReadOnlySpan<Block<float>> arrays) => _kernel.Run<Block<float>, BlockOps<float>>(default, arrays);
@@ -155,16 +167,26 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// Starts recording a step over the runner's flat update buffers <paramref name="updates"/>; when
     /// <paramref name="virtualUpdates"/>, their blocks live in scratch (the first stage must fill them).
     /// </summary>
-    public void Begin(IEnumerable<Tensor> updates, bool virtualUpdates)
+    public void Begin(IReadOnlyList<Tensor> updates, bool virtualUpdates)
     {
-        _items.Clear(); _runs.Clear(); _scratch.Clear(); _scratchTensors.Clear(); _materialized.Clear(); _virtual.Clear();
-        foreach (var copy in _copies) copy.Dispose();
+        _items.Clear(); _scratch.Clear(); _scratchTensors.Clear(); _materialized.Clear(); _virtual.Clear();
+        (_previousItems, _stepItems) = (_stepItems, _previousItems);
+        _stepItems.Clear();
+        for (int c = 0; c < _copies.Count; c++) _copies[c].Dispose();
         _copies.Clear();
-        foreach (var u in updates)
+        // The runs of the last step again when the buffers are the same (the runner's are).
+        bool same = _runs.Count == updates.Count;
+        for (int k = 0; k < updates.Count && same; k++) same = _runs[k].Updates == AreaOf(updates[k]);
+        if (!same)
         {
-            var area = AreaOf(u);
-            _runs.Add(new Run(area));
-            if (virtualUpdates) _virtual.Add(area);
+            _runs.Clear();
+            _segmentCache.Clear();
+            for (int k = 0; k < updates.Count; k++) _runs.Add(new Run(AreaOf(updates[k])));
+        }
+        for (int k = 0; k < _runs.Count; k++)
+        {
+            _runs[k].Items.Clear();
+            if (virtualUpdates) _virtual.Add(_runs[k].Updates);
         }
     }
 
@@ -190,7 +212,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// <inheritdoc />
     public void Record<TKernel>(in TKernel kernel, IReadOnlyList<Tensor[]> groups, Tensor[][]? scratch) where TKernel : struct, IKernel
     {
-        var stage = new Stage<TKernel>(kernel);
+        Stage<TKernel>? stage = null;
+        Span<Operand> operandBuffer = stackalloc Operand[16];
         for (int k = 0; k < groups.Count; k++)
         {
             var group = groups[k];
@@ -198,14 +221,18 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             var first = group[0];
             long length = first.numel();
             if (length == 0) continue;
-            var arrays = new Tensor[group.Length + extra];
-            group.CopyTo(arrays, 0);
+            // The group's arrays then its scratch, in a buffer the executor reuses (no allocation per step).
+            int arity = group.Length + extra;
+            if (_arrays.Length < arity) _arrays = new Tensor[Math.Max(arity, 2 * _arrays.Length)];
+            var arrays = _arrays.AsSpan(0, arity);
+            group.CopyTo(arrays);
             for (int s = 0; s < extra; s++) arrays[group.Length + s] = scratch![s][k];
             int run = -1;
             if (first.device_type == DeviceType.CPU && first.dtype is ScalarType.Float32 or ScalarType.Float64)
             {
                 nint p0 = AddressOf(first);
-                run = _runs.FindIndex(r => r.Updates.Contains(p0) && r.Updates.DType == first.dtype);
+                for (int r = 0; r < _runs.Count && run < 0; r++)
+                    if (_runs[r].Updates.Contains(p0) && _runs[r].Updates.DType == first.dtype) run = r;
             }
             if (run >= 0 && _virtual.Count > 0)
                 for (int j = 0; j < arrays.Length; j++)
@@ -218,13 +245,15 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                         _copies.Add(copy);
                         arrays[j] = copy;
                     }
-            if (run < 0 || arrays.Any(t => !Addressable(t, first, length)))
+            int unaddressable = -1;
+            for (int j = 0; j < arrays.Length && unaddressable < 0; j++) if (!Addressable(arrays[j], first, length)) unaddressable = j;
+            if (run < 0 || unaddressable >= 0)
             {
                 // Arrays this executor cannot address (a strided tensor from the context, another dtype): run what was
                 // recorded, then this group on tensors, now.
                 if (_virtual.Count > 0)
                 {
-                    var bad = arrays.FirstOrDefault(t => !Addressable(t, first, length)) ?? first;
+                    var bad = unaddressable >= 0 ? arrays[unaddressable] : first;
                     throw new InvalidOperationException($"fused executor: a kernel reads a {(bad.is_contiguous() ? "" : "strided ")}{bad.dtype} tensor of {bad.numel()} elements on {bad.device} where contiguous {first.dtype} CPU arrays of {length} elements were expected, inside a step whose update buffer lives in scratch (use RunnerExecutor.TorchSharp, or KeepGradients = false)");
                 }
                 Flush();
@@ -232,15 +261,32 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                 continue;
             }
             long start = (AddressOf(first) - _runs[run].Updates.Start) / first.ElementSize;
-            var operands = new Operand[arrays.Length];
+            var operands = arity <= operandBuffer.Length ? operandBuffer[..arity] : new Operand[arity];
             for (int j = 0; j < operands.Length; j++)
                 operands[j] = NarrowFloats.IsNarrow(arrays[j].dtype)
                     ? new Operand(AddressOf(arrays[j]), -1, NarrowFloats.Code(arrays[j].dtype))
                     : Locate(AddressOf(arrays[j]), (int)first.ElementSize, start, run);
+            ulong writes = WriteProbe.Writes(kernel, arity);
+            // The step records what the last one did, item for item: the same item again, with this step's kernel.
+            Item item;
+            int position = _stepItems.Count;
+            if (position < _previousItems.Count && _previousItems[position].Matches(typeof(TKernel), run, start, length, operands, writes))
+            {
+                item = _previousItems[position];
+                ((Stage<TKernel>)item.Stage).Set(kernel);
+                item.Reset();
+            }
+            else item = new Item(stage ??= new Stage<TKernel>(kernel), run, start, length, operands, writes);
+            _stepItems.Add(item);
             _runs[run].Items.Add(_items.Count);
-            _items.Add(new Item(stage, run, start, length, operands, WriteProbe.Writes(kernel, operands.Length)));
+            _items.Add(item);
         }
+        Array.Clear(_arrays);
     }
+
+    // A buffer for one group's arrays while it is recorded; this step's items in order, and the last step's.
+    Tensor[] _arrays = new Tensor[8];
+    List<Item> _stepItems = new(), _previousItems = new();
 
     /// <summary>
     /// Whether a kernel's array can run in the fused loop next to <paramref name="first"/>: a contiguous CPU array of
@@ -276,8 +322,10 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// <summary>Adds the workspace's scratch tensor holding <paramref name="p"/>, if any, to this step's scratch areas.</summary>
     bool RefreshScratch(nint p)
     {
-        foreach (var t in _workspace.ScratchTensors)
+        var tensors = _workspace.ScratchTensors;
+        for (int k = 0; k < tensors.Count; k++)
         {
+            var t = tensors[k];
             if (!_scratchAreas.TryGetValue(t.Handle, out var area)) _scratchAreas[t.Handle] = area = AreaOf(t);
             if (area.Contains(p) && !_scratch.Contains(area)) { _scratch.Add(area); _scratchTensors.Add(t); return true; }
         }
@@ -294,11 +342,12 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     {
         _segments.Clear();
         int staged = 0;
-        foreach (var run in _runs)
+        for (int r = 0; r < _runs.Count; r++)
         {
-            var segments = run.Items.Count == 0 ? null : Segments(run);
+            var run = _runs[r];
+            var segments = run.Items.Count == 0 ? null : CachedSegments(run);
             _segments.Add(segments);
-            if (segments is not null) foreach (var segment in segments) staged = Math.Max(staged, segment.Staged.Length);
+            if (segments is not null) for (int k = 0; k < segments.Count; k++) staged = Math.Max(staged, segments[k].Staged.Length);
         }
         _stagingArea = 1 + _scratch.Count;
         long bytesPerThread = (long)(_stagingArea + staged) * _block * sizeof(double) + 64;
@@ -309,22 +358,64 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             var segments = _segments[r];
             if (segments is null) continue;
             long chunks = 0;
-            foreach (var segment in segments) { segment.Bound = segment.Loop.Bind(segment); segment.FirstChunk = chunks; chunks += (segment.End - segment.Start + _block - 1) / _block; }
+            for (int k = 0; k < segments.Count; k++)
+            {
+                var segment = segments[k];
+                // This step's kernels into the segment's chain (a reused segment keeps its chain object).
+                if (segment.Bound is null) segment.Bound = segment.Loop.Bind(segment); else segment.Bound.Rebind(segment);
+                segment.FirstChunk = chunks;
+                chunks += (segment.End - segment.Start + _block - 1) / _block;
+            }
             int threads = (int)Math.Min(_threads, chunks);
             bool single = run.Updates.DType == ScalarType.Float32;
             if (threads <= 1) { if (single) Chunks<float>(segments, 0, 0, chunks); else Chunks<double>(segments, 0, 0, chunks); continue; }
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-            {
-                long from = chunks * t / threads, to = chunks * (t + 1) / threads;
-                if (single) Chunks<float>(segments, t, from, to); else Chunks<double>(segments, t, from, to);
-            });
+            (_jobSegments, _jobChunks, _jobThreads, _jobSingle) = (segments, chunks, threads, single);
+            try { WorkerPool.Run(threads, _part); }
+            finally { _jobSegments = null; }
         }
         _items.Clear();
         _segments.Clear();
-        foreach (var run in _runs) run.Items.Clear();
-        foreach (var copy in _copies) copy.Dispose();
+        for (int r = 0; r < _runs.Count; r++) _runs[r].Items.Clear();
+        for (int c = 0; c < _copies.Count; c++) _copies[c].Dispose();
         _copies.Clear();
     }
+
+    // The job the worker pool runs: its part t takes the t-th share of the run's chunks, in order.
+    List<Segment>? _jobSegments;
+    long _jobChunks;
+    int _jobThreads;
+    bool _jobSingle;
+    readonly Action<int> _part;
+
+    void Part(int t)
+    {
+        long from = _jobChunks * t / _jobThreads, to = _jobChunks * (t + 1) / _jobThreads;
+        if (_jobSingle) Chunks<float>(_jobSegments!, t, from, to); else Chunks<double>(_jobSegments!, t, from, to);
+    }
+
+    /// <summary>The segments of a run recorded as in an earlier step (the same items with the same operands) are that step's, else new ones.</summary>
+    List<Segment> CachedSegments(Run run)
+    {
+        var first = _items[run.Items[0]];
+        if (_segmentCache.TryGetValue(first, out var cached) && cached.Items.Length == run.Items.Count)
+        {
+            bool same = true;
+            for (int k = 0; k < cached.Items.Length && same; k++)
+            {
+                var item = _items[run.Items[k]];
+                same = ReferenceEquals(item, cached.Items[k]) && item.Operands.AsSpan().SequenceEqual(cached.Operands[k]);
+            }
+            if (same) return cached.Segments;
+        }
+        var segments = Segments(run);
+        if (_segmentCache.Count >= 256) _segmentCache.Clear();
+        var items = new Item[run.Items.Count];
+        for (int k = 0; k < items.Length; k++) items[k] = _items[run.Items[k]];
+        _segmentCache[first] = (items, items.Select(i => i.Operands.ToArray()).ToArray(), segments);
+        return segments;
+    }
+
+    readonly Dictionary<Item, (Item[] Items, Operand[][] Operands, List<Segment> Segments)> _segmentCache = new(ReferenceEqualityComparer.Instance);
 
     readonly List<List<Segment>?> _segments = new();
     // The first per-thread scratch area (in blocks) that holds the float32 copies of a chunk's 16-bit arrays.
@@ -416,7 +507,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         byte* scratch = _threadScratch[thread];
         int width = System.Runtime.Intrinsics.Vector256<T>.Count;
         int s = 0;
-        int most = segments.Max(x => x.Lanes);
+        int most = 0;
+        for (int k = 0; k < segments.Count; k++) most = Math.Max(most, segments[k].Lanes);
         Span<Lane<T>> lanes = most <= 64 ? stackalloc Lane<T>[64] : new Lane<T>[most];
         Span<Block<T>> blocks = stackalloc Block<T>[16];
         for (long c = firstChunk; c < endChunk; c++)

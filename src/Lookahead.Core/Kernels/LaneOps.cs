@@ -292,11 +292,16 @@ internal abstract unsafe class BoundChain
 
     /// <inheritdoc cref="Run32"/>
     public abstract void Run64(Lane<double>* lanes, long vectors);
+
+    /// <summary>Takes the kernels of <paramref name="stages"/> (the same kernel types, this step's constants) instead of the bound ones.</summary>
+    public abstract void Rebind(IKernelSource stages);
 }
 
 internal sealed unsafe class BoundChain<TChain>(TChain chain) : BoundChain where TChain : struct, ILaneChain<TChain>
 {
-    readonly TChain _chain = chain;
+    TChain _chain = chain;
+
+    public override void Rebind(IKernelSource stages) => _chain = TChain.Build(stages, 0);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Run32(Lane<float>* lanes, long vectors)

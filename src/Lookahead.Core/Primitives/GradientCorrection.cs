@@ -104,7 +104,7 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
         // c = (g − g_prev)·s + g, in the official code's order; elementwise, so over contiguous groups.
         var groups = previous is null ? Buffers.Groups(updates) : Buffers.Groups(updates, previous);
         var ops = default(TensorOps);
-        if (previous is null) Elementwise.Run(new Scaled(scale), groups, null);
+        if (previous is null) Elementwise.Run(new Scaled(scale), groups, (Tensor[][]?)null);
         else
         {
             var diffs = new Tensor[groups.Count];
@@ -116,7 +116,7 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
         {
             // The fused executor: the same divisor from the norm summed on the host, then a recorded division per tensor.
             for (int i = 0; i < squares64.Length; i++)
-                Elementwise.Run(new Divide(ClipDivisor<double, ArrayBlockOps>(default, squares64[i])), new[] { new[] { updates.Tensors[i] } }, null);
+                Elementwise.Run(new Divide(ClipDivisor<double, ArrayBlockOps>(default, squares64[i])), new[] { new[] { updates.Tensors[i] } }, (Tensor[][]?)null);
         }
         else if (clip)
         {

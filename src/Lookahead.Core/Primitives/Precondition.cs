@@ -204,10 +204,13 @@ public sealed class DiagonalPreconditioner
     public DeclaredState Accumulate(TensorTree g, DeclaredState state)
     {
         double beta = o.Decay;
-        var trees = new List<TensorTree> { g, state.Get(SecondMoment) };
-        if (Mean is not null) trees.Add(state.Get(Mean));
-        if (MaxSecondMoment is not null) trees.Add(state.Get(MaxSecondMoment));
-        Kernels.Elementwise.Run(new Moments(this), trees.ToArray());
+        var v = state.Get(SecondMoment);
+        var kernel = new Moments(this);
+        // Over (g, v, [mean], [v_max]).
+        if (Mean is null && MaxSecondMoment is null) Kernels.Elementwise.Run(kernel, g, v);
+        else if (MaxSecondMoment is null) Kernels.Elementwise.Run(kernel, g, v, state.Get(Mean!));
+        else if (Mean is null) Kernels.Elementwise.Run(kernel, g, v, state.Get(MaxSecondMoment));
+        else Kernels.Elementwise.Run(kernel, g, v, state.Get(Mean), state.Get(MaxSecondMoment));
         return state.With(Count, state.Get(Count) + 1);
     }
 
@@ -272,12 +275,16 @@ public sealed class DiagonalPreconditioner
     /// <summary>One scratch buffer per group, shaped like its first array (give them back with <see cref="Return"/>).</summary>
     internal static Tensor[] Rent(IReadOnlyList<Tensor[]> groups)
     {
-        var scratch = new Tensor[groups.Count];
+        var scratch = Buffers.RentArray(groups.Count);
         for (int k = 0; k < groups.Count; k++) scratch[k] = Buffers.Rent(groups[k][0]);
         return scratch;
     }
 
-    internal static void Return(Tensor[] scratch) { foreach (var s in scratch) if (s is not null) Buffers.Return(s); }
+    internal static void Return(Tensor[] scratch)
+    {
+        foreach (var s in scratch) if (s is not null) Buffers.Return(s);
+        Buffers.ReturnArray(scratch);
+    }
 
     /// <summary>Over (u, v or v_max, [mean], [into], scratch): u ← u/D (·r), or into ← u/D (·r) with u unchanged.</summary>
     readonly struct Quotient(DiagonalPreconditioner d, double sqrtCorrection, double rect, bool into) : Kernels.IKernel
