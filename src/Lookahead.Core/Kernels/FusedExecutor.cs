@@ -31,6 +31,14 @@ namespace Lookahead.Kernels;
 /// workspace becomes per-thread scratch too, unless it is still rented when the recording is run in the middle of a
 /// step (a reduction, or a node that runs on tensors: see <see cref="IFusable"/>); from then on it lives in its memory.
 /// A strided tensor the runner does not own (a context input) is read through a contiguous copy in such a step.</para>
+/// <para><b>16-bit arrays.</b> In a float32 run, a bfloat16 or float16 array (the parameters and gradients of a runner
+/// with <see cref="StatePrecision.Float32"/>) is widened, chunk by chunk, into per-thread float32 staging before the
+/// chain runs, and rounded back (nearest, ties to even: <see cref="NarrowFloats"/>) after it if a stage writes it;
+/// which stages write which arrays is found once per recorded stage by running its kernel on array indices
+/// (<see cref="WriteProbe"/>). Reductions widen the same way, block by block.</para>
+/// <para><b>Steady state.</b> A step that records what the last one recorded (the same kernel types over the same
+/// operands) reuses its stages, with this step's kernel values, and its segments and compiled chains; the threads are
+/// a pool kept for the process (<see cref="WorkerPool"/>). Such a step allocates nothing managed in the executor.</para>
 /// <para><b>Results.</b> Elementwise kernels do not depend on the chunk size or the thread count, and reductions add
 /// fixed 4096-element partials in order, so results are bit-identical for any number of threads.</para>
 /// <para><b>Other devices.</b> A GPU executor would plug in at the same place: record the stages of a step as this
