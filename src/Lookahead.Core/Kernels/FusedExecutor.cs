@@ -220,7 +220,6 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// <inheritdoc />
     public void Record<TKernel>(in TKernel kernel, IReadOnlyList<Tensor[]> groups, Tensor[][]? scratch) where TKernel : struct, IKernel
     {
-        Stage<TKernel>? stage = null;
         Span<Operand> operandBuffer = stackalloc Operand[16];
         for (int k = 0; k < groups.Count; k++)
         {
@@ -284,7 +283,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                 ((Stage<TKernel>)item.Stage).Set(kernel);
                 item.Reset();
             }
-            else item = new Item(stage ??= new Stage<TKernel>(kernel), run, start, length, operands, writes);
+            // One stage per item, so that a reused item's kernel is its own (never shared with another item).
+            else item = new Item(new Stage<TKernel>(kernel), run, start, length, operands, writes);
             _stepItems.Add(item);
             _runs[run].Items.Add(_items.Count);
             _items.Add(item);

@@ -33,11 +33,14 @@ internal static class WorkerPool
     /// <summary>Runs <paramref name="body"/>(0 … <paramref name="parts"/> − 1) and returns when every part has finished; rethrows the first exception a part threw.</summary>
     public static void Run(int parts, Action<int> body)
     {
-        if (parts <= 1 || !Monitor.TryEnter(Gate))
+        // Inline when there is nothing to share, when another job runs, or when called from inside a job (the lock
+        // is reentrant: a nested job on the calling thread must not replace the running one).
+        if (parts <= 1 || _inJob || !Monitor.TryEnter(Gate))
         {
             for (int i = 0; i < parts; i++) body(i);
             return;
         }
+        _inJob = true;
         try
         {
             while (Workers.Count < parts - 1) Start();
@@ -52,8 +55,10 @@ internal static class WorkerPool
             _body = null;
             if (_error is { } error) { _error = null; ExceptionDispatchInfo.Capture(error).Throw(); }
         }
-        finally { Monitor.Exit(Gate); }
+        finally { _inJob = false; Monitor.Exit(Gate); }
     }
+
+    [ThreadStatic] static bool _inJob;
 
     static void Start()
     {
