@@ -87,8 +87,11 @@ let tests =
                     compareMixed name torch.bfloat16 1.0 4e-6 4e-5 p.Names (runMixed torchSharp false torch.bfloat16 (tx ()) p) (reference torch.bfloat16 (tx ()) p))
         ]
 
+        // Centered RMSprop is left out here: with 16-bit gradients (few distinct values) v − mean² often cancels to
+        // rounding level, where two correct float32 evaluations differ by far more than any bound in ulps (a CI run
+        // saw 16 float16 ulps at step 8). It is compared in float32 and float64 above, and against the pure path here.
         testList "fused ≡ TorchSharp executor: bfloat16 through .grad and float16 through Step(gradients), 10 steps" [
-            for name, tx in FastPath.optimizers ->
+            for name, tx in FastPath.optimizers |> List.filter (fun (n, _) -> n <> "rmsprop centered momentum") ->
                 Expect.property name (genProblemWith 10 10) (fun p ->
                     compareMixed (name + " (bfloat16)") torch.bfloat16 1.0 4e-6 4e-5 p.Names (runMixed (fused 2 16) true torch.bfloat16 (tx ()) p) (runMixed torchSharp false torch.bfloat16 (tx ()) p)
                     compareMixed (name + " (float16)") torch.float16 1.0 4e-6 4e-5 p.Names (runMixed (fused 2 16) false torch.float16 (tx ()) p) (runMixed torchSharp false torch.float16 (tx ()) p))
