@@ -131,6 +131,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         public abstract Type KernelType { get; }
         public abstract void Run32(ReadOnlySpan<Block<float>> arrays);
         public abstract void Run64(ReadOnlySpan<Block<double>> arrays);
+        /// <summary>Records the kernel's operations over array ids (<see cref="ProgramRecorder"/>).</summary>
+        public abstract void Record(RecordOps ops, ReadOnlySpan<int> ids);
     }
 
     sealed class Stage<TKernel>(TKernel kernel) : Stage where TKernel : struct, IKernel
@@ -144,6 +146,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         public override void Run32(ReadOnlySpan<Block<float>> arrays) => _kernel.Run<Block<float>, BlockOps<float>>(default, arrays);
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Run64(ReadOnlySpan<Block<double>> arrays) => _kernel.Run<Block<double>, BlockOps<double>>(default, arrays);
+        public override void Record(RecordOps ops, ReadOnlySpan<int> ids) => _kernel.Run<int, RecordOps>(ops, ids);
     }
 
     // Addresses by tensor object: asking TorchSharp for a storage makes a tracked object, so it is asked once per
@@ -358,6 +361,13 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             if (segments is not null) for (int k = 0; k < segments.Count; k++) staged = Math.Max(staged, segments[k].Staged.Length);
         }
         _stagingArea = 1 + _scratch.Count;
+        int arrays = 0;
+        foreach (var list in _segments) if (list is not null) foreach (var segment in list) arrays = Math.Max(arrays, segment.Arrays);
+        if (_bases.Length != _threads || _bases[0].Length < arrays)
+        {
+            _bases = new nint[_threads][];
+            for (int t = 0; t < _threads; t++) _bases[t] = new nint[Math.Max(arrays, 16)];
+        }
         long bytesPerThread = (long)(_stagingArea + staged) * _block * sizeof(double) + 64;
         EnsureThreadScratch(bytesPerThread);
         for (int r = 0; r < _runs.Count; r++)
@@ -371,6 +381,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                 var segment = segments[k];
                 // This step's kernels into the segment's chain (a reused segment keeps its chain object).
                 if (segment.Bound is null) segment.Bound = segment.Loop.Bind(segment); else segment.Bound.Rebind(segment);
+                if (Compiled) { if (run.Updates.DType == ScalarType.Float32) segment.Prepare<float>(); else segment.Prepare<double>(); }
                 segment.FirstChunk = chunks;
                 chunks += (segment.End - segment.Start + _block - 1) / _block;
             }
@@ -426,6 +437,11 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     readonly Dictionary<Item, (Item[] Items, Operand[][] Operands, List<Segment> Segments)> _segmentCache = new(ReferenceEqualityComparer.Instance);
 
     readonly List<List<Segment>?> _segments = new();
+    // Per thread: the base addresses of a chunk's distinct arrays, for a compiled program.
+    nint[][] _bases = new nint[0][];
+
+    /// <summary>Whether segments run as compiled programs (else as composed chains); set LOOKAHEAD_FUSED_CHAIN=1 to compare.</summary>
+    internal static readonly bool Compiled = Environment.GetEnvironmentVariable("LOOKAHEAD_FUSED_CHAIN") != "1";
     // The first per-thread scratch area (in blocks) that holds the float32 copies of a chunk's 16-bit arrays.
     int _stagingArea;
 
@@ -445,26 +461,71 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         /// <summary>Per lane (operand of every item, in order): its staging area, or −1.</summary>
         public readonly int[] StagedLane;
 
-        public Segment(long start, long end, Item[] items, ChainLoop loop)
+        /// <summary>Per lane: the id of the distinct array it is (lanes of the same memory, scratch or staging share one).</summary>
+        public readonly int[] LaneIds;
+        /// <summary>Distinct arrays; per id, whether it outlives the chunk (memory or staging: stored) or is per-chunk scratch.</summary>
+        public readonly int Arrays;
+        public readonly bool[] Kept;
+        /// <summary>This step's program (operations and coefficients), and the compiled loop of the last program seen.</summary>
+        public readonly ProgramRecorder Recorder = new();
+        public int[]? ProgramOps;
+        public Delegate? Program;
+        public Array? Constants;
+
+        public Segment(long start, long end, Item[] items, ChainLoop loop, int elementSize)
         {
             (Start, End, Items, Loop) = (start, end, items, loop);
             Lanes = items.Sum(i => i.Operands.Length);
             var staged = new List<Staging>();
             StagedLane = new int[Lanes];
+            LaneIds = new int[Lanes];
+            var ids = new Dictionary<(int Kind, nint Key), int>();
+            var kept = new List<bool>();
             int lane = 0;
             foreach (var item in items)
                 for (int j = 0; j < item.Operands.Length; j++, lane++)
                 {
                     var operand = item.Operands[j];
                     StagedLane[lane] = -1;
-                    if (operand.Narrow == 0) continue;
-                    nint origin = operand.Pointer - (nint)(item.Start * 2);
-                    int index = staged.FindIndex(x => x.Origin == origin);
-                    if (index < 0) { index = staged.Count; staged.Add(new Staging(origin, operand.Narrow, false)); }
-                    if ((item.Writes >> j & 1) != 0) staged[index] = staged[index] with { Written = true };
-                    StagedLane[lane] = index;
+                    (int Kind, nint Key) identity;
+                    if (operand.Narrow == 0)
+                        identity = operand.Scratch >= 0 ? (1, operand.Scratch) : (0, operand.Pointer - (nint)(item.Start * elementSize));
+                    else
+                    {
+                        nint origin = operand.Pointer - (nint)(item.Start * 2);
+                        int index = staged.FindIndex(x => x.Origin == origin);
+                        if (index < 0) { index = staged.Count; staged.Add(new Staging(origin, operand.Narrow, false)); }
+                        if ((item.Writes >> j & 1) != 0) staged[index] = staged[index] with { Written = true };
+                        StagedLane[lane] = index;
+                        identity = (2, index);
+                    }
+                    if (!ids.TryGetValue(identity, out int id)) { ids[identity] = id = ids.Count; kept.Add(identity.Kind != 1); }
+                    LaneIds[lane] = id;
                 }
             Staged = staged.ToArray();
+            Arrays = ids.Count;
+            Kept = kept.ToArray();
+        }
+
+        /// <summary>Records this step's program; compiles (or finds) its loop when the operations differ from the last step's.</summary>
+        public void Prepare<T>() where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+        {
+            Recorder.Clear();
+            var ops = new RecordOps(Recorder);
+            int lane = 0;
+            foreach (var item in Items)
+            {
+                int arity = item.Operands.Length;
+                item.Stage.Record(ops, LaneIds.AsSpan(lane, arity));
+                lane += arity;
+            }
+            if (!Recorder.Same(ProgramOps))
+            {
+                ProgramOps = Recorder.Ops.AsSpan(0, Recorder.OpCount * ProgramRecorder.Width).ToArray();
+                Program = ChainCompiler.For<T>(ProgramOps, Arrays, Kept, Recorder.ConstantCount);
+            }
+            if (Constants is not T[] constants || constants.Length < Recorder.ConstantCount) Constants = constants = new T[Math.Max(Recorder.ConstantCount, 8)];
+            for (int k = 0; k < Recorder.ConstantCount; k++) constants[k] = ElementMath<T>.S(Recorder.Constants[k]);
         }
 
         public TKernel Kernel<TKernel>(int index) where TKernel : struct, IKernel => ((Stage<TKernel>)Items[index].Stage).Kernel;
@@ -502,7 +563,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             if (previous >= 0)
             {
                 var covering = run.Items.Select(i => _items[i]).Where(item => item.Start <= previous && item.Start + item.Length >= cut).ToArray();
-                if (covering.Length > 0) segments.Add(new Segment(previous, cut, covering, LoopFor(covering)));
+                if (covering.Length > 0) segments.Add(new Segment(previous, cut, covering, LoopFor(covering), run.Updates.DType == ScalarType.Float32 ? 4 : 8));
             }
             previous = cut;
         }
@@ -543,7 +604,14 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             {
                 if (vectors > 0)
                 {
-                    if (typeof(T) == typeof(float)) segment.Bound!.Run32((Lane<float>*)l, vectors);
+                    if (segment.Program is ProgramLoop<T> program)
+                    {
+                        // The compiled program: each distinct array's chunk once.
+                        var bases = _bases[thread];
+                        for (int k = 0; k < segment.Lanes; k++) bases[segment.LaneIds[k]] = (nint)l[k].Pointer;
+                        program(bases, (T[])segment.Constants!, vectors * width);
+                    }
+                    else if (typeof(T) == typeof(float)) segment.Bound!.Run32((Lane<float>*)l, vectors);
                     else segment.Bound!.Run64((Lane<double>*)l, vectors);
                 }
                 int tail = (int)(length - vectors * width);
