@@ -83,6 +83,17 @@ public static unsafe class ProgramMath<T> where T : unmanaged, IFloatingPointIee
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Load(nint p, long i) => Vector256.Load((T*)p + i);
     /// <summary>Stores <paramref name="v"/> at element <paramref name="i"/> of the array at <paramref name="p"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector256<T> v, nint p, long i) => Vector256.Store(v, (T*)p + i);
+    /// <summary>The 8 bfloat16 values at element <paramref name="i"/> of the array at <paramref name="p"/>, widened (exactly; float only).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<T> LoadBFloat16(nint p, long i) =>
+        Vector256.ShiftLeft(Vector256.WidenLower(Vector256.Create(Vector128.Load((ushort*)p + i), Vector128<ushort>.Zero)), 16).As<uint, T>();
+    /// <summary>Stores <paramref name="v"/> as 8 bfloat16 values at element <paramref name="i"/>, rounded as <see cref="NarrowFloats"/> rounds (float only).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreBFloat16(Vector256<T> v, nint p, long i)
+    {
+        var bits = NarrowFloats.RoundToBFloat16(v.As<T, uint>());
+        Vector128.Store(Vector256.Narrow(bits, bits).GetLower(), (ushort*)p + i);
+    }
     /// <summary>c in every lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Broadcast(T c) => Vector256.Create(c);
     /// <summary>a·b.</summary>
@@ -125,17 +136,18 @@ internal static class ChainCompiler
     static readonly Dictionary<string, Delegate> Cache = new();
 
     /// <summary>The loop for <paramref name="ops"/> over <paramref name="arrays"/> distinct arrays; <paramref name="kept"/>[id] false for arrays whose stores may be skipped (per-chunk scratch).</summary>
-    public static ProgramLoop<T> For<T>(int[] ops, int arrays, bool[] kept, int constants) where T : unmanaged, IFloatingPointIeee754<T>
+    /// <paramref name="bfloat16"/>[id] marks arrays of bfloat16 memory, widened on load and rounded on store.
+    public static ProgramLoop<T> For<T>(int[] ops, int arrays, bool[] kept, bool[] bfloat16, int constants) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var key = $"{typeof(T).Name}|{arrays}|{constants}|{string.Join(",", ops)}|{string.Concat(kept.Select(k => k ? '1' : '0'))}";
+        var key = $"{typeof(T).Name}|{arrays}|{constants}|{string.Join(",", ops)}|{string.Concat(kept.Select(k => k ? '1' : '0'))}|{string.Concat(bfloat16.Select(k => k ? '1' : '0'))}";
         lock (Cache)
         {
-            if (!Cache.TryGetValue(key, out var loop)) Cache[key] = loop = Compile<T>(ops, arrays, kept, constants);
+            if (!Cache.TryGetValue(key, out var loop)) Cache[key] = loop = Compile<T>(ops, arrays, kept, bfloat16, constants);
             return (ProgramLoop<T>)loop;
         }
     }
 
-    static ProgramLoop<T> Compile<T>(int[] ops, int arrays, bool[] kept, int constants) where T : unmanaged, IFloatingPointIeee754<T>
+    static ProgramLoop<T> Compile<T>(int[] ops, int arrays, bool[] kept, bool[] bfloat16, int constants) where T : unmanaged, IFloatingPointIeee754<T>
     {
         var math = typeof(ProgramMath<T>);
         Expression Call(string name, params Expression[] args) => Expression.Call(math.GetMethod(name)!, args);
@@ -165,7 +177,7 @@ internal static class ChainCompiler
         }
 
         var body = new List<Expression>();
-        for (int k = 0; k < arrays; k++) if (loaded[k]) body.Add(Expression.Assign(v[k], Call("Load", p[k], i)));
+        for (int k = 0; k < arrays; k++) if (loaded[k]) body.Add(Expression.Assign(v[k], Call(bfloat16[k] ? "LoadBFloat16" : "Load", p[k], i)));
         for (int k = 0; k < n; k++)
         {
             var o = ops[(k * ProgramRecorder.Width)..((k + 1) * ProgramRecorder.Width)];
@@ -198,7 +210,7 @@ internal static class ChainCompiler
             };
             body.Add(Expression.Assign(d, value));
         }
-        for (int k = 0; k < arrays; k++) if (written[k] && kept[k]) body.Add(Call("Store", v[k], p[k], i));
+        for (int k = 0; k < arrays; k++) if (written[k] && kept[k]) body.Add(Call(bfloat16[k] ? "StoreBFloat16" : "Store", v[k], p[k], i));
         body.Add(Expression.AddAssign(i, Expression.Constant((long)Vector256<T>.Count)));
 
         var prologue = new List<Expression>();

@@ -466,6 +466,9 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         /// <summary>Distinct arrays; per id, whether it outlives the chunk (memory or staging: stored) or is per-chunk scratch.</summary>
         public readonly int Arrays;
         public readonly bool[] Kept;
+        /// <summary>Per id: bfloat16 memory the compiled program reads and writes directly; per staged array: its id.</summary>
+        public readonly bool[] BFloat16;
+        public readonly int[] StagedId;
         /// <summary>This step's program (operations and coefficients), and the compiled loop of the last program seen.</summary>
         public readonly ProgramRecorder Recorder = new();
         public int[]? ProgramOps;
@@ -481,6 +484,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             LaneIds = new int[Lanes];
             var ids = new Dictionary<(int Kind, nint Key), int>();
             var kept = new List<bool>();
+            var bf16 = new List<bool>();
+            var stagedIds = new List<int>();
             int lane = 0;
             foreach (var item in items)
                 for (int j = 0; j < item.Operands.Length; j++, lane++)
@@ -499,12 +504,20 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                         StagedLane[lane] = index;
                         identity = (2, index);
                     }
-                    if (!ids.TryGetValue(identity, out int id)) { ids[identity] = id = ids.Count; kept.Add(identity.Kind != 1); }
+                    if (!ids.TryGetValue(identity, out int id))
+                    {
+                        ids[identity] = id = ids.Count;
+                        kept.Add(identity.Kind != 1);
+                        bf16.Add(identity.Kind == 2 && operand.Narrow == 1);
+                        if (identity.Kind == 2) stagedIds.Add(id);
+                    }
                     LaneIds[lane] = id;
                 }
             Staged = staged.ToArray();
             Arrays = ids.Count;
             Kept = kept.ToArray();
+            BFloat16 = bf16.ToArray();
+            StagedId = stagedIds.ToArray();
         }
 
         /// <summary>Records this step's program; compiles (or finds) its loop when the operations differ from the last step's.</summary>
@@ -522,7 +535,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             if (!Recorder.Same(ProgramOps))
             {
                 ProgramOps = Recorder.Ops.AsSpan(0, Recorder.OpCount * ProgramRecorder.Width).ToArray();
-                Program = ChainCompiler.For<T>(ProgramOps, Arrays, Kept, Recorder.ConstantCount);
+                Program = ChainCompiler.For<T>(ProgramOps, Arrays, Kept, BFloat16, Recorder.ConstantCount);
             }
             if (Constants is not T[] constants || constants.Length < Recorder.ConstantCount) Constants = constants = new T[Math.Max(Recorder.ConstantCount, 8)];
             for (int k = 0; k < Recorder.ConstantCount; k++) constants[k] = ElementMath<T>.S(Recorder.Constants[k]);
@@ -586,9 +599,15 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             var segment = segments[s];
             long o = segment.Start + (c - segment.FirstChunk) * _block, e = Math.Min(segment.End, o + _block);
             long length = e - o;
-            // 16-bit arrays: widened into float32 staging areas for the chunk (and rounded back after it, if written).
+            long vectors = length / (width * LaneOps<T>.Unroll) * LaneOps<T>.Unroll;
+            var program = segment.Program as ProgramLoop<T>;
+            // 16-bit arrays: widened into float32 staging areas for the chunk (and rounded back after it, if written);
+            // a compiled program reads and writes bfloat16 memory itself, so only the tail is staged.
             for (int st = 0; st < segment.Staged.Length; st++)
-                NarrowFloats.Widen(segment.Staged[st].Code, (ushort*)segment.Staged[st].Origin + o, (float*)StagingArea(scratch, st), length);
+            {
+                long from = program is not null && segment.Staged[st].Code == 1 ? vectors * width : 0;
+                NarrowFloats.Widen(segment.Staged[st].Code, (ushort*)segment.Staged[st].Origin + o + from, (float*)StagingArea(scratch, st) + from, length - from);
+            }
             int lane = 0;
             foreach (var item in segment.Items)
                 foreach (var operand in item.Operands)
@@ -599,16 +618,17 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                         : (T*)(scratch + (long)operand.Scratch * _block * sizeof(T)));
                     lane++;
                 }
-            long vectors = length / (width * LaneOps<T>.Unroll) * LaneOps<T>.Unroll;
             fixed (Lane<T>* l = lanes)
             {
                 if (vectors > 0)
                 {
-                    if (segment.Program is ProgramLoop<T> program)
+                    if (program is not null)
                     {
                         // The compiled program: each distinct array's chunk once.
                         var bases = _bases[thread];
                         for (int k = 0; k < segment.Lanes; k++) bases[segment.LaneIds[k]] = (nint)l[k].Pointer;
+                        for (int st = 0; st < segment.Staged.Length; st++)
+                            if (segment.Staged[st].Code == 1) bases[segment.StagedId[st]] = (nint)((ushort*)segment.Staged[st].Origin + o);
                         program(bases, (T[])segment.Constants!, vectors * width);
                     }
                     else if (typeof(T) == typeof(float)) segment.Bound!.Run32((Lane<float>*)l, vectors);
@@ -631,7 +651,10 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             }
             for (int st = 0; st < segment.Staged.Length; st++)
                 if (segment.Staged[st].Written)
-                    NarrowFloats.Narrow(segment.Staged[st].Code, (float*)StagingArea(scratch, st), (ushort*)segment.Staged[st].Origin + o, length);
+                {
+                    long from = program is not null && segment.Staged[st].Code == 1 ? vectors * width : 0;
+                    NarrowFloats.Narrow(segment.Staged[st].Code, (float*)StagingArea(scratch, st) + from, (ushort*)segment.Staged[st].Origin + o + from, length - from);
+                }
         }
     }
 

@@ -63,7 +63,7 @@ internal static unsafe class NarrowFloats
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<uint> RoundToBFloat16(Vector256<uint> bits)
+    internal static Vector256<uint> RoundToBFloat16(Vector256<uint> bits)
     {
         var rounded = Vector256.ShiftRightLogical(bits + Vector256.Create(0x7FFFu) + (Vector256.ShiftRightLogical(bits, 16) & Vector256<uint>.One), 16);
         var nan = Vector256.GreaterThan(bits & Vector256.Create(0x7FFFFFFFu), Vector256.Create(0x7F800000u));
