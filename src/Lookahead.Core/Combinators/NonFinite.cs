@@ -71,7 +71,8 @@ sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePol
         var bad = new List<string>();
         if (updates.Count > 0 && Elementwise.Reduce(ReductionKind.NonFiniteCount, updates.Tensors.Select(u => new[] { u }).ToArray()) is { } fusedCounts)
         {
-            // The fused executor counted on the host; the buffers are up to date, so the zeroing below may touch them.
+            // The fused executor counted on the host (over the gradients, if only their copy was pending); the
+            // buffers are brought up to date before any is touched directly below.
             for (int i = 0; i < fusedCounts.Length; i++) if (fusedCounts[i] != 0) bad.Add(updates.Names[i]);
         }
         else if (updates.Count > 0)
@@ -88,6 +89,8 @@ sealed class GuardNonFiniteTransform(IGradientTransformation inner, NonFinitePol
                       (bad.Count > 0 ? $"tensors [{string.Join(", ", bad)}] hold NaN or ±∞" : "");
         if (policy == NonFinitePolicy.Raise || consecutive + 1 >= maxConsecutive && maxConsecutive != long.MaxValue)
             throw new ArithmeticException($"{Label}: at step {t} {what}" + (policy == NonFinitePolicy.Raise ? "" : $" ({consecutive + 1} non-finite steps in a row, the limit is {maxConsecutive})"));
+        // The buffers are touched directly below: run what the fused executor still holds (a no-op elsewhere).
+        Kernels.Elementwise.Flush();
         if (policy == NonFinitePolicy.Zero && !lossBad)
         {
             foreach (var name in bad) updates[name].nan_to_num_(0, 0, 0);

@@ -92,11 +92,19 @@ internal static class Elementwise
     }
 
     /// <summary>
-    /// Under the fused executor: runs what was recorded so far, then <paramref name="kind"/> over each group (one
-    /// value per group, as doubles; the buffers are then up to date and may be touched directly until the next
-    /// recorded kernel). Otherwise null: the caller reduces on tensors (<see cref="Reducer"/>).
+    /// Under the fused executor: <paramref name="kind"/> over each group (one value per group, as doubles) of the
+    /// values the recorded stages give them. The executor runs what was recorded first, unless all that is pending is
+    /// the copy of the gradients into the update buffer (then it reads the gradients and the copy joins the next
+    /// pass): call <see cref="Flush"/> before touching a buffer directly. Otherwise null: the caller reduces on tensors
+    /// (<see cref="Reducer"/>).
     /// </summary>
     public static double[]? Reduce(ReductionKind kind, IReadOnlyList<Tensor[]> groups) => _recorder?.Reduce(kind, groups);
+
+    /// <summary>
+    /// Under the fused executor, runs what was recorded so far, so that the buffers may be touched directly (after a
+    /// <see cref="Reduce"/>, whose result may have been computed without running the pending stages); else nothing.
+    /// </summary>
+    public static void Flush() => _recorder?.Flush();
 
     /// <summary>Whether elementwise phases on this thread are being recorded.</summary>
     public static bool Recording => _recorder is not null;

@@ -667,7 +667,10 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// </summary>
     public double[] Reduce(ReductionKind kind, IReadOnlyList<Tensor[]> groups)
     {
-        Flush();
+        // When all that is pending is the copy of the gradients into the update buffer, a reduction of the update
+        // buffer reads the gradients instead and nothing runs yet: the copy then joins the rest of the step's pass.
+        bool forwarded = Forwardable();
+        if (!forwarded) Flush();
         var result = new double[groups.Count];
         for (int k = 0; k < groups.Count; k++)
         {
@@ -682,6 +685,13 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                 throw new InvalidOperationException("fused executor: a dot product needs two arrays of the same length and dtype");
             nint a = AddressOf(first), b = AddressOf(second);
             byte codeA = NarrowFloats.Code(first.dtype), codeB = NarrowFloats.Code(second.dtype);
+            if (forwarded && !(Source(first, ref a, ref codeA) && Source(second, ref b, ref codeB)))
+            {
+                // An update array the pending copy does not cover (not expected): run the copy, read the buffer.
+                Flush();
+                forwarded = false;
+                (a, b, codeA, codeB) = (AddressOf(first), AddressOf(second), NarrowFloats.Code(first.dtype), NarrowFloats.Code(second.dtype));
+            }
             long blocks = (n + ReductionBlock - 1) / ReductionBlock;
             var partials = new double[blocks];
             bool single = Wide(first) == ScalarType.Float32;
@@ -721,6 +731,40 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             result[k] = total;
         }
         return result;
+    }
+
+    /// <summary>Whether every stage recorded since the last run is the gradient copy into the update buffer.</summary>
+    bool Forwardable()
+    {
+        if (_items.Count == 0) return false;
+        foreach (var item in _items) if (item.Stage.KernelType != typeof(CopyInKernel) || item.Operands[1].Scratch >= 0) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// Where the current values of <paramref name="t"/> are while only gradient copies are pending: an update array
+    /// reads from the gradients it is about to be copied from (its pointer and 16-bit code replaced); any other
+    /// array is unaffected by the copies. False when an update array is not covered by one copy.
+    /// </summary>
+    bool Source(Tensor t, ref nint address, ref byte code)
+    {
+        for (int r = 0; r < _runs.Count; r++)
+        {
+            var run = _runs[r];
+            if (!run.Updates.Contains(address) || run.Updates.DType != t.dtype) continue;
+            long index = (address - run.Updates.Start) / t.ElementSize, length = t.numel();
+            foreach (int i in run.Items)
+            {
+                var item = _items[i];
+                if (item.Start > index || index + length > item.Start + item.Length) continue;
+                var from = item.Operands[1];
+                address = from.Pointer + (nint)((index - item.Start) * (from.Narrow != 0 ? 2 : t.ElementSize));
+                code = from.Narrow;
+                return true;
+            }
+            return false;
+        }
+        return true;
     }
 
     void EnsureThreadScratch(long bytes)
