@@ -105,6 +105,8 @@ public sealed class Runner : IDisposable
     readonly Dictionary<string, int> _position;
     readonly IReadOnlyList<ContextRequirement> _requirements;
     readonly List<Tensor> _updateFlats = new();
+    // Per update buffer: whether it is the runner's own (not the gradients), so that its values are dead after a step.
+    readonly List<bool> _updatesSeparate = new();
     readonly Kernels.FusedExecutor? _fused;
     readonly bool _fullyFused;
     IOptState _state;
@@ -164,6 +166,7 @@ public sealed class Runner : IDisposable
             var (flatP, flatG, flatU) = (Flat(run, tensors), Flat(run, tensors, zero: true), Flat(run, tensors, dtype: StateDType(tensors[run[0]])));
             bool separate = _options.KeepGradients || mixed;
             _updateFlats.Add(separate ? flatU : flatG);
+            _updatesSeparate.Add(separate);
             long offset = 0;
             foreach (int k in run)
             {
@@ -390,7 +393,7 @@ public sealed class Runner : IDisposable
         {
             // The whole step is recorded, then run in one pass; the update buffer lives in per-thread scratch when
             // nothing but elementwise kernels touches it (it is filled from the gradients block by block).
-            _fused.Begin(_updateFlats, virtualUpdates: _fullyFused && copyFrom is not null && _options.KeepGradients);
+            _fused.Begin(_updateFlats, virtualUpdates: _fullyFused && copyFrom is not null && _options.KeepGradients, _updatesSeparate);
             using (Buffers.Use(_workspace))
             {
                 using (Kernels.Elementwise.Record(_fused))
@@ -399,7 +402,7 @@ public sealed class Runner : IDisposable
                     next = InPlace.Step(_transform, _updates, _state, _parameters, context);
                     Kernels.Elementwise.Run(default(Kernels.ApplyKernel), _workspace.Groups(_applyTrees), (Tensor[][]?)null);
                 }
-                _fused.Execute();
+                _fused.Execute(last: true);
             }
         }
         else

@@ -97,6 +97,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     sealed class Run(Area updates)
     {
         public readonly Area Updates = updates;
+        /// <summary>Whether the update buffer is the runner's own, so that its values are dead once the step's last pass has run.</summary>
+        public bool Separate;
         public readonly List<int> Items = new();
     }
 
@@ -178,7 +180,11 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// Starts recording a step over the runner's flat update buffers <paramref name="updates"/>; when
     /// <paramref name="virtualUpdates"/>, their blocks live in scratch (the first stage must fill them).
     /// </summary>
-    public void Begin(IReadOnlyList<Tensor> updates, bool virtualUpdates)
+    /// <param name="updates">The runner's flat update buffers, one run each.</param>
+    /// <param name="virtualUpdates">Whether their blocks live in per-thread scratch for the whole step.</param>
+    /// <param name="separate">Per buffer, whether it is the runner's own (not the gradients): the step's last pass then
+    /// need not store it (default: none is).</param>
+    public void Begin(IReadOnlyList<Tensor> updates, bool virtualUpdates, IReadOnlyList<bool>? separate = null)
     {
         _items.Clear(); _scratch.Clear(); _scratchTensors.Clear(); _materialized.Clear(); _virtual.Clear();
         (_previousItems, _stepItems) = (_stepItems, _previousItems);
@@ -196,6 +202,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         }
         for (int k = 0; k < _runs.Count; k++)
         {
+            _runs[k].Separate = separate is not null && separate[k];
             _runs[k].Items.Clear();
             if (virtualUpdates) _virtual.Add(_runs[k].Updates);
         }
@@ -349,7 +356,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// its segment's compiled chain (<see cref="ChainLoop"/>) vector by vector, then its sub-vector tail stage by
     /// stage through <see cref="BlockOps{T}"/>.
     /// </summary>
-    public void Execute()
+    /// <param name="last">The step's last pass: the values of a separate update buffer are not needed after it.</param>
+    public void Execute(bool last = false)
     {
         _segments.Clear();
         int staged = 0;
@@ -381,7 +389,8 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                 var segment = segments[k];
                 // This step's kernels into the segment's chain (a reused segment keeps its chain object).
                 if (segment.Bound is null) segment.Bound = segment.Loop.Bind(segment); else segment.Bound.Rebind(segment);
-                if (Compiled) { if (run.Updates.DType == ScalarType.Float32) segment.Prepare<float>(); else segment.Prepare<double>(); }
+                bool dropUpdates = last && run.Separate;
+                if (Compiled) { if (run.Updates.DType == ScalarType.Float32) segment.Prepare<float>(dropUpdates); else segment.Prepare<double>(dropUpdates); }
                 segment.FirstChunk = chunks;
                 chunks += (segment.End - segment.Start + _block - 1) / _block;
             }
@@ -475,7 +484,12 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         public Delegate? Program;
         public Array? Constants;
 
-        public Segment(long start, long end, Item[] items, ChainLoop loop, int elementSize)
+        /// <summary>Per id: the run's update buffer in memory (its stores may be dropped in the step's last pass).</summary>
+        public readonly bool[] IsUpdate;
+        readonly bool[] _keptNow;
+        bool[]? _programKept;
+
+        public Segment(long start, long end, Item[] items, ChainLoop loop, int elementSize, nint updates)
         {
             (Start, End, Items, Loop) = (start, end, items, loop);
             Lanes = items.Sum(i => i.Operands.Length);
@@ -484,6 +498,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             LaneIds = new int[Lanes];
             var ids = new Dictionary<(int Kind, nint Key), int>();
             var kept = new List<bool>();
+            var isUpdate = new List<bool>();
             var bf16 = new List<bool>();
             var stagedIds = new List<int>();
             int lane = 0;
@@ -508,6 +523,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                     {
                         ids[identity] = id = ids.Count;
                         kept.Add(identity.Kind != 1);
+                        isUpdate.Add(identity.Kind == 0 && identity.Key == updates);
                         bf16.Add(identity.Kind == 2 && operand.Narrow == 1);
                         if (identity.Kind == 2) stagedIds.Add(id);
                     }
@@ -517,12 +533,16 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             Arrays = ids.Count;
             Kept = kept.ToArray();
             BFloat16 = bf16.ToArray();
+            IsUpdate = isUpdate.ToArray();
+            _keptNow = new bool[Arrays];
             StagedId = stagedIds.ToArray();
         }
 
         /// <summary>Records this step's program; compiles (or finds) its loop when the operations differ from the last step's.</summary>
-        public void Prepare<T>() where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+        /// <param name="dropUpdates">Whether the update buffer's stores may be dropped (its values are dead after this pass).</param>
+        public void Prepare<T>(bool dropUpdates) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
         {
+            for (int k = 0; k < Arrays; k++) _keptNow[k] = Kept[k] && !(dropUpdates && IsUpdate[k]);
             Recorder.Clear();
             var ops = new RecordOps(Recorder);
             int lane = 0;
@@ -532,10 +552,11 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                 item.Stage.Record(ops, LaneIds.AsSpan(lane, arity));
                 lane += arity;
             }
-            if (!Recorder.Same(ProgramOps))
+            if (!Recorder.Same(ProgramOps) || !_keptNow.AsSpan().SequenceEqual(_programKept))
             {
                 ProgramOps = Recorder.Ops.AsSpan(0, Recorder.OpCount * ProgramRecorder.Width).ToArray();
-                Program = ChainCompiler.For<T>(ProgramOps, Arrays, Kept, BFloat16, Recorder.ConstantCount);
+                _programKept = (bool[])_keptNow.Clone();
+                Program = ChainCompiler.For<T>(ProgramOps, Arrays, _programKept, BFloat16, Recorder.ConstantCount);
             }
             if (Constants is not T[] constants || constants.Length < Recorder.ConstantCount) Constants = constants = new T[Math.Max(Recorder.ConstantCount, 8)];
             for (int k = 0; k < Recorder.ConstantCount; k++) constants[k] = ElementMath<T>.S(Recorder.Constants[k]);
@@ -576,7 +597,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             if (previous >= 0)
             {
                 var covering = run.Items.Select(i => _items[i]).Where(item => item.Start <= previous && item.Start + item.Length >= cut).ToArray();
-                if (covering.Length > 0) segments.Add(new Segment(previous, cut, covering, LoopFor(covering), run.Updates.DType == ScalarType.Float32 ? 4 : 8));
+                if (covering.Length > 0) segments.Add(new Segment(previous, cut, covering, LoopFor(covering), run.Updates.DType == ScalarType.Float32 ? 4 : 8, run.Updates.Start));
             }
             previous = cut;
         }
