@@ -16,13 +16,17 @@ namespace Lookahead.Kernels;
 /// threads over disjoint ranges of chunks. The kernels are the primitives' own: the executor only chooses the array type.
 /// </summary>
 /// <remarks>
-/// <para><b>One compiled loop per recorded sequence.</b> The stages that cover a range of a run (a segment: the whole
-/// buffer, or one part of a partition) are composed into one value type, <c>Link&lt;K₁, Link&lt;K₂, … End&gt;&gt;</c>
-/// over their kernel types, built by reflection once per distinct sequence and cached. Its loop runs every kernel,
-/// inlined by the JIT, on four vectors of every array (<see cref="LaneOps{T}"/>) before moving on, so a value goes
-/// from one kernel to the next through registers or the L1 cache, and each array is read and written once per step.
-/// The last elements of a chunk (fewer than four vectors) run stage by stage through <see cref="BlockOps{T}"/>; both
-/// take their arithmetic from <see cref="ElementMath{T}"/>, so the bits do not depend on where a chunk ends.</para>
+/// <para><b>One compiled loop per recorded program.</b> The stages that cover a range of a run (a segment: the whole
+/// buffer, or one part of a partition) run each step once on array ids (<see cref="RecordOps"/>), which records
+/// their operations and this step's coefficients as a straight-line program over the segment's distinct arrays.
+/// <see cref="ChainCompiler"/> compiles a program once (cached for the process) into a loop in which every distinct
+/// array is a vector local: loaded once per vector unless its first use overwrites it, passed between operations in
+/// registers, stored once if written and not per-chunk scratch (nor, in the step's last pass, the runner's own update
+/// buffer), and read and written directly in bfloat16 where it is. The operations are <see cref="ProgramMath{T}"/>'s,
+/// which are <see cref="ElementMath{T}"/>'s. The last elements of a chunk (fewer than four vectors) run stage by stage
+/// through <see cref="BlockOps{T}"/> on the same definitions, so the bits do not depend on where a chunk ends. With
+/// <c>LOOKAHEAD_FUSED_CHAIN=1</c> a segment runs instead as its stages composed into one value type,
+/// <c>Link&lt;K₁, Link&lt;K₂, … End&gt;&gt;</c>, over <see cref="LaneOps{T}"/> (same bits; each operation through L1).</para>
 /// <para><b>What it fuses.</b> The runner records the gradient copy, the transform's step and the final p ← p + u.
 /// When every node of the tree is elementwise and declares no reduction (<see cref="Fusion.Fusable"/>), and the step
 /// reads the gradients the runner keeps (<see cref="Runner.Step(StepContext?)"/> with
