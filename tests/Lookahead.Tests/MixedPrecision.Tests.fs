@@ -81,8 +81,7 @@ let compareMixed what half (k: float) (atol: float) (rtol: float) (names: string
                 if not (Expect.within atol rtol ys.[i] xs.[i] || (Double.IsNaN xs.[i] && Double.IsNaN ys.[i])) then
                     failtestf "%s: step %d, state '%s' [%d]: %.9g vs %.9g" what (step + 1) path i xs.[i] ys.[i]) a b
 
-let torchSharp = RunnerOptions(Executor = RunnerExecutor.TorchSharp)
-let fused threads block = RunnerOptions(Executor = RunnerExecutor.FusedCpu, Threads = threads, BlockSize = block)
+let torchSharp, fused = FusedExecutor.torchSharp, FusedExecutor.fused
 
 [<Tests>]
 let tests =

@@ -85,8 +85,7 @@ public static unsafe class ProgramMath<T> where T : unmanaged, IFloatingPointIee
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector256<T> v, nint p, long i) => Vector256.Store(v, (T*)p + i);
     /// <summary>The 8 bfloat16 values at element <paramref name="i"/> of the array at <paramref name="p"/>, widened (exactly; float only).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<T> LoadBFloat16(nint p, long i) =>
-        Vector256.ShiftLeft(Vector256.WidenLower(Vector256.Create(Vector128.Load((ushort*)p + i), Vector128<ushort>.Zero)), 16).As<uint, T>();
+    public static Vector256<T> LoadBFloat16(nint p, long i) => NarrowFloats.WidenBFloat16((ushort*)p + i).As<float, T>();
     /// <summary>Stores <paramref name="v"/> as 8 bfloat16 values at element <paramref name="i"/>, rounded as <see cref="NarrowFloats"/> rounds (float only).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void StoreBFloat16(Vector256<T> v, nint p, long i)

@@ -32,11 +32,7 @@ internal static unsafe class NarrowFloats
         long i = 0;
         if (code == 1)
         {
-            for (; i + Vector256<float>.Count <= n; i += Vector256<float>.Count)
-            {
-                var bits = Vector256.WidenLower(Vector256.Create(Vector128.Load(from + i), Vector128<ushort>.Zero));
-                Vector256.Store(Vector256.ShiftLeft(bits, 16).AsSingle(), into + i);
-            }
+            for (; i + Vector256<float>.Count <= n; i += Vector256<float>.Count) Vector256.Store(WidenBFloat16(from + i), into + i);
             for (; i < n; i++) into[i] = BFloat16ToSingle(from[i]);
         }
         else
@@ -62,6 +58,12 @@ internal static unsafe class NarrowFloats
             for (; i < n; i++) into[i] = BitConverter.HalfToUInt16Bits((Half)from[i]);
     }
 
+    /// <summary>The 8 bfloat16 values at <paramref name="from"/> as float32 (exact).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> WidenBFloat16(ushort* from) =>
+        Vector256.ShiftLeft(Vector256.WidenLower(Vector256.Create(Vector128.Load(from), Vector128<ushort>.Zero)), 16).AsSingle();
+
+    /// <summary>float32 bits rounded to bfloat16 (nearest, ties to even; NaN → 0x7FC0), in the low 16 bits of each lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<uint> RoundToBFloat16(Vector256<uint> bits)
     {
