@@ -95,11 +95,17 @@ let tests =
         // Centered RMSprop is left out here: with 16-bit gradients (few distinct values) v − mean² often cancels to
         // rounding level, where two correct float32 evaluations differ by far more than any bound in ulps (a CI run
         // saw 16 float16 ulps at step 8). It is compared in the fused executor's float32 and float64 tests, and against the pure path here.
-        testList "fused ≡ TorchSharp executor: bfloat16 through .grad and float16 through Step(gradients), 10 steps" [
+        // MoMo's step size divides f̄ − f* − ⟨d̄, θ⟩ (plus ⟨d, θ⟩ terms) by ‖d‖²: once two correct runs round one θ to
+        // neighbouring 16-bit values, that sum, often near cancellation, moves the next step size by far more than
+        // float32 rounding (a CI run saw 16 bfloat16 ulps at step 3 for MoMo-Adam). Both MoMo forms are compared
+        // here on their first step, from identical bits, where only the reductions' order differs; their whole
+        // trajectories are compared in the fused executor's float32 and float64 tests and against the pure path above.
+        testList "fused ≡ TorchSharp executor: bfloat16 through .grad and float16 through Step(gradients), 10 steps (MoMo: 1 step)" [
             for name, tx in FastPath.optimizers |> List.filter (fun (n, _) -> n <> "rmsprop centered momentum") ->
+                let keep = if name.StartsWith "momo" then List.truncate 1 else id
                 Expect.property name (genProblemWith 10 10) (fun p ->
-                    compareMixed (name + " (bfloat16)") torch.bfloat16 1.0 4e-6 4e-5 p.Names (runMixed (fused 2 16) true torch.bfloat16 (tx ()) p) (runMixed torchSharp false torch.bfloat16 (tx ()) p)
-                    compareMixed (name + " (float16)") torch.float16 1.0 4e-6 4e-5 p.Names (runMixed (fused 2 16) false torch.float16 (tx ()) p) (runMixed torchSharp false torch.float16 (tx ()) p))
+                    compareMixed (name + " (bfloat16)") torch.bfloat16 1.0 4e-6 4e-5 p.Names (keep (runMixed (fused 2 16) true torch.bfloat16 (tx ()) p)) (keep (runMixed torchSharp false torch.bfloat16 (tx ()) p))
+                    compareMixed (name + " (float16)") torch.float16 1.0 4e-6 4e-5 p.Names (keep (runMixed (fused 2 16) false torch.float16 (tx ()) p)) (keep (runMixed torchSharp false torch.float16 (tx ()) p)))
         ]
 
         testList "bfloat16 on the fused executor: the same bits for 1, 2 and 4 threads and any block size" [
