@@ -57,7 +57,7 @@ public sealed record ExactEquivalence(bool Decided, bool Equal, int Horizon, str
 /// Optimizers as linear dynamical systems: their realisation (<see cref="Realise"/>) and exact equivalence
 /// (<see cref="Equal"/>), for every form linear in its gradients.
 /// </summary>
-public static class Analysis
+public static partial class Analysis
 {
     /// <summary>Steps probed by default: enough to see a first-step special case and a schedule's change.</summary>
     public const int DefaultSteps = 12;
@@ -67,10 +67,23 @@ public static class Analysis
     {
         ArgumentNullException.ThrowIfNull(form);
         Check.AtLeast(steps, 2, nameof(steps));
+        try { return Probe(form, steps); }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+        {
+            // A transform that refuses a one-scalar parameter (it needs a matrix, a name, a context value) has no
+            // realisation here; the reason is its own message.
+            return NotLinear(form, $"{form.Transform.Name} cannot be probed on one scalar parameter: {e.Message}");
+        }
+    }
+
+    static Realisation Probe(OptimizerForm form, int steps)
+    {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var tx = form.Transform;
         double mu = form.Lookahead;
+        if (Unrealisable(tx) is { } why)
+            return NotLinear(form, why);
         var requirements = Validation.Requirements(tx);
         if (requirements.Count > 0)
             return NotLinear(form, $"{string.Join(", ", requirements.Select(r => r.RequiredBy).Distinct())} reads the step context ('{string.Join("', '", requirements.Select(r => r.KeyName).Distinct())}'), which a linear realisation does not model");
@@ -113,9 +126,12 @@ public static class Analysis
                 return NotLinear(form, $"{Culprit(tx)} at step {k}: a zero state and gradient give a nonzero result");
             var columns = Enumerable.Range(0, n + 1).Select(At).ToArray();
             // Superposition: random combinations of mixed magnitudes against the same combination of the columns.
-            for (int trial = 0; trial < 3; trial++)
+            // The last two trials are far larger and far smaller than the first three, so a clip or a threshold that
+            // binds only at some magnitudes shows.
+            for (int trial = 0; trial < 5; trial++)
             {
-                var z = Enumerable.Range(0, n + 1).Select(_ => (rng.NextDouble() * 2 - 1) * Math.Pow(10, rng.Next(-3, 3))).ToArray();
+                double magnitude = trial switch { 3 => 1e12, 4 => 1e-12, _ => 1 };
+                var z = Enumerable.Range(0, n + 1).Select(_ => magnitude * (rng.NextDouble() * 2 - 1) * Math.Pow(10, rng.Next(-3, 3))).ToArray();
                 var direct = step(z);
                 var combined = new double[n];
                 for (int i = 0; i <= n; i++) for (int r = 0; r < n; r++) combined[r] += columns[i][r] * z[i];
@@ -151,6 +167,15 @@ public static class Analysis
         if (!ra.Linear) return new(false, false, 0, null, $"{a} is not linear: {ra.NotLinearBecause}");
         if (!rb.Linear) return new(false, false, 0, null, $"{b} is not linear: {rb.NotLinearBecause}");
         bool settled = ra.Settled && rb.Settled;
+        if (!settled)
+        {
+            // Time-varying: every step's own matrices over the whole horizon (not the last probed step's, repeated).
+            Check.AtLeast(horizon, 1, nameof(horizon));
+            if (!ra.Settled && ra.A.Count < horizon) ra = Realise(a, Math.Max(horizon, 2));
+            if (!rb.Settled && rb.A.Count < horizon) rb = Realise(b, Math.Max(horizon, 2));
+            if (!ra.Linear) return new(false, false, 0, null, $"{a} is not linear: {ra.NotLinearBecause}");
+            if (!rb.Linear) return new(false, false, 0, null, $"{b} is not linear: {rb.NotLinearBecause}");
+        }
         int from = Math.Max(ra.SettlesAt, rb.SettlesAt);
         int steps = settled ? from + ra.Order + rb.Order + 1 : (int)Check.AtLeast(horizon, 1, nameof(horizon));
         int inputs = settled ? from : steps;
@@ -174,6 +199,71 @@ public static class Analysis
             }
         }
         return new(true, true, steps, null, basis);
+    }
+
+    /// <summary>
+    /// The values s in [<paramref name="low"/>, <paramref name="high"/>] for which <c>family(s)</c> is the same
+    /// algorithm as <paramref name="target"/> (decided by <see cref="Equal"/>): e.g. the lookahead μ, the ν or the
+    /// learning-rate scale that makes two forms equal. The responses' differences are scanned on
+    /// <paramref name="grid"/> points, each local minimum of their size is refined by Gauss–Newton with
+    /// central differences, and a candidate is kept only if the exact decision says equal. Empty when none is.
+    /// </summary>
+    /// <exception cref="ArgumentException">The target is not linear (the message names the primitive), or the range is empty.</exception>
+    public static IReadOnlyList<double> SolveScalar(Func<double, OptimizerForm> family, OptimizerForm target, double low, double high, int grid = 64)
+    {
+        ArgumentNullException.ThrowIfNull(family);
+        var rt = RequireLinear(target, nameof(target));
+        Check.Finite(low, nameof(low));
+        Check.Finite(high, nameof(high));
+        if (!(high > low)) throw new ArgumentException($"high = {high} must be > low = {low}", nameof(high));
+        Check.AtLeast(grid, 3, nameof(grid));
+        int steps = 3 * rt.Order + rt.SettlesAt + 8;
+        var reference = Enumerable.Range(-1, steps + 1).Select(input => Response(rt, input, steps)).ToArray();
+        // The differences of every response, each relative to its terms' size; null where the family cannot be built.
+        double[]? Residual(double s)
+        {
+            Realisation r;
+            try { r = Realise(family(s)); } catch (ArgumentException) { return null; }
+            if (!r.Linear) return null;
+            var d = new List<double>();
+            for (int input = -1; input < steps; input++)
+            {
+                var y = Response(r, input, steps);
+                var yt = reference[input + 1];
+                for (int k = 0; k < steps; k++) d.Add((y.Values[k] - yt.Values[k]) / Math.Max(Math.Max(y.Magnitude[k], yt.Magnitude[k]), 1e-300));
+            }
+            return d.ToArray();
+        }
+        double Size(double[]? d) => d is null ? double.PositiveInfinity : Math.Sqrt(d.Sum(x => x * x));
+        var at = Enumerable.Range(0, grid).Select(i => low + (high - low) * i / (grid - 1)).ToArray();
+        var size = at.Select(s => Size(Residual(s))).ToArray();
+        var found = new List<double>();
+        for (int i = 0; i < grid; i++)
+        {
+            if (double.IsInfinity(size[i]) || (i > 0 && size[i - 1] < size[i]) || (i < grid - 1 && size[i + 1] < size[i])) continue;
+            double s = at[i];
+            for (int it = 0; it < 60; it++)
+            {
+                double h = 1e-6 * Math.Max(Math.Abs(s), (high - low) / grid);
+                var r0 = Residual(s);
+                var rp = Residual(s + h);
+                var rm = Residual(s - h);
+                if (r0 is null || rp is null || rm is null) break;
+                double num = 0, den = 0;
+                for (int j = 0; j < r0.Length; j++) { double dj = (rp[j] - rm[j]) / (2 * h); num += dj * r0[j]; den += dj * dj; }
+                if (den == 0) break;
+                double next = s - num / den;
+                if (!(next >= low && next <= high) || next == s) { s = Math.Clamp(next, low, high); break; }
+                bool done = Math.Abs(next - s) <= 1e-15 * Math.Max(Math.Abs(s), 1e-300);
+                s = next;
+                if (done) break;
+            }
+            if (found.Any(f => Math.Abs(f - s) <= 1e-9 * Math.Max(1, Math.Abs(s)))) continue;
+            OptimizerForm candidate;
+            try { candidate = family(s); } catch (ArgumentException) { continue; }
+            if (Equal(candidate, target).Equal) found.Add(s);
+        }
+        return found;
     }
 
     /// <summary>The recorded points after each step in response to θ₀ = 1 (<paramref name="input"/> −1) or to a unit gradient at step input + 1, with the sum of the terms' magnitudes (for the rounding bound).</summary>
@@ -241,6 +331,20 @@ public static class Analysis
                 if (!Realise(new OptimizerForm(child), 3).Linear) return Culprit(child);
         return tx.Name;
     }
+
+    /// <summary>
+    /// Why the first transform of the tree that a one-scalar realisation cannot represent is so (a partition routes
+    /// parameters by name or shape; the orthogonaliser and the shape scaling act on whole matrices), or null.
+    /// </summary>
+    static string? Unrealisable(IGradientTransformation tx) =>
+        tx switch
+        {
+            PartitionTransform => $"{tx.Name} routes parameters by name or shape, which a one-parameter realisation does not represent",
+            OrthogonaliseTransform => $"{tx.Name} (Newton–Schulz) is a matrix function of the update, not linear in it",
+            ScaleByShapeTransform => $"{tx.Name} scales each matrix by a factor of its shape, which a one-parameter realisation does not represent",
+            IComposite c => c.Children.Select(Unrealisable).FirstOrDefault(n => n is not null),
+            _ => null,
+        };
 
     static bool SameStep(double[,] a1, double[] b1, double[,] a2, double[] b2)
     {

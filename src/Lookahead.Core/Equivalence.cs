@@ -176,6 +176,19 @@ public sealed record EquivalenceOptions
     public double LossLow { get; init; }
     /// <summary>Upper end of the random losses; default 10.</summary>
     public double LossHigh { get; init; } = 10;
+    /// <summary>How to decide; default <see cref="EquivalenceMethod.Auto"/> (exact when both forms are linear).</summary>
+    public EquivalenceMethod Method { get; init; } = EquivalenceMethod.Auto;
+}
+
+/// <summary>How <see cref="Equivalence.Check"/> decides.</summary>
+public enum EquivalenceMethod
+{
+    /// <summary>Exactly (<see cref="Analysis.Equal"/>) when both forms are linear in their gradients, else by sampling.</summary>
+    Auto,
+    /// <summary>Exactly only: a form that is not linear is an error naming the primitive.</summary>
+    Exact,
+    /// <summary>By sampling only: random gradient streams and quadratics, compared within the tolerance.</summary>
+    Sampled,
 }
 
 /// <summary>The outcome of <see cref="Equivalence.Check"/>.</summary>
@@ -184,12 +197,20 @@ public sealed record EquivalenceOptions
 /// <param name="MaxAbs">Largest |a − b| over all cases.</param>
 /// <param name="MaxRel">Largest relative difference over all cases.</param>
 /// <param name="Counterexample">The first failing case, described, or null.</param>
+/// <remarks>An exact decision (<see cref="Method"/> "exact") runs no cases: <see cref="Cases"/>, <see cref="MaxAbs"/> and <see cref="MaxRel"/> are 0 and <see cref="Exact"/> holds the decision.</remarks>
 public sealed record EquivalenceReport(bool Passed, int Cases, double MaxAbs, double MaxRel, string? Counterexample)
 {
+    /// <summary>"exact" (decided from the linear realisations) or "sampled" (random cases within the tolerance).</summary>
+    public string Method { get; init; } = "sampled";
+
+    /// <summary>The exact decision, when <see cref="Method"/> is "exact".</summary>
+    public ExactEquivalence? Exact { get; init; }
+
     /// <inheritdoc />
     public override string ToString() =>
-        (Passed ? "passed" : "FAILED: " + Counterexample) +
-        string.Create(CultureInfo.InvariantCulture, $" ({Cases} cases, max_abs={MaxAbs:g3}, max_rel={MaxRel:g3})");
+        Exact is not null ? (Passed ? "passed" : "FAILED: " + Counterexample) + $" (exact: {Exact.Reason})"
+        : (Passed ? "passed" : "FAILED: " + Counterexample) +
+          string.Create(CultureInfo.InvariantCulture, $" (sampled: {Cases} cases, max_abs={MaxAbs:g3}, max_rel={MaxRel:g3})");
 }
 
 /// <summary>
@@ -259,15 +280,30 @@ public static class Equivalence
     }
 
     /// <summary>
-    /// Compares two forms on <see cref="EquivalenceOptions.Cases"/> random problems: random parameter trees
-    /// (1–4 tensors of rank 0–3), random gradient streams of mixed scales with random losses, and, if asked,
-    /// a random convex quadratic. Stops at the first counterexample.
+    /// Decides whether two forms are the same algorithm. When both are linear in their gradients (and
+    /// <see cref="EquivalenceOptions.Method"/> allows), exactly, from their realisations (<see cref="Analysis.Equal"/>;
+    /// time-varying forms over <see cref="EquivalenceOptions.Steps"/> steps); the report's
+    /// <see cref="EquivalenceReport.Method"/> is then "exact". Otherwise by sampling: the forms are compared on
+    /// <see cref="EquivalenceOptions.Cases"/> random problems (random parameter trees of 1–4 tensors of rank 0–3,
+    /// random gradient streams of mixed scales with random losses, and, if asked, a random convex quadratic),
+    /// stopping at the first counterexample.
     /// </summary>
+    /// <exception cref="ArgumentException">With <see cref="EquivalenceMethod.Exact"/>, a form that is not linear (naming the primitive).</exception>
     public static EquivalenceReport Check(OptimizerForm a, OptimizerForm b, EquivalenceOptions? options = null)
     {
         var o = options ?? new EquivalenceOptions();
         Lookahead.Check.AtLeast(o.Cases, 1, "Cases");
         Lookahead.Check.AtLeast(o.Steps, 1, "Steps");
+        ArgumentNullException.ThrowIfNull(a);
+        ArgumentNullException.ThrowIfNull(b);
+        if (o.Method != EquivalenceMethod.Sampled)
+        {
+            var exact = Analysis.Equal(a, b, o.Steps);
+            if (exact.Decided)
+                return new(exact.Equal, 0, 0, 0, exact.Equal ? null : $"{a} against {b}: {exact.FirstDifference}") { Method = "exact", Exact = exact };
+            if (o.Method == EquivalenceMethod.Exact)
+                throw new ArgumentException($"an exact decision needs two linear forms: {exact.Reason}", a.Transform is not null && !Analysis.Realise(a).Linear ? nameof(a) : nameof(b));
+        }
         var random = new Random(unchecked((int)o.Seed));
         using var generator = new Generator((ulong)o.Seed);
         double maxAbs = 0, maxRel = 0;

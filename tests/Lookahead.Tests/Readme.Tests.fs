@@ -40,9 +40,12 @@ let tests =
         }
         test "the equivalence-checker example in the README is compiled code, and it passes" {
             Expect.equal (readmeBlock "example:equivalence" "csharp") (region (Path.Combine(repoRoot, "examples/Lookahead.Examples/EquivalenceExample.cs")) "equivalence") "README block = examples/Lookahead.Examples/EquivalenceExample.cs"
-            let report = EquivalenceExample.Run()
-            Expect.isTrue report.Passed (string report)
-            Expect.equal report.Cases 50 "all 50 cases ran"
+            let struct (exact, sampled) = EquivalenceExample.Run()
+            Expect.isTrue exact.Passed (string exact)
+            Expect.equal exact.Method "exact" "both forms are linear: decided exactly"
+            Expect.isTrue sampled.Passed (string sampled)
+            Expect.equal sampled.Method "sampled" "sampling asked for"
+            Expect.equal sampled.Cases 50 "all 50 cases ran"
         }
         test "the F# example in the README is the compiled example, and it trains" {
             Expect.equal (readmeBlock "example:fsharp" "fsharp") (region (Path.Combine(repoRoot, "tests/Lookahead.Tests/ReadmeExample.fs")) "fsharp") "README block = tests/Lookahead.Tests/ReadmeExample.fs"
