@@ -440,6 +440,33 @@ let private trainingTests =
         }
     ]
 
+let private analysisTests =
+    testList "Analysis" [
+        test "the F# functions give the C# API's answers" {
+            let rsg = Equivalence.form (Optim.Rsg(1.0, 0.9, 0.1))
+            let d = Analysis.dynamics rsg
+            let c = global.Lookahead.Analysis.Dynamics(rsg)
+            Expect.equal (Analysis.gainFactor 0.3 d) (c.GainFactor 0.3) "gain factor"
+            Expect.equal (Analysis.varianceLimit 0.3 d) (c.VarianceLimit 0.3) "variance limit"
+            Expect.equal (Analysis.pointVariance 0.3 d) (c.PointVariance 0.3) "point variance"
+            Expect.equal (Analysis.eigenvalues 0.3 d) (c.Eigenvalues 0.3) "eigenvalues"
+            Expect.equal (Analysis.gainMatrix 0.3 d) (c.GainMatrix 0.3) "gain matrix"
+            let struct (low, high) = c.StabilityInterval()
+            Expect.equal (Analysis.stabilityInterval d) (low, high) "stability interval"
+            let struct (rate, at) = c.WorstRate(0.01, 1.0)
+            Expect.equal (Analysis.worstRate (0.01, 1.0) d) (rate, at) "worst rate"
+            Expect.isTrue (Analysis.realise rsg).TimeInvariant "realise"
+            Expect.isTrue (Analysis.equal rsg (Equivalence.form (Optim.Qhm(1.0, 0.9, 0.9)))).Equal "RSG ≡ QHM(ν = 1 − μ)"
+            match Analysis.solveScalar (fun nu -> Equivalence.form (Optim.Qhm(1.0, 0.9, nu))) rsg (0.0, 1.0) with
+            | [ nu ] -> Expect.floatClose Accuracy.veryHigh nu 0.9 "ν = 1 − μ"
+            | other -> failtestf "one ν expected, got %A" other
+            let h, r = Analysis.optimise (fun h -> Equivalence.form (Optim.Sgd(h.[0]))) [| 0.5 |] (0.01, 1.0)
+            Expect.floatClose Accuracy.medium h.[0] (2.0 / 1.01) "gradient descent's optimal step"
+            Expect.floatClose Accuracy.high r (99.0 / 101.0) "and its rate"
+            Expect.throwsT<ArgumentException> (fun () -> Analysis.dynamics (Equivalence.form (Optim.Adam 0.01)) |> ignore) "not linear"
+        }
+    ]
+
 [<Tests>]
 let tests =
-    testList "F# layer ≡ C# API" [ defaultTests; trajectoryTests; wrapperTests; guardTests; checkpointTests; scheduleTests; trainingTests ]
+    testList "F# layer ≡ C# API" [ defaultTests; trajectoryTests; wrapperTests; guardTests; checkpointTests; scheduleTests; trainingTests; analysisTests ]
