@@ -12,6 +12,9 @@ string usage = """
                                  Exit code 1 if any case fails.
       lookahead compare [...]    Train the built-in tasks with several optimizers: live table, final table,
                                  loss curves (PNG, HTML). 'lookahead compare --help' for its options.
+      lookahead analyze SPEC...  Optimizers linear in their gradients as linear systems: linear or not (and why),
+                                 order, stability interval, worst rate, error-variance limit; --equals decides
+                                 equivalence exactly. 'lookahead analyze --help' for the SPEC syntax and options.
       lookahead --help           This text.
 
     Tolerance: |a − b| ≤ 1e-10 + 1e-8·|b| on every parameter after every step (and every torch.optim state slot).
@@ -61,6 +64,13 @@ switch (args[0])
         catch (ArgumentException e)
         {
             Console.Error.WriteLine($"lookahead compare: {e.Message}");
+            return 2;
+        }
+    case "analyze":
+        try { return Analyze.Execute(args.Skip(1).ToArray(), Console.Out); }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"lookahead analyze: {e.Message}");
             return 2;
         }
     default:
