@@ -115,6 +115,20 @@ public sealed class QuadraticDynamics
     /// <summary>The smallest gain factor over [<paramref name="low"/>, <paramref name="high"/>] and the curvature that attains it (argmin over λ of r_g).</summary>
     public (double Rate, double Curvature) BestRate(double low, double high) => Extreme(low, high, worst: false);
 
+    /// <summary>
+    /// The curvature at which the optimizer converges fastest (argmin over λ of r_g inside the
+    /// <see cref="StabilityInterval"/>) and that rate. For RSG with α = 1 it is the paper's argmin over τ of r_g,
+    /// which the observation boost keeps fixed (<see cref="Optim.ArsgObsb"/>). NaN when stable nowhere.
+    /// </summary>
+    public (double Rate, double Curvature) FastestCurvature()
+    {
+        var (low, high) = StabilityInterval();
+        if (double.IsNaN(low)) return (double.NaN, double.NaN);
+        double from = Math.Max(low, 1e-12), to = double.IsPositiveInfinity(high) ? 1e12 : high;
+        // Inside the interval by a hair at both ends (the rate is 1 at its edges).
+        return BestRate(from * (1 + 1e-9), to * (1 - 1e-9));
+    }
+
     (double, double) Extreme(double low, double high, bool worst)
     {
         Check.Finite(low, nameof(low));

@@ -66,6 +66,12 @@ type Factory(owner: Type, name: string) =
         | Some null -> None
         | d -> fail (sprintf "has the default %A for '%s', not null" d parameter)
 
+    /// None for a nullable number whose C# default is null (the C# body then decides, e.g. by an analysis).
+    member _.NullableAsNone<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>(parameter: string) : 'T option =
+        match constant (find (Some typeof<Nullable<'T>>) parameter) with
+        | Some null -> None
+        | d -> fail (sprintf "has the default %A for '%s', not null" d parameter)
+
     /// The value the C# body substitutes for a null default (e.g. `betas ?? (0.9, 0.95)`), which metadata cannot
     /// show. Checks that the declared default is null; the create-defaults tests compare the result with the C# call.
     member _.ResolvedInBody<'T>(parameter: string, value: 'T) : 'T =

@@ -238,9 +238,10 @@ module Arsg =
 
 /// ARSG with the observation boost (μ doubles and the step shrinks when the loss flattens); needs the loss in the context; see Optim.ArsgObsb.
 module ArsgObsb =
-    /// Arsg's settings with the starting μ₀, the step divisor per boost and the boost policy.
+    /// Arsg's settings with the starting μ₀, the step divisor per boost (None: from the analysis, so that the
+    /// fastest curvature argmin over τ of r_g is kept) and the boost policy.
     type Settings =
-        { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; initialMu: float; stepDivisor: float
+        { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; initialMu: float; stepDivisor: float option
           /// When the loss counts as flat; None for Optim.ArsgObsb's own (a default BoostPolicy).
           policy: BoostPolicy option
           amsgrad: bool }
@@ -248,12 +249,12 @@ module ArsgObsb =
     let defaults =
         let f = Factory "ArsgObsb"
         { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"
-          weightDecay = f.Default "weightDecay"; initialMu = f.Default "initialMu"; stepDivisor = f.Default "stepDivisor"
+          weightDecay = f.Default "weightDecay"; initialMu = f.Default "initialMu"; stepDivisor = f.NullableAsNone "stepDivisor"
           policy = f.NullAsNone "policy"; amsgrad = f.Default "amsgrad" }
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) =
-        Optim.ArsgObsb(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.initialMu, s.stepDivisor, Option.toObj s.policy, s.amsgrad)
+        Optim.ArsgObsb(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.initialMu, Option.toNullable s.stepDivisor, Option.toObj s.policy, s.amsgrad)
 
 /// MARS with its AdamW, Lion or Shampoo rule; see Optim.Mars.
 module Mars =

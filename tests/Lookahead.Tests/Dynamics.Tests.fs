@@ -411,3 +411,42 @@ let badInput =
             Expect.throwsT<ArgumentOutOfRangeException> (fun () -> d.GainMatrix(nan) |> ignore) "NaN curvature"
             Expect.throwsT<ArgumentException> (fun () -> Analysis.SolveScalar((fun s -> form (Optim.Sgd s)), form (Optim.Adam 0.1), 0.0, 1.0) |> ignore) "non-linear target"
     ]
+
+/// The larger root τ₂ of ρ² = 4β(1 − μτ) (ρ = 1 + β − τ(1 − β + βμ)): where RSG's eigenvalues turn from complex
+/// (modulus √(β(1 − μτ)), falling in τ) back to real, so where r_g is smallest — written from eq. 11, not from the library.
+let private fastestTau beta mu =
+    let c = 1.0 - beta + beta * mu
+    let b = 4.0 * beta * mu - 2.0 * (1.0 + beta) * c
+    (-b + sqrt (b * b - 4.0 * c * c * (1.0 - beta) ** 2.0)) / (2.0 * c * c)
+
+[<Tests>]
+let observationBoost =
+    testList "dynamics (ARSG-OBSB's step scaling from the analysis)" [
+        testCase "each boost scales α by τ*(2μ)/τ*(μ), τ* = argmin over τ of r_g; at β₁ = 0.999 the first boost divides α by about 4, as the paper says" <| fun () ->
+            for beta in [ 0.9; 0.99; 0.999 ] do
+                let scales = Optim.ObservationBoostScales(beta, 0.05, 3)
+                Expect.equal scales.Length 4 "levels 0 … 3"
+                Expect.equal scales.[0] 1.0 "level 0 keeps α"
+                for level in 1 .. 3 do
+                    relClose (sprintf "β = %g, level %d" beta level) 1e-6 (fastestTau beta (0.05 * 2.0 ** float level) / fastestTau beta 0.05) scales.[level]
+            let first = 1.0 / (Optim.ObservationBoostScales(0.999, 0.05, 1)).[1]
+            Expect.isTrue (first > 3.5 && first < 4.5) (sprintf "α divided by %g at the first boost" first)
+            Expect.sequenceEqual (Optim.ObservationBoostScales(0.999, 0.05, 2, 4.0)) [ 1.0; 0.25; 0.0625 ] "a fixed divisor when given"
+
+        testCase "ArsgObsb runs Arsg at those steps: its trajectory ≡ Boosted(ℓ ↦ Arsg(α·τ*(μ₀2^ℓ)/τ*(μ₀), μ₀2^ℓ)) through boosts" <| fun () ->
+            use scope = torch.NewDisposeScope()
+            use generator = new torch.Generator(7UL)
+            let theta0 = TensorTree.Of(struct ("w", torch.randn([| 6L |], dtype = torch.ScalarType.Float64, generator = generator)))
+            let steps = 60
+            let grads = [| for _ in 1 .. steps -> TensorTree.Of(struct ("w", torch.randn([| 6L |], dtype = torch.ScalarType.Float64, generator = generator))) |]
+            // A flat loss: every window boosts, up to MaxLevel.
+            let stream = GradientStream(theta0, grads, Array.create steps 1.0)
+            let policy = BoostPolicy(Window = 5, Tolerance = 0.5, MaxLevel = 3)
+            let beta1, mu0, lr = 0.999, 0.05, 0.01
+            let byHand = Transforms.Boosted((fun level -> Optim.Arsg(lr * fastestTau beta1 (mu0 * 2.0 ** float level) / fastestTau beta1 mu0, beta1, mu = mu0 * 2.0 ** float level)), policy)
+            let tol = Tolerance(1e-12, 1e-7)
+            let same = Equivalence.Compare(form (Optim.ArsgObsb(lr, beta1, initialMu = mu0, policy = policy)), form byHand, stream, steps, tol)
+            Expect.isTrue same.Equivalent (string same)
+            let fixedFour = Equivalence.Compare(form (Optim.ArsgObsb(lr, beta1, initialMu = mu0, stepDivisor = 4.0, policy = policy)), form byHand, stream, steps, tol)
+            Expect.isFalse fixedFour.Equivalent "the fixed divisor 4 is a different schedule (the boosts did happen)"
+    ]

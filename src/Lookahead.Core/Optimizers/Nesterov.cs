@@ -1,4 +1,5 @@
 using System;
+using System.Linq;
 using static Lookahead.Transforms;
 
 namespace Lookahead;
@@ -137,17 +138,50 @@ public static partial class Optim
 
     /// <summary>
     /// ARSG with the observation-boost policy (OBSB, the ARSG paper §3): start with a small μ₀ (0.05); each
-    /// time the loss flattens (<see cref="BoostPolicy"/>), double μ (kept below 1) and divide the step by
-    /// <paramref name="stepDivisor"/> (about 4). Needs the loss in the context.
+    /// time the loss flattens (<see cref="BoostPolicy"/>), double μ (kept below 1) and scale the step so that the
+    /// curvature RSG converges fastest on is kept: at boost level ℓ, α_ℓ = α·τ*(μ₀2^ℓ)/τ*(μ₀), with τ*(μ) the
+    /// argmin over τ = αλ of the gain factor r_g of <see cref="Rsg"/>(1, β₁, μ), computed from RSG's own
+    /// realisation (<see cref="QuadraticDynamics.FastestCurvature"/>). At β₁ = 0.999 the first boost (μ 0.05 → 0.1)
+    /// divides α by 4.03, the paper's "roughly divided by 4". Needs the loss in the context.
     /// </summary>
-    public static IGradientTransformation ArsgObsb(double lr = 1e-3, double beta1 = 0.999, double beta2 = 0.99, double eps = 1e-8, double weightDecay = 0, double initialMu = 0.05, double stepDivisor = 4, BoostPolicy? policy = null, bool amsgrad = true)
+    /// <param name="lr">α at level 0; default 1e-3.</param>
+    /// <param name="beta1">β₁, as in <see cref="Arsg"/>; default 0.999.</param>
+    /// <param name="beta2">β₂, as in <see cref="Arsg"/>; default 0.99.</param>
+    /// <param name="eps">ε, as in <see cref="Arsg"/>; default 1e-8.</param>
+    /// <param name="weightDecay">Coupled weight decay; default 0.</param>
+    /// <param name="initialMu">μ₀ ∈ (0, 1), doubled at each boost (μ₀·2^MaxLevel must stay below 1); default 0.05.</param>
+    /// <param name="stepDivisor">A fixed divisor per boost instead of the analysis (α_ℓ = α/stepDivisor^ℓ); default null (the analysis).</param>
+    /// <param name="policy">When the loss counts as flat, and the most boosts; default a <see cref="BoostPolicy"/>.</param>
+    /// <param name="amsgrad">AMSGrad-type preconditioner (default) or Adam's, as in <see cref="Arsg"/>.</param>
+    public static IGradientTransformation ArsgObsb(double lr = 1e-3, double beta1 = 0.999, double beta2 = 0.99, double eps = 1e-8, double weightDecay = 0, double initialMu = 0.05, double? stepDivisor = null, BoostPolicy? policy = null, bool amsgrad = true)
     {
         Check.UnitOpen(initialMu, nameof(initialMu), "initial observation factor");
-        Check.Positive(stepDivisor, nameof(stepDivisor));
+        if (stepDivisor is double divisor) Check.Positive(divisor, nameof(stepDivisor));
         var p = policy ?? new BoostPolicy();
         if (initialMu * Math.Pow(2, p.MaxLevel) >= 1)
             throw new ArgumentOutOfRangeException(nameof(initialMu), initialMu, $"initialMu = {initialMu} doubled MaxLevel = {p.MaxLevel} times reaches μ ≥ 1; lower one of them");
         _ = Arsg(lr, beta1, beta2, eps, weightDecay, initialMu, amsgrad);   // validate now, not at the first boost
-        return Define("arsg_obsb", Boosted(level => Arsg(lr / Math.Pow(stepDivisor, level), beta1, beta2, eps, weightDecay, initialMu * Math.Pow(2, level), amsgrad), p, "arsg_obsb"), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("initialMu", initialMu), ("stepDivisor", stepDivisor), ("policy", policy), ("amsgrad", amsgrad));
+        var scales = ObservationBoostScales(beta1, initialMu, p.MaxLevel, stepDivisor);
+        return Define("arsg_obsb", Boosted(level => Arsg(lr * scales[level], beta1, beta2, eps, weightDecay, initialMu * Math.Pow(2, level), amsgrad), p, "arsg_obsb"), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("initialMu", initialMu), ("stepDivisor", stepDivisor), ("policy", policy), ("amsgrad", amsgrad));
+    }
+
+    /// <summary>
+    /// The step scale of each observation-boost level 0 … <paramref name="maxLevel"/> (level 0: 1): with no
+    /// <paramref name="stepDivisor"/>, τ*(μ₀2^ℓ)/τ*(μ₀) from RSG's analysis (see <see cref="ArsgObsb"/>); otherwise stepDivisor^−ℓ.
+    /// </summary>
+    public static double[] ObservationBoostScales(double beta1, double initialMu, int maxLevel, double? stepDivisor = null)
+    {
+        Check.UnitOpen(beta1, nameof(beta1));
+        Check.UnitOpen(initialMu, nameof(initialMu), "initial observation factor");
+        Check.AtLeast(maxLevel, 0, nameof(maxLevel));
+        if (stepDivisor is double d) return Enumerable.Range(0, maxLevel + 1).Select(l => Math.Pow(Check.Positive(d, nameof(stepDivisor)), -l)).ToArray();
+        double Fastest(double mu)
+        {
+            var (_, tau) = Analysis.Dynamics(new OptimizerForm(Rsg(1, beta1, mu))).FastestCurvature();
+            if (!(tau > 0)) throw new InvalidOperationException($"RSG(β = {beta1}, μ = {mu}) has no fastest curvature: stable nowhere");
+            return tau;
+        }
+        double first = Fastest(initialMu);
+        return Enumerable.Range(0, maxLevel + 1).Select(l => l == 0 ? 1 : Fastest(initialMu * Math.Pow(2, l)) / first).ToArray();
     }
 }
