@@ -22,6 +22,8 @@ public enum ArgumentKind
     Text,
     /// <summary>Two numbers, such as betas.</summary>
     Pair,
+    /// <summary>Three numbers (AdEMAMix's betas).</summary>
+    Triple,
     /// <summary>Anything (only for arguments that are accepted and not passed on).</summary>
     Any,
 }
@@ -71,6 +73,7 @@ public sealed record Argument(string Name, ArgumentKind Kind, object? Default, A
         int i => i.ToString(CultureInfo.InvariantCulture),
         string s => $"'{s}'",
         ValueTuple<double, double> p => $"({Show(p.Item1)}, {Show(p.Item2)})",
+        ValueTuple<double, double, double> p => $"({Show(p.Item1)}, {Show(p.Item2)}, {Show(p.Item3)})",
         _ => value.ToString() ?? "",
     };
 }
@@ -162,6 +165,18 @@ public sealed class ArgumentValues
     /// <summary>A whole-number argument.</summary>
     public int Int(string name) => (int)Value(name, ArgumentKind.Integer)!;
 
+    /// <summary>A number argument whose reference default is None.</summary>
+    public double? NumOrNone(string name) => (double?)Value(name, ArgumentKind.Number);
+
+    /// <summary>A whole-number argument whose reference default is None.</summary>
+    public int? IntOrNone(string name) => (int?)Value(name, ArgumentKind.Integer);
+
+    /// <summary>Three numbers.</summary>
+    public (double, double, double) Triple(string name) => ((double, double, double))Value(name, ArgumentKind.Triple)!;
+
+    /// <summary>An argument of any JSON type, interpreted by the row's factory (which must refuse what it cannot honour).</summary>
+    public JsonElement Raw(string name) => (JsonElement)Value(name, ArgumentKind.Any)!;
+
     /// <summary>A flag argument whose default is True or False.</summary>
     public bool Flag(string name) => Value(name, ArgumentKind.Flag) as bool? ?? throw Bug($"reads '{name}' as a flag, but its value may be None (use FlagOrNone)");
 
@@ -208,9 +223,14 @@ public sealed class ArgumentValues
             case ArgumentKind.Any:
                 return v.Clone();
             case ArgumentKind.Number:
+                if (v.ValueKind == JsonValueKind.Null && a.HasDefault && a.Default is null) return null;
+                // A non-finite float is written as a string ("inf", "-inf"); NaN is never a valid hyperparameter here.
+                if (v.ValueKind == JsonValueKind.String && v.GetString() is "inf" or "Infinity") return double.PositiveInfinity;
+                if (v.ValueKind == JsonValueKind.String && v.GetString() is "-inf" or "-Infinity") return double.NegativeInfinity;
                 return v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new CompatibilityException(Bad("a number"));
             case ArgumentKind.Integer:
             {
+                if (v.ValueKind == JsonValueKind.Null && a.HasDefault && a.Default is null) return null;
                 double x = v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new CompatibilityException(Bad("a number"));
                 if (x != Math.Floor(x) || Math.Abs(x) > int.MaxValue) throw new CompatibilityException($"{_where}: hyperparameter '{a.Name}' must be an integer, got {x}");
                 return (int)x;
@@ -229,6 +249,10 @@ public sealed class ArgumentValues
                 if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() != 2 || v.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.Number))
                     throw new CompatibilityException(Bad("a pair of numbers"));
                 return (v[0].GetDouble(), v[1].GetDouble());
+            case ArgumentKind.Triple:
+                if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() != 3 || v.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.Number))
+                    throw new CompatibilityException(Bad("three numbers"));
+                return (v[0].GetDouble(), v[1].GetDouble(), v[2].GetDouble());
             default:
                 throw Bug($"has an argument '{a.Name}' of unknown kind {a.Kind}");
         }
@@ -258,6 +282,10 @@ public static class Compatibility
     static Argument Flag(string name, bool? d) => new(name, ArgumentKind.Flag, d);
     static Argument Text(string name, string d) => new(name, ArgumentKind.Text, d);
     static Argument Pair(string name, double a, double b) => new(name, ArgumentKind.Pair, (a, b));
+    static Argument Triple(string name, double a, double b, double c) => new(name, ArgumentKind.Triple, (a, b, c));
+    static Argument NumOrNone(string name) => new(name, ArgumentKind.Number, null);
+    static Argument IntOrNone(string name) => new(name, ArgumentKind.Integer, null);
+    static Argument Raw(string name, object? d) => new(name, ArgumentKind.Any, d);
     static Argument Accepted(string name, object? d, string why) => new(name, ArgumentKind.Any, d, ArgumentRole.Accepted, why);
     static Argument Refused(string name, string why) => new(name, ArgumentKind.Flag, false, ArgumentRole.Refused, why);
 
@@ -437,7 +465,80 @@ public static class Compatibility
                 var tx = a.Flag("adaptive") ? Optim.Arsg(lr, b1, b2, eps, wd, mu, amsgrad) : Optim.Rsg(lr, b1, mu, wd);
                 return nLA > 1 ? Transforms.SlowFastWeights(tx, nLA, alphaLA) : tx;
             }),
+
+        // facebookresearch/schedule_free: the parameters hold y; the cases also record x after each step.
+        new("SGDScheduleFree",
+            [Num("lr", 1.0), Num("momentum", 0.9), Num("weight_decay", 0), Int("warmup_steps", 0), Num("r", 0), Num("weight_lr_power", 2), Accepted("foreach", null, "kernel choice")],
+            a => Optim.ScheduleFreeSgd(a.Num("lr"), a.Num("momentum"), a.Num("weight_decay"), a.Int("warmup_steps"), a.Num("r"), a.Num("weight_lr_power"))),
+
+        new("AdamWScheduleFree",
+            [Num("lr", 0.0025), Pair("betas", 0.9, 0.999), Num("eps", 1e-8), Num("weight_decay", 0), Int("warmup_steps", 0), Num("r", 0), Num("weight_lr_power", 2),
+             Num("inner_momentum", 0).MayBeAbsent("only in newer schedule_free versions"), Accepted("foreach", null, "kernel choice")],
+            a =>
+            {
+                var (b1, b2) = a.Pair("betas");
+                return Optim.ScheduleFreeAdamW(a.Num("lr"), b1, b2, a.Num("eps"), a.Num("weight_decay"), a.Int("warmup_steps"), a.Num("r"), a.Num("weight_lr_power"), a.Num("inner_momentum"));
+            }),
+
+        // apple/ml-ademamix.
+        new("AdEMAMix",
+            [Num("lr", 1e-3), Triple("betas", 0.9, 0.999, 0.9999), Num("alpha", 2), IntOrNone("beta3_warmup"), IntOrNone("alpha_warmup"), Num("eps", 1e-8), Num("weight_decay", 0)],
+            a =>
+            {
+                var (b1, b2, b3) = a.Triple("betas");
+                return Optim.AdEMAMix(a.Num("lr"), b1, b2, b3, a.Num("alpha"), a.IntOrNone("beta3_warmup"), a.IntOrNone("alpha_warmup"), a.Num("eps"), a.Num("weight_decay"));
+            }),
+
+        // iShohei220/adopt (single-tensor and foreach paths have the same maths).
+        new("ADOPT",
+            Torch(Num("lr", 1e-3), Pair("betas", 0.9, 0.9999), Num("eps", 1e-6), Raw("clip_lambda", "default: lambda step: step**0.25"), Num("weight_decay", 0), Flag("decouple", false)),
+            a =>
+            {
+                var (b1, b2) = a.Pair("betas");
+                return Optim.Adopt(a.Num("lr"), b1, b2, a.Num("eps"), a.Num("weight_decay"), a.Flag("decouple"), AdoptClip(a));
+            }),
+
+        // kyleliang919/C-Optim: its AdamW has two code paths with different arithmetic (foreach puts ε after the
+        // bias correction and always corrects).
+        new("C-Optim AdamW (cautious)",
+            [Num("lr", 1e-3), Pair("betas", 0.9, 0.999), Num("eps", 1e-6), Num("weight_decay", 0), Flag("correct_bias", true), Flag("foreach", true),
+             Accepted("no_deprecation_warning", false, "a warning switch"), Refused("fused", "no fused path in C-Optim's AdamW")],
+            a =>
+            {
+                var (b1, b2) = a.Pair("betas");
+                bool correct = a.Flag("correct_bias"), foreachPath = a.Flag("foreach");
+                return Optim.CautiousAdamW(a.Num("lr"), b1, b2, a.Num("eps"), a.Num("weight_decay"), foreachPath || correct,
+                    foreachPath ? EpsilonPlacement.Corrected : EpsilonPlacement.Uncorrected);
+            }),
+
+        new("C-Optim Lion (cautious)",
+            [Num("lr", 1e-4), Pair("betas", 0.95, 0.98), Num("weight_decay", 0)],
+            a =>
+            {
+                var (b1, b2) = a.Pair("betas");
+                return Optim.CautiousLion(a.Num("lr"), b1, b2, a.Num("weight_decay"));
+            }),
+
+        // konstmish/prodigy.
+        new("Prodigy",
+            [Num("lr", 1.0), Pair("betas", 0.9, 0.999), NumOrNone("beta3"), Num("eps", 1e-8), Num("weight_decay", 0), Flag("decouple", true), Flag("use_bias_correction", false),
+             Flag("safeguard_warmup", false), Num("d0", 1e-6), Num("d_coef", 1.0), Num("growth_rate", double.PositiveInfinity), Refused("fsdp_in_use", "one process"), Int("slice_p", 1)],
+            a =>
+            {
+                var (b1, b2) = a.Pair("betas");
+                return Optim.Prodigy(a.Num("lr"), b1, b2, a.NumOrNone("beta3"), a.Num("eps"), a.Num("weight_decay"), a.Flag("decouple"), a.Flag("use_bias_correction"),
+                    a.Flag("safeguard_warmup"), a.Num("d0"), a.Num("d_coef"), a.Num("growth_rate"), a.Int("slice_p"));
+            }),
     ];
+
+    /// <summary>ADOPT's <c>clip_lambda</c>: the official default (step^0.25) or None; any other function cannot be read from a case.</summary>
+    static double? AdoptClip(ArgumentValues a)
+    {
+        var v = a.Raw("clip_lambda");
+        if (v.ValueKind == JsonValueKind.Null) return null;
+        if (v.ValueKind == JsonValueKind.String && v.GetString() is { } text && text.Replace(" ", "").EndsWith("lambdastep:step**0.25", StringComparison.Ordinal)) return 0.25;
+        throw new CompatibilityException($"{a.Optimizer}: clip_lambda {v.GetRawText()} is not supported (only the default 'lambda step: step**0.25' and None)");
+    }
 
     /// <summary>Every class name the table accepts (rows and their aliases): the known optimizers.</summary>
     public static IReadOnlyList<string> Optimizers { get; } = Table.SelectMany(m => m.Aliases.Prepend(m.Name)).ToArray();

@@ -141,6 +141,8 @@ public static class Replay
         double[]? losses = root.TryGetProperty("losses", out var l) ? Floats(l, $"{name}: losses") : null;
         if (losses is not null && losses.Length < grads.Length) throw new CaseFormatException($"{name}: {losses.Length} losses for {grads.Length} steps");
         var prevGrads = root.TryGetProperty("prev_grads", out var pgr) && pgr.ValueKind == JsonValueKind.Array ? pgr.EnumerateArray().ToArray() : null;
+        var evalTrajectory = root.TryGetProperty("eval_trajectory", out var et) && et.ValueKind == JsonValueKind.Array ? et.EnumerateArray().ToArray() : null;
+        if (evalTrajectory is not null && evalTrajectory.Length != grads.Length) throw new CaseFormatException($"{name}: {grads.Length} gradient steps but {evalTrajectory.Length} eval_trajectory steps");
         var states = optimizer.StartsWith("torch.optim.", StringComparison.Ordinal) && root.TryGetProperty("state_after_step", out var st) && st.ValueKind == JsonValueKind.Array
             ? st.EnumerateArray().ToArray() : null;
 
@@ -163,6 +165,13 @@ public static class Replay
             state = next;
             var expected = Tree(trajectory[k], $"{name}: trajectory[{k}]");
             for (int i = 0; i < names.Length; i++) compare.Values($"step {k + 1} parameter {names[i]}", parameters.Tensors[i], expected.Tensors[i]);
+            if (evalTrajectory is not null)
+            {
+                // Schedule-Free: the evaluation point x after the step, from the state (the parameters hold y).
+                var x = ScheduleFree.EvaluationParameters(tx, state, parameters);
+                var expectedX = Tree(evalTrajectory[k], $"{name}: eval_trajectory[{k}]");
+                for (int i = 0; i < names.Length; i++) compare.Values($"step {k + 1} evaluation point {names[i]}", x.Tensors[i], expectedX.Tensors[i]);
+            }
             if (states is not null && k < states.Length) CompareTorchState(compare, states[k], state, k);
         }
         return compare.Result();

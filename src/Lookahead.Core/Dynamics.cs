@@ -253,13 +253,24 @@ public static partial class Analysis
         return (simplex[bestIndex], cost[bestIndex]);
     }
 
-    /// <summary>The eigenvalues of a real square matrix (float64, computed by libtorch), largest modulus first.</summary>
+    /// <summary>The eigenvalues of a real square matrix, largest modulus first: 1×1 and 2×2 from their characteristic polynomial, larger ones by libtorch (float64).</summary>
     public static Complex[] Eigenvalues(double[,] matrix)
     {
         ArgumentNullException.ThrowIfNull(matrix);
         int n = matrix.GetLength(0);
         if (n != matrix.GetLength(1)) throw new ArgumentException($"matrix must be square; got {n}×{matrix.GetLength(1)}", nameof(matrix));
         if (n == 0) return Array.Empty<Complex>();
+        if (n == 1) return new[] { new Complex(matrix[0, 0], 0) };
+        if (n == 2)
+        {
+            // The roots of z² − tr·z + det, the larger-magnitude real root first (no cancellation), the other from det.
+            double tr = matrix[0, 0] + matrix[1, 1], det = matrix[0, 0] * matrix[1, 1] - matrix[0, 1] * matrix[1, 0];
+            double half = tr / 2, disc = half * half - det;
+            if (disc < 0) { double im = Math.Sqrt(-disc); return new[] { new Complex(half, im), new Complex(half, -im) }; }
+            double big = half + Math.CopySign(Math.Sqrt(disc), half);
+            double small = big != 0 ? det / big : 0;
+            return new[] { new Complex(big, 0), new Complex(small, 0) }.OrderByDescending(z => z.Magnitude).ToArray();
+        }
         using var scope = NewDisposeScope();
         var flat = new double[n * n];
         for (int i = 0; i < n; i++) for (int j = 0; j < n; j++) flat[i * n + j] = matrix[i, j];

@@ -320,6 +320,40 @@ public sealed class Runner : IDisposable
     /// <summary>The workspace (scratch statistics).</summary>
     public Workspace Workspace => _workspace;
 
+    /// <summary>Whether the parameters hold Schedule-Free's evaluation point x (see <see cref="UseEvaluationParameters"/>).</summary>
+    public bool InEvaluation { get; private set; }
+
+    /// <summary>
+    /// Switches the parameters, in place, to the point to evaluate: Schedule-Free's average x (the official
+    /// <c>optimizer.eval()</c>). Steps are refused until <see cref="UseTrainingParameters"/>. Does nothing if already
+    /// switched. The transform must contain one <see cref="Transforms.ScheduleFreeAverage"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The transform has no evaluation point.</exception>
+    public void UseEvaluationParameters()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (InEvaluation) return;
+        if (!ScheduleFree.Contains(_transform))
+            throw new InvalidOperationException($"{_transform.Name} has no separate evaluation point (Schedule-Free averaging defines one); its parameters are the point to evaluate");
+        ScheduleFree.ToEvaluation(_transform, _state, _parameters);
+        InEvaluation = true;
+    }
+
+    /// <summary>Switches the parameters back to the training point y (the official <c>optimizer.train()</c>); does nothing if not switched.</summary>
+    public void UseTrainingParameters()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!InEvaluation) return;
+        ScheduleFree.ToTraining(_transform, _state, _parameters);
+        InEvaluation = false;
+    }
+
+    void CheckTraining()
+    {
+        if (InEvaluation)
+            throw new InvalidOperationException("the parameters hold the evaluation point: call UseTrainingParameters() before the next step");
+    }
+
     /// <summary>Zeroes the gradient buffers in place (one kernel per flat buffer).</summary>
     public void ZeroGrad()
     {
@@ -333,6 +367,7 @@ public sealed class Runner : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         context ??= StepContext.Empty;
+        CheckTraining();
         Validation.CheckContext(_requirements, context, StepCount + 1);
         if (_options.VerifyGradientBinding) Rebind();
         Run(context, copyFrom: _options.KeepGradients || _mixed ? _gradients : null);
@@ -344,6 +379,7 @@ public sealed class Runner : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(gradients);
         context ??= StepContext.Empty;
+        CheckTraining();
         Validation.CheckContext(_requirements, context, StepCount + 1);
         _parameters.CheckMatches(gradients.Count == _parameters.Count ? TensorTree.Of(_parameters.Names, _parameters.Names.Select(n => gradients.Contains(n) ? gradients[n] : throw new ArgumentException($"gradients lack '{n}' (they hold: {string.Join(", ", gradients.Names)})", nameof(gradients))).ToArray()) : gradients, nameof(gradients), "parameters");
         using var noGrad = no_grad();

@@ -88,10 +88,18 @@ public sealed class LookaheadOptimizer : optim.Optimizer
     /// <inheritdoc />
     public override void zero_grad() => Runner.ZeroGrad();
 
+    /// <summary>Switches the module's parameters to Schedule-Free's evaluation point x (<see cref="Lookahead.Runner.UseEvaluationParameters"/>); steps are refused until <see cref="UseTrainingParameters"/>.</summary>
+    public void UseEvaluationParameters() { ObjectDisposedException.ThrowIf(_disposed, this); Runner.UseEvaluationParameters(); }
+
+    /// <summary>Switches the parameters back to the training point y (<see cref="Lookahead.Runner.UseTrainingParameters"/>).</summary>
+    public void UseTrainingParameters() { ObjectDisposedException.ThrowIf(_disposed, this); Runner.UseTrainingParameters(); }
+
     /// <summary>One step; with a closure, the closure is evaluated first (it computes the loss and its gradients) and its loss is returned and passed on in the context.</summary>
     public override Tensor step(Func<Tensor>? closure = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (Runner.InEvaluation)
+            throw new InvalidOperationException("the parameters hold the evaluation point: call UseTrainingParameters() before the next step");
         Tensor? loss = null;
         var context = StepContext.Empty;
         if (closure is not null)

@@ -46,6 +46,7 @@ let private alternatives (p: RParameter) (value: obj) : obj list =
     | :? int as i -> [ box (i + 1); box (max 1 (i - 1)) ]
     | :? Enum as e -> [ for x in Enum.GetValues(e.GetType()) do if not (x.Equals e) then yield x ]
     | null when p.ParameterType = typeof<Nullable<struct (float * float)>> -> [ box (Nullable<struct (float * float)>(struct (0.8, 0.95))) ]
+    | null when p.ParameterType = typeof<Nullable<float>> -> [ box (Nullable<float>(4.0)) ]
     | null when p.ParameterType = typeof<BoostPolicy> -> [ box (BoostPolicy(Window = 7)) ]
     | null when p.ParameterType = typeof<IGradientTransformation> -> [ box (Optim.Muon(0.01)) ]
     | null when p.ParameterType = typeof<Func<Lookahead.ParameterInfo, bool>> -> [ box (Func<Lookahead.ParameterInfo, bool>(fun i -> i.Rank >= 2)) ]

@@ -175,6 +175,14 @@ public static partial class Optim
         Check.UnitOpen(initialMu, nameof(initialMu), "initial observation factor");
         Check.AtLeast(maxLevel, 0, nameof(maxLevel));
         if (stepDivisor is double d) return Enumerable.Range(0, maxLevel + 1).Select(l => Math.Pow(Check.Positive(d, nameof(stepDivisor)), -l)).ToArray();
+        // The analysis takes tens of milliseconds per level; the result depends only on these three numbers.
+        return (double[])BoostScales.GetOrAdd((beta1, initialMu, maxLevel), key => AnalysedBoostScales(key.Beta1, key.InitialMu, key.MaxLevel)).Clone();
+    }
+
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<(double Beta1, double InitialMu, int MaxLevel), double[]> BoostScales = new();
+
+    static double[] AnalysedBoostScales(double beta1, double initialMu, int maxLevel)
+    {
         double Fastest(double mu)
         {
             var (_, tau) = Analysis.Dynamics(new OptimizerForm(Rsg(1, beta1, mu))).FastestCurvature();

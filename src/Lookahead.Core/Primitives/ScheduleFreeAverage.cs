@@ -1,0 +1,141 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using static TorchSharp.torch;
+
+namespace Lookahead;
+
+public static partial class Transforms
+{
+    /// <summary>
+    /// Schedule-Free averaging (Defazio et al. 2024, "The Road Less Scheduled"; facebookresearch/schedule_free).
+    /// Three sequences: the base sequence z (state, a copy of the parameters at the start), the average x (the point
+    /// to evaluate) and y = (1 − β)z + βx, the point the gradient is taken at, which the parameters hold while
+    /// training. With k steps taken and the incoming update ĝ (a gradient, or Adam's normalised gradient):
+    /// lr_k = lr·min(1, (k + 1)/warmup); lr_max ← max(lr_max, lr_k); w = (k + 1)^r·lr_max^p; W ← W + w; c = w/W;
+    /// y ← y + c(z − y) + lr_k(β(1 − c) − 1)·ĝ; z ← z − lr_k·ĝ. This is x ← (1 − c)x + c·z, y = (1 − β)z + βx with x
+    /// eliminated. The update returned is the change of y (no separate learning-rate scale follows).
+    /// <see cref="ScheduleFree.EvaluationParameters"/> gives x = y + (1 − 1/β)(z − y).
+    /// </summary>
+    /// <param name="lr">The base learning rate ≥ 0.</param>
+    /// <param name="beta">β ∈ (0, 1] (the official <c>momentum</c>, or AdamW's <c>betas[0]</c>): the interpolation between z and x.</param>
+    /// <param name="warmupSteps">Linear warm-up of the learning rate over this many steps (0: none).</param>
+    /// <param name="r">The power of k + 1 in the averaging weight (0: a uniform average without warm-up).</param>
+    /// <param name="weightLrPower">The power p of lr_max in the averaging weight (official default 2).</param>
+    public static IGradientTransformation ScheduleFreeAverage(double lr, double beta, int warmupSteps = 0, double r = 0, double weightLrPower = 2)
+    {
+        Check.NonNegative(lr, nameof(lr), "learning rate");
+        if (!(beta > 0 && beta <= 1)) throw new ArgumentOutOfRangeException(nameof(beta), beta, "beta must be in (0, 1]: x = y + (1 − 1/β)(z − y) divides by it");
+        Check.AtLeast(warmupSteps, 0, nameof(warmupSteps));
+        Check.Finite(r, nameof(r));
+        Check.Finite(weightLrPower, nameof(weightLrPower));
+        return new ScheduleFreeTransform(lr, beta, warmupSteps, r, weightLrPower);
+    }
+}
+
+/// <summary>Schedule-Free's evaluation point: x from y (the parameters while training) and the state's z.</summary>
+public static class ScheduleFree
+{
+    /// <summary>
+    /// x = y + (1 − 1/β)(z − y) for each parameter, new tensors (the caller owns them): the averaged point to
+    /// evaluate, from the training parameters y and the state of <paramref name="transform"/>, which must contain
+    /// exactly one <see cref="Transforms.ScheduleFreeAverage"/>. Before the first step z is y, so x = y.
+    /// </summary>
+    public static TensorTree EvaluationParameters(IGradientTransformation transform, IOptState state, TensorTree parameters)
+    {
+        var (beta, z) = Find(transform, state, parameters, nameof(transform));
+        using var noGrad = no_grad();
+        return TensorTree.Of(parameters.Names, parameters.Tensors.Select((y, i) => y.detach().add(z[i].sub(y), 1 - 1 / beta)).ToArray());
+    }
+
+    /// <summary>In place: the parameters y become x (the official <c>eval()</c>: p ← p + (1 − 1/β)(z − p)).</summary>
+    public static void ToEvaluation(IGradientTransformation transform, IOptState state, TensorTree parameters)
+    {
+        var (beta, z) = Find(transform, state, parameters, nameof(transform));
+        using var noGrad = no_grad();
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            var p = parameters.Tensors[i];
+            p.add_(z[i].sub(p), 1 - 1 / beta);
+        }
+    }
+
+    /// <summary>In place: parameters holding x go back to y (the official <c>train()</c>: p ← p + (1 − β)(z − p)).</summary>
+    public static void ToTraining(IGradientTransformation transform, IOptState state, TensorTree parameters)
+    {
+        var (beta, z) = Find(transform, state, parameters, nameof(transform));
+        using var noGrad = no_grad();
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            var p = parameters.Tensors[i];
+            p.add_(z[i].sub(p), 1 - beta);
+        }
+    }
+
+    /// <summary>Whether the transform contains a Schedule-Free average.</summary>
+    public static bool Contains(IGradientTransformation transform) => Nodes(transform).Any();
+
+    static IEnumerable<ScheduleFreeTransform> Nodes(IGradientTransformation t) =>
+        t is ScheduleFreeTransform s ? new[] { s } : t is IComposite c ? c.Children.SelectMany(Nodes) : Enumerable.Empty<ScheduleFreeTransform>();
+
+    static (double Beta, Tensor[] Z) Find(IGradientTransformation transform, IOptState state, TensorTree parameters, string paramName)
+    {
+        ArgumentNullException.ThrowIfNull(transform);
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(parameters);
+        var nodes = Nodes(transform).ToArray();
+        if (nodes.Length != 1)
+            throw new ArgumentException($"{transform.Name} has {nodes.Length} Schedule-Free averages; the evaluation point needs exactly one", paramName);
+        var leaves = state.Leaves().Where(l => l.Tensor is not null && l.Path.Split('/').Contains(ScheduleFreeTransform.ZName)).ToDictionary(l => l.Path.Split('/')[^1], l => l.Tensor!);
+        var z = parameters.Names.Select(n => leaves.TryGetValue(n, out var t) ? t
+            : throw new ArgumentException($"the state has no Schedule-Free base sequence '{ScheduleFreeTransform.ZName}' for parameter '{n}' (is it this transform's state?)", nameof(state))).ToArray();
+        for (int i = 0; i < z.Length; i++)
+            if (!z[i].shape.SequenceEqual(parameters.Tensors[i].shape))
+                throw new ArgumentException($"parameter '{parameters.Names[i]}' has shape [{string.Join(", ", parameters.Tensors[i].shape)}] but its z has [{string.Join(", ", z[i].shape)}]", nameof(parameters));
+        return (nodes[0].Beta, z);
+    }
+}
+
+sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, double r, double weightLrPower) : DeclaredTransform
+{
+    internal const string ZName = "schedule_free_z";
+    static readonly StateLayout State = new("schedule_free");
+    /// <summary>Steps taken so far (k).</summary>
+    static readonly Slot<long> Count = State.Integer("count");
+    /// <summary>The largest learning rate used so far (−1 before the first step, as the official code starts it).</summary>
+    static readonly Slot<double> LrMax = State.Real("lr_max", -1);
+    /// <summary>The sum of the averaging weights.</summary>
+    static readonly Slot<double> WeightSum = State.Real("weight_sum");
+    /// <summary>z, the base sequence: a copy of the parameters at the start.</summary>
+    static readonly Slot<TensorTree> Z = State.PerParameter(ZName, SlotStart.CopyOfParameters);
+
+    internal double Beta => beta;
+
+    protected override StateLayout Declare() => State;
+
+    public override Spec Spec => Spec.Of("schedule_free").With("lr", lr).With("beta", beta).With("warmup_steps", warmupSteps).With("r", r).With("weight_lr_power", weightLrPower);
+
+    public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
+    {
+        long k = state.Get(Count);
+        double sched = k < warmupSteps ? (k + 1) / (double)warmupSteps : 1;
+        double lrK = lr * sched;
+        double lrMax = Math.Max(state.Get(LrMax), lrK);
+        double w = Math.Pow(k + 1, r) * Math.Pow(lrMax, weightLrPower);
+        double weightSum = state.Get(WeightSum) + w;
+        double c = weightSum != 0 ? w / weightSum : 0;
+        var z = state.Get(Z);
+        for (int i = 0; i < updates.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            Tensor g = updates.Tensors[i], zi = z.Tensors[i], y = parameters.Tensors[i];
+            // The change of y: c(z − y) + lr_k(β(1 − c) − 1)·ĝ, with z before its step; then z ← z − lr_k·ĝ.
+            var toZ = zi.sub(y).mul_(c);
+            zi.add_(g, -lrK);
+            g.mul_(lrK * (beta * (1 - c) - 1)).add_(toZ);
+        }
+        return state.With(Count, k + 1).With(LrMax, lrMax).With(WeightSum, weightSum);
+    }
+}
