@@ -491,7 +491,8 @@ public static class Compatibility
 
         // iShohei220/adopt (single-tensor and foreach paths have the same maths).
         new("ADOPT",
-            Torch(Num("lr", 1e-3), Pair("betas", 0.9, 0.9999), Num("eps", 1e-6), Raw("clip_lambda", "default: lambda step: step**0.25"), Num("weight_decay", 0), Flag("decouple", false)),
+            Torch(Num("lr", 1e-3), Pair("betas", 0.9, 0.9999), Num("eps", 1e-6), Raw("clip_lambda", "default: lambda step: step**0.25"), Num("weight_decay", 0), Flag("decouple", false),
+                Accepted("fused", null, "kernel choice")),
             a =>
             {
                 var (b1, b2) = a.Pair("betas");

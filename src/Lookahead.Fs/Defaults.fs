@@ -72,6 +72,13 @@ type Factory(owner: Type, name: string) =
         | Some null -> None
         | d -> fail (sprintf "has the default %A for '%s', not null" d parameter)
 
+    /// The default of a nullable number as an option: None for null, Some v for a declared value (e.g. ADOPT's clip exponent 0.25).
+    member _.Optional<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>(parameter: string) : 'T option =
+        match constant (find (Some typeof<Nullable<'T>>) parameter) with
+        | Some null -> None
+        | Some (:? 'T as v) -> Some v
+        | d -> fail (sprintf "has the default %A for '%s', not a %s or null" d parameter typeof<'T>.Name)
+
     /// The value the C# body substitutes for a null default (e.g. `betas ?? (0.9, 0.95)`), which metadata cannot
     /// show. Checks that the declared default is null; the create-defaults tests compare the result with the C# call.
     member _.ResolvedInBody<'T>(parameter: string, value: 'T) : 'T =

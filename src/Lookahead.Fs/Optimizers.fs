@@ -428,3 +428,99 @@ module MomoAdam =
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.MomoAdam(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.lowerBound, s.divide, s.estimateLowerBound)
+
+/// ADOPT: normalise by the previous second moment, clip, then momentum; see Optim.Adopt.
+module Adopt =
+    /// η, β₁, β₂, ε (a floor), λ, decoupled or coupled decay, and the clip exponent p of (t − 1)^p (None: no clip).
+    type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; decouple: bool; clipExponent: float option }
+    /// Optim.Adopt's defaults, the official code's.
+    let defaults =
+        let f = Factory "Adopt"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"; weightDecay = f.Default "weightDecay"
+          decouple = f.Default "decouple"; clipExponent = f.Optional "clipExponent" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.Adopt(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.decouple, Option.toNullable s.clipExponent)
+
+/// AdEMAMix: Adam's denominator over a fast and a slow EMA; see Optim.AdEMAMix.
+module AdEMAMix =
+    /// η, β₁ (fast), β₂, β₃ (slow), α, the warm-ups of β₃ and α (None: none), ε and a decoupled λ.
+    type Settings =
+        { lr: float; beta1: float; beta2: float; beta3: float; alpha: float; beta3Warmup: int option; alphaWarmup: int option; eps: float; weightDecay: float }
+    /// Optim.AdEMAMix's defaults, the official code's.
+    let defaults =
+        let f = Factory "AdEMAMix"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; beta3 = f.Default "beta3"; alpha = f.Default "alpha"
+          beta3Warmup = f.Optional "beta3Warmup"; alphaWarmup = f.Optional "alphaWarmup"; eps = f.Default "eps"; weightDecay = f.Default "weightDecay" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) =
+        Optim.AdEMAMix(s.lr, s.beta1, s.beta2, s.beta3, s.alpha, Option.toNullable s.beta3Warmup, Option.toNullable s.alphaWarmup, s.eps, s.weightDecay)
+
+/// C-AdamW: AdamW with cautious masking; see Optim.CautiousAdamW.
+module CautiousAdamW =
+    /// AdamW's settings, the bias correction, and where ε goes.
+    type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; correctBias: bool; epsilonPlacement: EpsilonPlacement }
+    /// Optim.CautiousAdamW's defaults (C-Optim's per-parameter path).
+    let defaults =
+        let f = Factory "CautiousAdamW"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"; weightDecay = f.Default "weightDecay"
+          correctBias = f.Default "correctBias"; epsilonPlacement = f.Default "epsilonPlacement" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.CautiousAdamW(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.correctBias, s.epsilonPlacement)
+
+/// C-Lion: Lion with cautious masking; see Optim.CautiousLion.
+module CautiousLion =
+    /// Lion's settings.
+    type Settings = { lr: float; beta1: float; beta2: float; weightDecay: float }
+    /// Optim.CautiousLion's defaults (C-Optim's).
+    let defaults =
+        let f = Factory "CautiousLion"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; weightDecay = f.Default "weightDecay" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.CautiousLion(s.lr, s.beta1, s.beta2, s.weightDecay)
+
+/// Schedule-Free SGD; evaluate at ScheduleFree.EvaluationParameters; see Optim.ScheduleFreeSgd.
+module ScheduleFreeSgd =
+    /// The base learning rate, β, a coupled λ at y, warm-up steps, and the averaging weight's powers r and p.
+    type Settings = { lr: float; momentum: float; weightDecay: float; warmupSteps: int; r: float; weightLrPower: float }
+    /// Optim.ScheduleFreeSgd's defaults, the official code's.
+    let defaults =
+        let f = Factory "ScheduleFreeSgd"
+        { lr = f.Default "lr"; momentum = f.Default "momentum"; weightDecay = f.Default "weightDecay"; warmupSteps = f.Default "warmupSteps"
+          r = f.Default "r"; weightLrPower = f.Default "weightLrPower" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.ScheduleFreeSgd(s.lr, s.momentum, s.weightDecay, s.warmupSteps, s.r, s.weightLrPower)
+
+/// Schedule-Free AdamW; see Optim.ScheduleFreeAdamW.
+module ScheduleFreeAdamW =
+    /// The base learning rate, β₁ (the interpolation), β₂, ε, λ, warm-up steps, the averaging weight's powers and an inner momentum.
+    type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; warmupSteps: int; r: float; weightLrPower: float; innerMomentum: float }
+    /// Optim.ScheduleFreeAdamW's defaults, the official code's.
+    let defaults =
+        let f = Factory "ScheduleFreeAdamW"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"; weightDecay = f.Default "weightDecay"
+          warmupSteps = f.Default "warmupSteps"; r = f.Default "r"; weightLrPower = f.Default "weightLrPower"; innerMomentum = f.Default "innerMomentum" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.ScheduleFreeAdamW(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.warmupSteps, s.r, s.weightLrPower, s.innerMomentum)
+
+/// Prodigy: Adam with a D-adapted step size; see Optim.Prodigy.
+module Prodigy =
+    /// The multiplier of d, β₁, β₂, β₃ (None: √β₂), ε, λ and its coupling, bias correction, the safeguard, d₀, d's coefficient and growth cap, and the slice.
+    type Settings =
+        { lr: float; beta1: float; beta2: float; beta3: float option; eps: float; weightDecay: float; decouple: bool; useBiasCorrection: bool
+          safeguardWarmup: bool; d0: float; dCoef: float; growthRate: float; slice: int }
+    /// Optim.Prodigy's defaults, the official code's.
+    let defaults =
+        let f = Factory "Prodigy"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; beta3 = f.Optional "beta3"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay"; decouple = f.Default "decouple"; useBiasCorrection = f.Default "useBiasCorrection"
+          safeguardWarmup = f.Default "safeguardWarmup"; d0 = f.Default "d0"; dCoef = f.Default "dCoef"; growthRate = f.Default "growthRate"; slice = f.Default "slice" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) =
+        Optim.Prodigy(s.lr, s.beta1, s.beta2, Option.toNullable s.beta3, s.eps, s.weightDecay, s.decouple, s.useBiasCorrection, s.safeguardWarmup, s.d0, s.dCoef, s.growthRate, s.slice)

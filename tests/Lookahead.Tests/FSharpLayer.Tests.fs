@@ -69,7 +69,14 @@ let private optimizers : (string * Kind * (unit -> IGradientTransformation) * (u
       "Sps", WithLoss, (fun () -> Sps.create Sps.defaults), (fun () -> Optim.Sps())
       "SpsPlus", WithLoss, (fun () -> SpsPlus.create SpsPlus.defaults), (fun () -> Optim.SpsPlus())
       "Momo", WithLoss, (fun () -> Momo.create Momo.defaults), (fun () -> Optim.Momo())
-      "MomoAdam", WithLoss, (fun () -> MomoAdam.create MomoAdam.defaults), (fun () -> Optim.MomoAdam()) ]
+      "MomoAdam", WithLoss, (fun () -> MomoAdam.create MomoAdam.defaults), (fun () -> Optim.MomoAdam())
+      "Adopt", Plain, (fun () -> Adopt.create Adopt.defaults), (fun () -> Optim.Adopt())
+      "AdEMAMix", Plain, (fun () -> AdEMAMix.create AdEMAMix.defaults), (fun () -> Optim.AdEMAMix())
+      "CautiousAdamW", Plain, (fun () -> CautiousAdamW.create CautiousAdamW.defaults), (fun () -> Optim.CautiousAdamW())
+      "CautiousLion", Plain, (fun () -> CautiousLion.create CautiousLion.defaults), (fun () -> Optim.CautiousLion())
+      "ScheduleFreeSgd", Plain, (fun () -> ScheduleFreeSgd.create ScheduleFreeSgd.defaults), (fun () -> Optim.ScheduleFreeSgd())
+      "ScheduleFreeAdamW", Plain, (fun () -> ScheduleFreeAdamW.create ScheduleFreeAdamW.defaults), (fun () -> Optim.ScheduleFreeAdamW())
+      "Prodigy", Plain, (fun () -> Prodigy.create Prodigy.defaults), (fun () -> Optim.Prodigy()) ]
 
 let private runKind kind tx p =
     match kind with
@@ -109,7 +116,11 @@ let private mismatches (factory: string) (settings: obj) : string list =
           | None -> yield sprintf "%s: the F# field '%s' has no C# parameter" factory f.Name
           | Some p when p.HasDefaultValue && not (isNull p.DefaultValue) ->
               let expected = if p.ParameterType.IsEnum then Enum.ToObject(p.ParameterType, p.DefaultValue) else p.DefaultValue
-              let actual = f.GetValue settings
+              let actual =
+                  // An option field (a nullable C# number with a value default) compares by its content.
+                  let v = f.GetValue settings
+                  if f.PropertyType.IsGenericType && f.PropertyType.GetGenericTypeDefinition() = typedefof<option<_>> && not (isNull v)
+                  then f.PropertyType.GetProperty("Value").GetValue v else v
               if not (expected.Equals actual) then yield sprintf "%s.%s: F# %A, C# %A" factory f.Name actual expected
           | Some _ -> ()
       for KeyValue(name, p) in parameters do

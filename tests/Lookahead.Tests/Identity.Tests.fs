@@ -41,12 +41,14 @@ let private kindOf (name: string) =
 /// Other valid values to try for an argument (the first one the factory accepts is used).
 let private alternatives (p: RParameter) (value: obj) : obj list =
     match value with
+    | :? float as v when Double.IsPositiveInfinity v -> [ box 1.5 ]
     | :? float as v -> [ v * 0.5; v + 0.05; v * 2.0; (v + 1.0) / 2.0; 0.3; 0.7; 1e-3 ] |> List.filter (fun x -> x <> v) |> List.map box
     | :? bool as b -> [ box (not b) ]
     | :? int as i -> [ box (i + 1); box (max 1 (i - 1)) ]
     | :? Enum as e -> [ for x in Enum.GetValues(e.GetType()) do if not (x.Equals e) then yield x ]
     | null when p.ParameterType = typeof<Nullable<struct (float * float)>> -> [ box (Nullable<struct (float * float)>(struct (0.8, 0.95))) ]
-    | null when p.ParameterType = typeof<Nullable<float>> -> [ box (Nullable<float>(4.0)) ]
+    | null when p.ParameterType = typeof<Nullable<float>> -> [ box (Nullable<float>(0.5)); box (Nullable<float>(4.0)) ]
+    | null when p.ParameterType = typeof<Nullable<int>> -> [ box (Nullable<int>(5)) ]
     | null when p.ParameterType = typeof<BoostPolicy> -> [ box (BoostPolicy(Window = 7)) ]
     | null when p.ParameterType = typeof<IGradientTransformation> -> [ box (Optim.Muon(0.01)) ]
     | null when p.ParameterType = typeof<Func<Lookahead.ParameterInfo, bool>> -> [ box (Func<Lookahead.ParameterInfo, bool>(fun i -> i.Rank >= 2)) ]

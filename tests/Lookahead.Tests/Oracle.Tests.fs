@@ -26,6 +26,24 @@ let oracleDir =
 let caseFiles () =
     if Directory.Exists oracleDir then Directory.GetFiles(oracleDir, "*.json") |> Array.sort else [||]
 
+/// The families recorded later (schedule-free, AdEMAMix, ADOPT, cautious, Prodigy, SOAP, hypergradient descent):
+/// LOOKAHEAD_NEW_FAMILIES_DIR if set; else shared/oracle/new-families next to the checkout; else the vendored copy.
+let newFamiliesDir =
+    let fromEnv = Environment.GetEnvironmentVariable "LOOKAHEAD_NEW_FAMILIES_DIR"
+    let metadata key =
+        Assembly.GetExecutingAssembly().GetCustomAttributes<AssemblyMetadataAttribute>()
+        |> Seq.find (fun a -> a.Key = key)
+        |> fun a -> Path.GetFullPath a.Value
+    if not (String.IsNullOrEmpty fromEnv) then fromEnv
+    elif Directory.Exists(metadata "NewFamiliesDir") then metadata "NewFamiliesDir"
+    else metadata "VendoredNewFamiliesDir"
+
+/// Families of the new set that Lookahead does not build yet, with where they are planned.
+let private notYetBuilt = [ "soap_", "SOAP (issue 13, not built yet)"; "hd_", "hypergradient descent (issue 15)" ]
+
+let newFamilyFiles () =
+    if Directory.Exists newFamiliesDir then Directory.GetFiles(newFamiliesDir, "*.json") |> Array.sort else [||]
+
 /// Replays `file` after `edit` changed its JSON (for the negative tests).
 let private replayEdited (file: string) (edit: Nodes.JsonObject -> unit) =
     let node = Nodes.JsonNode.Parse(File.ReadAllText file).AsObject()
@@ -51,12 +69,16 @@ let private defaultsOf (row: Mapping) =
         match value with
         | null -> null
         | :? bool as b -> Nodes.JsonValue.Create b
+        | :? float as d when Double.IsPositiveInfinity d -> Nodes.JsonValue.Create "inf"   // as the case files write it
         | :? float as d -> Nodes.JsonValue.Create d
         | :? int as i -> Nodes.JsonValue.Create i
         | :? string as t -> Nodes.JsonValue.Create t
         | :? struct (float * float) as p ->
             let struct (x, y) = p
             Nodes.JsonArray(Nodes.JsonValue.Create<float> x, Nodes.JsonValue.Create<float> y)
+        | :? struct (float * float * float) as p ->
+            let struct (x, y, z) = p
+            Nodes.JsonArray(Nodes.JsonValue.Create<float> x, Nodes.JsonValue.Create<float> y, Nodes.JsonValue.Create<float> z)
         | other -> failwithf "row %s: a default of type %s" row.Name (other.GetType().Name)
     for a in row.Arguments do
         if a.HasDefault then node[a.Name] <- toNode a.Default
@@ -88,12 +110,16 @@ let private isDefault (d: obj) (v: JsonElement) =
     match d with
     | null -> v.ValueKind = JsonValueKind.Null
     | :? bool as b -> v.ValueKind = (if b then JsonValueKind.True else JsonValueKind.False)
+    | :? float as x when Double.IsPositiveInfinity x -> v.ValueKind = JsonValueKind.String && v.GetString() = "inf"
     | :? float as x -> v.ValueKind = JsonValueKind.Number && v.GetDouble() = x
     | :? int as i -> v.ValueKind = JsonValueKind.Number && v.GetDouble() = float i
     | :? string as t -> v.ValueKind = JsonValueKind.String && v.GetString() = t
     | :? struct (float * float) as p ->
         let struct (x, y) = p
         v.ValueKind = JsonValueKind.Array && v.GetArrayLength() = 2 && v[0].GetDouble() = x && v[1].GetDouble() = y
+    | :? struct (float * float * float) as p ->
+        let struct (x, y, z) = p
+        v.ValueKind = JsonValueKind.Array && v.GetArrayLength() = 3 && v[0].GetDouble() = x && v[1].GetDouble() = y && v[2].GetDouble() = z
     | _ -> false
 
 [<Tests>]
@@ -108,6 +134,18 @@ let tests =
                 let r = Replay.Run file
                 if not r.Passed then failtestf "%s\n%s" r.Line r.Detail
             }
+        yield test "the new families' cases are present" {
+            Expect.isGreaterThanOrEqual (newFamilyFiles ()).Length 14 (sprintf "the new-families folder %s holds the 14 handed-over cases" newFamiliesDir)
+        }
+        for file in newFamilyFiles () do
+            let name = Path.GetFileNameWithoutExtension file
+            match notYetBuilt |> List.tryFind (fun (prefix, _) -> name.StartsWith prefix) with
+            | Some (_, why) -> yield ptest (sprintf "new families: %s (pending: %s)" name why) { () }
+            | None ->
+                yield test (sprintf "new families: %s" name) {
+                    let r = Replay.Run file
+                    if not r.Passed then failtestf "%s\n%s" r.Line r.Detail
+                }
 
         yield testSequenced <| testList "the lookahead tool" [
             test "lookahead replay prints a line per case and 'N passed, 0 failed', exit code 0" {
@@ -273,7 +311,7 @@ let tests =
                             if not (isDefault a.Default p.Value) then
                                 failtestf "%s: %s.%s = %s in the case, but the table says %O" where row.Name p.Name (p.Value.GetRawText()) a
                         | _ -> ()
-                for file in caseFiles () do
+                for file in Array.append (caseFiles ()) (newFamilyFiles ()) do
                     use doc = JsonDocument.Parse(File.ReadAllText file)
                     let root = doc.RootElement
                     let name = Path.GetFileNameWithoutExtension file
@@ -291,12 +329,11 @@ let tests =
             }
             test "an optimizer the table does not know is an error naming it and listing the known ones" {
                 let known = sprintf "(known: %s)" (String.Join(", ", Compatibility.Optimizers))
-                let r = replayEdited (Path.Combine(oracleDir, "torch_adam.json")) (fun n -> n["optimizer"] <- Nodes.JsonValue.Create "AdEMAMix")
-                Expect.stringContains r.Detail ("unknown optimizer 'AdEMAMix' " + known) "names it and lists the table"
-                // The families not yet in the library, where the shared oracle has them.
-                let later = Path.Combine(oracleDir, "..", "new-families")
-                if Directory.Exists later then
-                    for file in Directory.GetFiles(later, "*.json") do
+                let r = replayEdited (Path.Combine(oracleDir, "torch_adam.json")) (fun n -> n["optimizer"] <- Nodes.JsonValue.Create "torch.optim.Adamax")
+                Expect.stringContains r.Detail ("unknown optimizer 'torch.optim.Adamax' " + known) "names it and lists the table"
+                // The families not yet in the library: refused with that message, not half-run.
+                for file in newFamilyFiles () do
+                    if notYetBuilt |> List.exists (fun (prefix, _) -> Path.GetFileName(file).StartsWith prefix) then
                         use doc = JsonDocument.Parse(File.ReadAllText file)
                         let optimizer = doc.RootElement.GetProperty("optimizer").GetString()
                         let r = Replay.Run file

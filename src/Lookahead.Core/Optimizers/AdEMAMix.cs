@@ -47,7 +47,7 @@ public static partial class Optim
         Check.NonNegative(alpha, nameof(alpha));
         if (beta3Warmup is int tb) Check.AtLeast(tb, 1, nameof(beta3Warmup));
         if (alphaWarmup is int ta) Check.AtLeast(ta, 1, nameof(alphaWarmup));
-        return Define("ademamix", Chain(
+        return Define("ad_emamix", Chain(
             Precondition(AdamMoment(beta2, eps, false), Mix(
                 Ema(beta1, debias: true),
                 Scheduled(t => Ema(AdEMAMixSchedule.Beta3(t, beta1, beta3, beta3Warmup)), "slow_ema"),

@@ -22,14 +22,17 @@ public static partial class Transforms
     /// <param name="warmupSteps">Linear warm-up of the learning rate over this many steps (0: none).</param>
     /// <param name="r">The power of k + 1 in the averaging weight (0: a uniform average without warm-up).</param>
     /// <param name="weightLrPower">The power p of lr_max in the averaging weight (official default 2).</param>
-    public static IGradientTransformation ScheduleFreeAverage(double lr, double beta, int warmupSteps = 0, double r = 0, double weightLrPower = 2)
+    /// <param name="constantWeight">A fixed c ∈ (0, 1] instead of w/W (the paper's constant-weight case: with β = 1 it is
+    /// primal averaging, heavy ball with momentum 1 − c and learning rate c·lr); null (default) for the official weights.</param>
+    public static IGradientTransformation ScheduleFreeAverage(double lr, double beta, int warmupSteps = 0, double r = 0, double weightLrPower = 2, double? constantWeight = null)
     {
+        if (constantWeight is double cw && !(cw > 0 && cw <= 1)) throw new ArgumentOutOfRangeException(nameof(constantWeight), cw, "constantWeight must be in (0, 1]");
         Check.NonNegative(lr, nameof(lr), "learning rate");
         if (!(beta > 0 && beta <= 1)) throw new ArgumentOutOfRangeException(nameof(beta), beta, "beta must be in (0, 1]: x = y + (1 − 1/β)(z − y) divides by it");
         Check.AtLeast(warmupSteps, 0, nameof(warmupSteps));
         Check.Finite(r, nameof(r));
         Check.Finite(weightLrPower, nameof(weightLrPower));
-        return new ScheduleFreeTransform(lr, beta, warmupSteps, r, weightLrPower);
+        return new ScheduleFreeTransform(lr, beta, warmupSteps, r, weightLrPower, constantWeight);
     }
 }
 
@@ -98,7 +101,7 @@ public static class ScheduleFree
     }
 }
 
-sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, double r, double weightLrPower) : DeclaredTransform
+sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, double r, double weightLrPower, double? constantWeight) : DeclaredTransform
 {
     internal const string ZName = "schedule_free_z";
     static readonly StateLayout State = new("schedule_free");
@@ -115,7 +118,7 @@ sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, doub
 
     protected override StateLayout Declare() => State;
 
-    public override Spec Spec => Spec.Of("schedule_free").With("lr", lr).With("beta", beta).With("warmup_steps", warmupSteps).With("r", r).With("weight_lr_power", weightLrPower);
+    public override Spec Spec => Spec.Of("schedule_free").With("lr", lr).With("beta", beta).With("warmup_steps", warmupSteps).With("r", r).With("weight_lr_power", weightLrPower).With("constant_weight", constantWeight);
 
     public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
@@ -125,7 +128,7 @@ sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, doub
         double lrMax = Math.Max(state.Get(LrMax), lrK);
         double w = Math.Pow(k + 1, r) * Math.Pow(lrMax, weightLrPower);
         double weightSum = state.Get(WeightSum) + w;
-        double c = weightSum != 0 ? w / weightSum : 0;
+        double c = constantWeight ?? (weightSum != 0 ? w / weightSum : 0);
         var z = state.Get(Z);
         for (int i = 0; i < updates.Count; i++)
         {
