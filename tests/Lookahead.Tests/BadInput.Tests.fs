@@ -19,7 +19,10 @@ let private lrCases : (string * (float -> obj)) list =
       "Arsg", (fun lr -> box (Optim.Arsg lr)); "Mars", (fun lr -> box (Optim.Mars lr)); "MarsM", (fun lr -> box (Optim.MarsM lr))
       "MarsMEfficient", (fun lr -> box (Optim.MarsMEfficient lr)); "Muon", (fun lr -> box (Optim.Muon lr)); "Momo", (fun lr -> box (Optim.Momo lr))
       "MomoAdam", (fun lr -> box (Optim.MomoAdam lr)); "Lion", (fun lr -> box (Optim.Lion lr)); "Sps", (fun lr -> box (Optim.Sps lr))
-      "SpsPlus", (fun lr -> box (Optim.SpsPlus lr)) ]
+      "SpsPlus", (fun lr -> box (Optim.SpsPlus lr)); "Adopt", (fun lr -> box (Optim.Adopt lr)); "AdEMAMix", (fun lr -> box (Optim.AdEMAMix lr))
+      "CautiousAdamW", (fun lr -> box (Optim.CautiousAdamW lr)); "CautiousLion", (fun lr -> box (Optim.CautiousLion lr))
+      "ScheduleFreeSgd", (fun lr -> box (Optim.ScheduleFreeSgd lr)); "ScheduleFreeAdamW", (fun lr -> box (Optim.ScheduleFreeAdamW lr))
+      "Prodigy", (fun lr -> box (Optim.Prodigy lr)) ]
 
 let private betaCases : (string * string * (float -> obj)) list =
     [ "Adam", "beta1", (fun b -> box (Optim.Adam(beta1 = b))); "Adam", "beta2", (fun b -> box (Optim.Adam(beta2 = b)))
@@ -27,7 +30,10 @@ let private betaCases : (string * string * (float -> obj)) list =
       "QhAdam", "beta2", (fun b -> box (Optim.QhAdam(beta2 = b))); "Mars", "beta1", (fun b -> box (Optim.Mars(beta1 = b)))
       "MarsM", "momentum", (fun b -> box (Optim.MarsM(momentum = b))); "Muon", "momentum", (fun b -> box (Optim.Muon(momentum = b)))
       "Momo", "beta", (fun b -> box (Optim.Momo(beta = b))); "Arsg", "mu", (fun b -> box (Optim.Arsg(mu = b)))
-      "Rsg", "mu", (fun b -> box (Optim.Rsg(0.1, mu = b))); "Qhm", "momentum", (fun b -> box (Optim.Qhm(0.1, b, 0.5))) ]
+      "Rsg", "mu", (fun b -> box (Optim.Rsg(0.1, mu = b))); "Qhm", "momentum", (fun b -> box (Optim.Qhm(0.1, b, 0.5)))
+      "Adopt", "beta2", (fun b -> box (Optim.Adopt(beta2 = b))); "AdEMAMix", "beta3", (fun b -> box (Optim.AdEMAMix(beta3 = b)))
+      "CautiousAdamW", "beta1", (fun b -> box (Optim.CautiousAdamW(beta1 = b))); "Prodigy", "beta1", (fun b -> box (Optim.Prodigy(beta1 = b)))
+      "ScheduleFreeAdamW", "beta2", (fun b -> box (Optim.ScheduleFreeAdamW(beta2 = b))) ]
 
 let private parametersFor () =
     TensorTree.Of(struct ("w", torch.randn([| 4L; 3L |], dtype = torch.float64)), struct ("b", torch.randn([| 3L |], dtype = torch.float64)))
@@ -62,6 +68,15 @@ let private table () : (string * (unit -> unit) * string list) list =
       yield "a schedule asked for step 0", (fun () -> (Schedule.Constant 1.0).At 0L |> ignore), [ "t = 0" ]
       yield "PolyakTruncation with a rectified preconditioner", (fun () -> Transforms.PolyakTruncation(PolyakOptions(Preconditioner = PreconditionOptions(Rectification = Rectification.RAdam))) |> ignore), [ "preconditioner" ]
       yield "Precondition with MaxInitialValue but no AMSGrad", (fun () -> Transforms.Precondition(PreconditionOptions(MaxInitialValue = Nullable 1.0)) |> ignore), [ "MaxInitialValue"; "AmsGrad" ]
+      yield "ScheduleFreeSgd with momentum 0 (x divides by β)", (fun () -> Optim.ScheduleFreeSgd(momentum = 0.0) |> ignore), [ "momentum"; "(0, 1]" ]
+      yield "ScheduleFreeAverage with constantWeight 0", (fun () -> Transforms.ScheduleFreeAverage(0.1, 0.9, constantWeight = Nullable 0.0) |> ignore), [ "constantWeight" ]
+      yield "AdEMAMix with alphaWarmup 0", (fun () -> Optim.AdEMAMix(alphaWarmup = Nullable 0) |> ignore), [ "alphaWarmup" ]
+      yield "Adopt with a negative clip exponent", (fun () -> Optim.Adopt(clipExponent = Nullable -1.0) |> ignore), [ "clipExponent" ]
+      yield "Prodigy with growthRate 0.5", (fun () -> Optim.Prodigy(growthRate = 0.5) |> ignore), [ "growthRate" ]
+      yield "Prodigy with d0 = 0", (fun () -> Optim.Prodigy(d0 = 0.0) |> ignore), [ "d0" ]
+      yield "Prodigy with slice 0", (fun () -> Optim.Prodigy(slice = 0) |> ignore), [ "slice" ]
+      yield "Cautious with floor 0", (fun () -> Transforms.Cautious(Optim.Sgd 0.1, floor = 0.0) |> ignore), [ "floor" ]
+      yield "CautiousLion with beta1 > beta2", (fun () -> Optim.CautiousLion(beta1 = 0.99, beta2 = 0.9) |> ignore), [ "beta1"; "beta2" ]
       yield "BoostPolicy with a window of 0", (fun () -> Transforms.Boosted((fun _ -> Optim.Sgd 0.1), BoostPolicy(Window = 0)) |> ignore), [ "Window" ]
       // Structural: found when the optimizer first meets the parameters (Structural.Tests.fs has the runner's side).
       yield "Muon initialised on a vector", (fun () -> Optim.Muon().Init(parametersFor ()) |> ignore), [ "'b'"; "matrices"; "Partition" ] ]

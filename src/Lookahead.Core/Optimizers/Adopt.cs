@@ -22,6 +22,9 @@ public static partial class Optim
     public static IGradientTransformation Adopt(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.9999, double eps = 1e-6, double weightDecay = 0, bool decouple = false, double? clipExponent = 0.25)
     {
         Check.NonNegative(weightDecay, nameof(weightDecay));
+        Check.UnitOpen(beta2, nameof(beta2));
+        Check.NonNegative(eps, nameof(eps));
+        if (clipExponent is double p) Check.NonNegative(p, nameof(clipExponent));
         return Define("adopt", Chain(
             AddDecayedWeights(decouple ? 0 : weightDecay),
             NormaliseByPreviousMoment(beta2, eps, clipExponent),

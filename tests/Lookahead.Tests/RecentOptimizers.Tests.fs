@@ -1,0 +1,178 @@
+/// The optimizers added from Optax, HeavyBall and pytorch-optimizer's set (Schedule-Free, AdEMAMix, ADOPT, cautious
+/// masking, Prodigy): their stated equivalences as properties over whole float64 trajectories, independent loops of
+/// the official algorithms on generated problems, the evaluation-point API, and linear cases decided exactly.
+module Lookahead.Tests.RecentOptimizers
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open TorchSharp
+open Lookahead
+open Lookahead.Tests.Generators
+open Lookahead.Tests.SeedEquivalences
+
+let private config = { FsCheckConfig.defaultConfig with maxTest = 100 }
+let private property name (g: Gen<'a>) (f: 'a -> unit) = testPropertyWithConfig config name (Prop.forAll (Arb.fromGen g) f)
+
+let private genRate = Gen.choose (1, 1000) |> Gen.map (fun i -> float i / 10000.0)
+let private genDecay = Gen.choose (0, 99) |> Gen.map (fun i -> float i / 100.0)
+let private zip4 a b c d = gen { let! x = a in let! y = b in let! z = c in let! w = d in return x, y, z, w }
+
+/// Every zero gradient entry replaced by 1e-3 (a mask that keeps everything then keeps every entry).
+let private nonzero (p: Problem) = { p with Grads = p.Grads |> List.map (List.map (Array.map (fun x -> if x = 0.0 then 1e-3 else x))) }
+
+/// The official ADOPT loop (iShohei220/adopt, single-tensor path) on flat arrays: the reference for the composition.
+let private adoptLoop (lr: float) (b1: float) (b2: float) (eps: float) (wd: float) (decouple: bool) (clip: bool) (p: Problem) =
+    let theta = p.Params0 |> List.map Array.copy
+    let m = theta |> List.map (fun a -> Array.zeroCreate a.Length)
+    let v = theta |> List.map (fun a -> Array.zeroCreate a.Length)
+    [ for k, grads in List.indexed p.Grads do
+        for i, g0 in List.indexed grads do
+            let th, mi, vi = theta.[i], m.[i], v.[i]
+            let g = Array.init g0.Length (fun j -> if decouple then g0.[j] else g0.[j] + wd * th.[j])
+            if k = 0 then
+                for j in 0 .. g.Length - 1 do vi.[j] <- g.[j] * g.[j]
+            else
+                let level = float k ** 0.25
+                for j in 0 .. g.Length - 1 do
+                    if decouple then th.[j] <- th.[j] - lr * wd * th.[j]
+                    let n = g.[j] / max (sqrt vi.[j]) eps
+                    let n = if clip then max -level (min level n) else n
+                    mi.[j] <- mi.[j] + (1.0 - b1) * (n - mi.[j])
+                    th.[j] <- th.[j] - lr * mi.[j]
+                    vi.[j] <- b2 * vi.[j] + (1.0 - b2) * g.[j] * g.[j]
+        yield theta |> List.map Array.copy ]
+
+/// Schedule-Free SGD in the paper's three-sequence form (r = 0, no warm-up: c = 1/(t + 1)), y and x per step.
+let private scheduleFreeLoop (lr: float) (beta: float) (p: Problem) =
+    let z = p.Params0 |> List.map Array.copy
+    let x = p.Params0 |> List.map Array.copy
+    [ for k, grads in List.indexed p.Grads do
+        let c = 1.0 / float (k + 1)
+        for i, g in List.indexed grads do
+            for j in 0 .. g.Length - 1 do
+                z.[i].[j] <- z.[i].[j] - lr * g.[j]
+                x.[i].[j] <- (1.0 - c) * x.[i].[j] + c * z.[i].[j]
+        let y = List.map2 (fun (zi: float[]) (xi: float[]) -> Array.map2 (fun a b -> (1.0 - beta) * a + beta * b) zi xi) z x
+        yield y, x |> List.map Array.copy ]
+
+let private closeTo what (tol: float) (expected: float[] list) (actual: float[] list) =
+    List.iteri2 (fun i (e: float[]) (a: float[]) ->
+        Array.iteri2 (fun j ej aj ->
+            if abs (aj - ej) > tol * (1.0 + abs ej) then failtestf "%s: tensor %d entry %d: %.17g against %.17g" what i j aj ej) e a) expected actual
+
+[<Tests>]
+let tests =
+    testList "recent optimizers (Schedule-Free, AdEMAMix, ADOPT, cautious, Prodigy)" [
+        property "AdEMAMix with α = 0 ≡ AdamW (λ decoupled, scaled by lr)" (zip4 genLongProblem genRate genDecay (Gen.elements [ 0.0; 0.01; 0.1 ])) (fun (p, lr, b1, wd) ->
+            onStream oracleTolerance p (form (Optim.AdEMAMix(lr, b1, 0.999, 0.9999, alpha = 0.0, weightDecay = wd))) (form (Optim.AdamW(lr, b1, 0.999, 1e-8, wd))))
+
+        property "AdEMAMix with a warmed-up α differs from AdamW from the first step (the slow EMA is mixed in)" (Gen.zip genLongProblem genRate) (fun (p, lr) ->
+            let r = Equivalence.Compare(form (Optim.AdEMAMix(lr, alpha = 5.0, alphaWarmup = Nullable 10)), form (Optim.AdamW(lr, weightDecay = 0.0)), stream p [], p.Grads.Length, oracleTolerance)
+            // A gradient stream of all-zero steps can hide the difference; the generator's scales make that rare.
+            if p.Grads |> List.exists (List.exists (Array.exists (fun x -> x <> 0.0))) then Expect.isFalse r.Equivalent (string r))
+
+        testCase "AdEMAMix's β₃ warm-up starts at β₁ and reaches β₃ exactly at T; α rises linearly" <| fun () ->
+            Expect.floatClose Accuracy.high (AdEMAMixSchedule.Beta3(0L, 0.9, 0.9999, Nullable 100)) 0.9 "β₃ starts at β₁ (up to the official 1e-8)"
+            Expect.equal (AdEMAMixSchedule.Beta3(100L, 0.9, 0.9999, Nullable 100)) 0.9999 "exactly β₃ from T on"
+            Expect.equal (AdEMAMixSchedule.Beta3(5L, 0.9, 0.9999, Nullable())) 0.9999 "no warm-up"
+            let mid = AdEMAMixSchedule.Beta3(50L, 0.9, 0.9999, Nullable 100)
+            let halfLife b = log 0.5 / log b
+            // The official 1e-8 inside the logarithm moves β₃'s half-life by about 1e-8/(1 − β₃) = 1e-4 relative.
+            Expect.floatClose { absolute = 0.0; relative = 1e-3 } (halfLife mid) ((halfLife 0.9 + halfLife 0.9999) / 2.0) "half-way in half-life"
+            Expect.equal (AdEMAMixSchedule.Alpha(3L, 8.0, Nullable 12)) 2.0 "α·t/T"
+            Expect.equal (AdEMAMixSchedule.Alpha(12L, 8.0, Nullable 12)) 8.0 "α from T on"
+
+        property "ADOPT ≡ the official loop (coupled or decoupled decay, clip on or off)" (zip4 genLongProblem genRate genDecay (Gen.zip3 (Gen.elements [ 0.0; 0.01 ]) (Gen.elements [ true; false ]) (Gen.elements [ true; false ]))) (fun (p, lr, b1, (wd, decouple, clip)) ->
+            let expected = adoptLoop lr b1 0.999 1e-6 wd decouple clip p
+            let tx = Optim.Adopt(lr, b1, 0.999, 1e-6, wd, decouple, (if clip then Nullable 0.25 else Nullable()))
+            let actual = Lookahead.Tests.Expect.run tx p
+            List.iteri2 (fun k e (a: float[][]) -> closeTo (sprintf "step %d" (k + 1)) 1e-10 e (List.ofArray a)) expected actual.Params)
+
+        property "cautious masking with a mask that keeps everything ≡ the inner optimizer" (Gen.zip3 genLongProblem genRate (Gen.elements [ true; false ])) (fun (p, lr, floor) ->
+            // RMS normalisation keeps the gradient's sign, so u·g > 0 wherever g ≠ 0 (and u = 0 where g = 0).
+            let inner = Transforms.Precondition(PreconditionOptions(Decay = 0.99))
+            let p = if floor then nonzero p else p
+            let scaling = if floor then CautiousScaling.MeanWithFloor else CautiousScaling.None
+            onStream oracleTolerance p (form (Transforms.Chain(Transforms.Cautious(inner, scaling), Transforms.Scale -lr))) (form (Transforms.Chain(inner, Transforms.Scale -lr))))
+
+        property "Schedule-Free SGD ≡ the paper's three-sequence form (y at every step, and x by EvaluationParameters)" (Gen.zip3 genLongProblem genRate (Gen.elements [ 0.5; 0.9; 1.0 ])) (fun (p, lr, beta) ->
+            use _ = torch.NewDisposeScope()
+            let tx = Optim.ScheduleFreeSgd(lr, beta)
+            let mutable theta = tree p p.Params0
+            let mutable state = tx.Init theta
+            for k, (y, x) in List.indexed (scheduleFreeLoop lr beta p) do
+                let struct (u, next) = tx.Update(tree p p.Grads.[k], state, theta, StepContext.Empty)
+                theta <- Updates.Apply(theta, u)
+                state <- next
+                closeTo (sprintf "y, step %d" (k + 1)) 1e-10 y [ for t in theta.Tensors -> t.data<float>().ToArray() ]
+                let xs = ScheduleFree.EvaluationParameters(tx, state, theta)
+                closeTo (sprintf "x, step %d" (k + 1)) 1e-10 x [ for t in xs.Tensors -> t.data<float>().ToArray() ])
+
+        property "Schedule-Free with the averaging off (c = 1) ≡ SGD" (Gen.zip3 genLongProblem genRate (Gen.elements [ 0.3; 0.9; 1.0 ])) (fun (p, lr, beta) ->
+            onStream oracleTolerance p (form (Transforms.ScheduleFreeAverage(lr, beta, constantWeight = Nullable 1.0))) (form (Optim.Sgd lr)))
+
+        property "Schedule-Free with β = 1 and a constant weight c (primal averaging) ≡ heavy ball(c·lr, 1 − c), on streams and quadratics" (zip4 genLongProblem genRate (Gen.choose (1, 99) |> Gen.map (fun i -> float i / 100.0)) genSeed) (fun (p, lr, c, seed) ->
+            let sf = form (Transforms.ScheduleFreeAverage(lr, 1.0, constantWeight = Nullable c))
+            let hb = form (Optim.HeavyBall(c * lr, 1.0 - c))
+            onStream oracleTolerance p sf hb
+            onQuadratic oracleTolerance p seed sf hb)
+
+        testCase "Schedule-Free's linear cases are decided exactly: constant-weight primal averaging ≡ heavy ball; the official weights ≢ it" <| fun () ->
+            let sf c = form (Transforms.ScheduleFreeAverage(0.1, 1.0, constantWeight = Nullable c))
+            let decided = Analysis.Equal(sf 0.2, form (Optim.HeavyBall(0.02, 0.8)))
+            Expect.isTrue (decided.Decided && decided.Equal) (string decided)
+            let near = Analysis.Equal(sf 0.2, form (Optim.HeavyBall(0.02, 0.8 + 1e-6)))
+            Expect.isTrue (near.Decided && not near.Equal) (string near)
+            let official = Analysis.Realise(form (Optim.ScheduleFreeSgd(0.1, 0.9)))
+            Expect.isTrue (official.Linear && not official.Settled) (sprintf "c = 1/(t + 1): linear, time-varying (%O)" official)
+            let found = Analysis.SolveScalar((fun m -> form (Optim.HeavyBall(0.02, m))), sf 0.2, 0.0, 0.99)
+            Expect.equal found.Count 1 (sprintf "one momentum: %A" found)
+            Expect.floatClose Accuracy.high found.[0] 0.8 "1 − c"
+
+        testCase "the runner switches to the evaluation point and back; a step in evaluation mode is refused and changes nothing" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let w = torch.tensor([| 1.0; -2.0; 0.5 |], dtype = torch.float64)
+            use runner = new Runner(Optim.ScheduleFreeSgd(0.1, 0.9), TensorTree.Of(struct ("w", w)))
+            for k in 1 .. 5 do runner.Step(TensorTree.Of(struct ("w", torch.tensor([| 0.3 * float k; -0.1; 0.2 |], dtype = torch.float64))))
+            let y = w.clone()
+            let x = ScheduleFree.EvaluationParameters(runner.Transform, runner.State, runner.Parameters).Tensors.[0].clone()
+            Expect.isFalse (x.allclose(y)) "x and y differ after five steps"
+            runner.UseEvaluationParameters()
+            Expect.isTrue runner.InEvaluation "in evaluation"
+            Expect.isTrue (w.allclose(x, rtol = 1e-15, atol = 1e-15)) "the parameters hold x"
+            let held = w.clone()
+            let stateBefore = runner.State.Leaves() |> Seq.choose (fun l -> if isNull l.Tensor then None else Some (l.Path, l.Tensor.clone())) |> List.ofSeq
+            let e = Expect.throwsC (fun () -> runner.Step(TensorTree.Of(struct ("w", torch.ones(3, dtype = torch.float64))))) id
+            Expect.stringContains e.Message "UseTrainingParameters" "says what to do"
+            Expect.isTrue (w.allclose(held, 0.0, 0.0)) "parameters unchanged by the refused step"
+            for path, t in stateBefore do
+                let now = runner.State.Leaves() |> Seq.find (fun l -> l.Path = path)
+                Expect.isTrue (now.Tensor.allclose(t, 0.0, 0.0)) (sprintf "state %s unchanged" path)
+            Expect.equal runner.StepCount 5L "no step counted"
+            runner.UseTrainingParameters()
+            Expect.isFalse runner.InEvaluation "training again"
+            Expect.isTrue (w.allclose(y, rtol = 1e-14, atol = 1e-15)) "y back (the round trip is exact up to rounding)"
+            runner.Step(TensorTree.Of(struct ("w", torch.ones(3, dtype = torch.float64))))
+            use adam = new Runner(Optim.Adam(0.1), TensorTree.Of(struct ("v", torch.zeros(2, dtype = torch.float64))))
+            let e2 = Expect.throwsC (fun () -> adam.UseEvaluationParameters()) id
+            Expect.stringContains e2.Message "no separate evaluation point" "an optimizer without one"
+
+        property "Prodigy's d starts at d₀, never decreases, and once it has left d₀ grows by at most the growth rate per step" (Gen.zip genLongProblem (Gen.elements [ Double.PositiveInfinity; 1.5 ])) (fun (p, growth) ->
+            use _ = torch.NewDisposeScope()
+            let tx = Optim.Prodigy(growthRate = growth)
+            let mutable theta = tree p p.Params0
+            let mutable state = tx.Init theta
+            let d (s: IOptState) = s.Leaves() |> Seq.find (fun l -> l.Path.EndsWith "/d") |> fun l -> l.Scalar.Value
+            let mutable previous = 1e-6
+            for g in p.Grads do
+                let struct (u, next) = tx.Update(tree p g, state, theta, StepContext.Empty)
+                theta <- Updates.Apply(theta, u)
+                state <- next
+                let now = d state
+                Expect.isGreaterThanOrEqual now previous "d never decreases"
+                // While d = d₀ the official code first raises d to d̂, then caps: the cap binds from the next step on.
+                if previous <> 1e-6 then Expect.isLessThanOrEqual now (previous * growth * (1.0 + 1e-12)) "at most the growth rate"
+                previous <- now)
+    ]
