@@ -35,6 +35,11 @@ public static class Compare
         ("nadam", "NAdam, lr 3e-3", _ => Optim.NAdam(3e-3)),
         ("lion", "Lion, lr 3e-4", _ => Optim.Lion(3e-4)),
         ("qhm", "QHM, lr 0.5, β 0.9, ν 0.7", _ => Optim.Qhm(0.5, 0.9, 0.7)),
+        ("sf-adamw", "Schedule-Free AdamW, lr 3e-3 (metric at the average x)", _ => Optim.ScheduleFreeAdamW(3e-3)),
+        ("ademamix", "AdEMAMix, lr 3e-3, α 5 warmed up over the run's first 100 steps", _ => Optim.AdEMAMix(3e-3, alpha: 5, alphaWarmup: 100, beta3Warmup: 100)),
+        ("adopt", "ADOPT, lr 3e-3", _ => Optim.Adopt(3e-3)),
+        ("c-adamw", "C-AdamW, lr 3e-3, weight decay 0.01", _ => Optim.CautiousAdamW(3e-3, weightDecay: 0.01)),
+        ("prodigy", "Prodigy (lr 1: the step size is estimated)", _ => Optim.Prodigy()),
     };
 
     /// <summary>The default selection.</summary>
@@ -154,6 +159,8 @@ public static class Compare
             if (step % 25 == 0) progress();
         }
         run.MsPerStep = clock.Elapsed.TotalMilliseconds / Math.Max(1, run.Losses.Count);
+        // Schedule-Free trains at y and is evaluated at its average x.
+        if (ScheduleFree.Contains(tx)) runner.UseEvaluationParameters();
         (run.MetricName, run.Metric) = run.Task.Metric(model);
     }
 
