@@ -40,6 +40,7 @@ public static class Compare
         ("adopt", "ADOPT, lr 3e-3", _ => Optim.Adopt(3e-3)),
         ("c-adamw", "C-AdamW, lr 3e-3, weight decay 0.01", _ => Optim.CautiousAdamW(3e-3, weightDecay: 0.01)),
         ("prodigy", "Prodigy (lr 1: the step size is estimated)", _ => Optim.Prodigy()),
+        ("soap", "SOAP, lr 3e-3, bases refreshed every 10 steps", _ => Optim.Soap(3e-3)),
     };
 
     /// <summary>The default selection.</summary>

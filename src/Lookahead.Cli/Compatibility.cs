@@ -273,7 +273,8 @@ public static class Compatibility
     /// <param name="Torch113">The reference ran on torch 1.13 (affects single-tensor NAdam).</param>
     /// <param name="ConstructorKwargs">The constructor's keyword arguments (routing lists such as muon_params), or null.</param>
     /// <param name="ParamGroups">The param groups as the optimizer held them, or null.</param>
-    public sealed record Runtime(bool BFloat16 = false, bool Torch113 = false, JsonElement? ConstructorKwargs = null, JsonElement? ParamGroups = null);
+    /// <param name="Float32Basis">SOAP's official float32 casts in its basis computations were kept.</param>
+    public sealed record Runtime(bool BFloat16 = false, bool Torch113 = false, JsonElement? ConstructorKwargs = null, JsonElement? ParamGroups = null, bool Float32Basis = false);
 
     // Argument builders, so that each row below reads like the reference signature.
     static Argument Num(string name, double d) => new(name, ArgumentKind.Number, d);
@@ -518,6 +519,20 @@ public static class Compatibility
             {
                 var (b1, b2) = a.Pair("betas");
                 return Optim.CautiousLion(a.Num("lr"), b1, b2, a.Num("weight_decay"));
+            }),
+
+        // nikhilvyas/SOAP: shampoo_beta < 0 means β₂; the float32 casts of the basis computations follow the case's numerics.
+        new("SOAP",
+            [Num("lr", 3e-3), Pair("betas", 0.95, 0.95), Num("shampoo_beta", -1), Num("eps", 1e-8), Num("weight_decay", 0.01), Int("precondition_frequency", 10),
+             Int("max_precond_dim", 10000), Refused("merge_dims", "dimensions are not merged"), Flag("precondition_1d", false), Flag("normalize_grads", false),
+             Text("data_format", "channels_first"), Flag("correct_bias", true)],
+            a =>
+            {
+                var (b1, b2) = a.Pair("betas");
+                double sb = a.Num("shampoo_beta");
+                _ = a.Choose("data_format", ("channels_first", 0));   // channels_last only reorders 4-D convolution kernels, which the cases do not hold
+                return Optim.Soap(a.Num("lr"), b1, b2, sb < 0 ? null : sb, a.Num("eps"), a.Num("weight_decay"), a.Int("precondition_frequency"), a.Int("max_precond_dim"),
+                    a.Flag("precondition_1d"), a.Flag("normalize_grads"), a.Flag("correct_bias"), a.Runtime.Float32Basis);
             }),
 
         // konstmish/prodigy.

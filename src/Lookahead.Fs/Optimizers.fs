@@ -524,3 +524,46 @@ module Prodigy =
     [<CompiledName("Create")>]
     let create (s: Settings) =
         Optim.Prodigy(s.lr, s.beta1, s.beta2, Option.toNullable s.beta3, s.eps, s.weightDecay, s.decouple, s.useBiasCorrection, s.safeguardWarmup, s.d0, s.dCoef, s.growthRate, s.slice)
+
+/// SOAP: Adam in the eigenbasis of Shampoo's factors; see Optim.Soap.
+module Soap =
+    /// η, β₁, β₂, the factors' decay (None: β₂), ε, λ (after the update), the refresh period, the largest factored
+    /// dimension, factors for 1-D parameters, update normalisation, bias correction and the official float32 basis numerics.
+    type Settings =
+        { lr: float; beta1: float; beta2: float; shampooBeta: float option; eps: float; weightDecay: float; preconditionFrequency: int
+          maxPreconditionDimension: int; precondition1D: bool; normalizeGrads: bool; correctBias: bool; float32Basis: bool }
+    /// Optim.Soap's defaults, the official code's.
+    let defaults =
+        let f = Factory "Soap"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; shampooBeta = f.Optional "shampooBeta"; eps = f.Default "eps"
+          weightDecay = f.Default "weightDecay"; preconditionFrequency = f.Default "preconditionFrequency"; maxPreconditionDimension = f.Default "maxPreconditionDimension"
+          precondition1D = f.Default "precondition1D"; normalizeGrads = f.Default "normalizeGrads"; correctBias = f.Default "correctBias"; float32Basis = f.Default "float32Basis" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) =
+        Optim.Soap(s.lr, s.beta1, s.beta2, Option.toNullable s.shampooBeta, s.eps, s.weightDecay, s.preconditionFrequency, s.maxPreconditionDimension,
+                   s.precondition1D, s.normalizeGrads, s.correctBias, s.float32Basis)
+
+/// LAMB: AdamW's direction under the layer-wise trust ratio; see Optim.Lamb.
+module Lamb =
+    /// η, β₁, β₂, ε, λ and the cap of the trust ratio.
+    type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; maxRatio: float }
+    /// Optim.Lamb's defaults, the paper's.
+    let defaults =
+        let f = Factory "Lamb"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"; weightDecay = f.Default "weightDecay"; maxRatio = f.Default "maxRatio" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.Lamb(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.maxRatio)
+
+/// LARS: SGD momentum with the layer-wise trust ratio; see Optim.Lars.
+module Lars =
+    /// η, λ, the trust coefficient, ε and the momentum.
+    type Settings = { lr: float; weightDecay: float; trustCoefficient: float; eps: float; momentum: float }
+    /// Optim.Lars's defaults (Optax's).
+    let defaults =
+        let f = Factory "Lars"
+        { lr = f.Default "lr"; weightDecay = f.Default "weightDecay"; trustCoefficient = f.Default "trustCoefficient"; eps = f.Default "eps"; momentum = f.Default "momentum" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.Lars(s.lr, s.weightDecay, s.trustCoefficient, s.eps, s.momentum)

@@ -22,7 +22,8 @@ let private lrCases : (string * (float -> obj)) list =
       "SpsPlus", (fun lr -> box (Optim.SpsPlus lr)); "Adopt", (fun lr -> box (Optim.Adopt lr)); "AdEMAMix", (fun lr -> box (Optim.AdEMAMix lr))
       "CautiousAdamW", (fun lr -> box (Optim.CautiousAdamW lr)); "CautiousLion", (fun lr -> box (Optim.CautiousLion lr))
       "ScheduleFreeSgd", (fun lr -> box (Optim.ScheduleFreeSgd lr)); "ScheduleFreeAdamW", (fun lr -> box (Optim.ScheduleFreeAdamW lr))
-      "Prodigy", (fun lr -> box (Optim.Prodigy lr)) ]
+      "Prodigy", (fun lr -> box (Optim.Prodigy lr)); "Soap", (fun lr -> box (Optim.Soap lr))
+      "Lamb", (fun lr -> box (Optim.Lamb lr)); "Lars", (fun lr -> box (Optim.Lars lr)) ]
 
 let private betaCases : (string * string * (float -> obj)) list =
     [ "Adam", "beta1", (fun b -> box (Optim.Adam(beta1 = b))); "Adam", "beta2", (fun b -> box (Optim.Adam(beta2 = b)))
@@ -33,7 +34,7 @@ let private betaCases : (string * string * (float -> obj)) list =
       "Rsg", "mu", (fun b -> box (Optim.Rsg(0.1, mu = b))); "Qhm", "momentum", (fun b -> box (Optim.Qhm(0.1, b, 0.5)))
       "Adopt", "beta2", (fun b -> box (Optim.Adopt(beta2 = b))); "AdEMAMix", "beta3", (fun b -> box (Optim.AdEMAMix(beta3 = b)))
       "CautiousAdamW", "beta1", (fun b -> box (Optim.CautiousAdamW(beta1 = b))); "Prodigy", "beta1", (fun b -> box (Optim.Prodigy(beta1 = b)))
-      "ScheduleFreeAdamW", "beta2", (fun b -> box (Optim.ScheduleFreeAdamW(beta2 = b))) ]
+      "ScheduleFreeAdamW", "beta2", (fun b -> box (Optim.ScheduleFreeAdamW(beta2 = b))); "Soap", "beta1", (fun b -> box (Optim.Soap(beta1 = b))) ]
 
 let private parametersFor () =
     TensorTree.Of(struct ("w", torch.randn([| 4L; 3L |], dtype = torch.float64)), struct ("b", torch.randn([| 3L |], dtype = torch.float64)))
@@ -72,6 +73,9 @@ let private table () : (string * (unit -> unit) * string list) list =
       yield "ScheduleFreeAverage with constantWeight 0", (fun () -> Transforms.ScheduleFreeAverage(0.1, 0.9, constantWeight = Nullable 0.0) |> ignore), [ "constantWeight" ]
       yield "AdEMAMix with alphaWarmup 0", (fun () -> Optim.AdEMAMix(alphaWarmup = Nullable 0) |> ignore), [ "alphaWarmup" ]
       yield "Adopt with a negative clip exponent", (fun () -> Optim.Adopt(clipExponent = Nullable -1.0) |> ignore), [ "clipExponent" ]
+      yield "Soap with preconditionFrequency 0", (fun () -> Optim.Soap(preconditionFrequency = 0) |> ignore), [ "PreconditionFrequency" ]
+      yield "ScaleByTrustRatio with maxRatio below minRatio", (fun () -> Transforms.ScaleByTrustRatio(minRatio = 2.0, maxRatio = 1.0) |> ignore), [ "maxRatio" ]
+      yield "MultiSteps with k = 0", (fun () -> Transforms.MultiSteps(Optim.Sgd 0.1, 0) |> ignore), [ "k" ]
       yield "Prodigy with growthRate 0.5", (fun () -> Optim.Prodigy(growthRate = 0.5) |> ignore), [ "growthRate" ]
       yield "Prodigy with d0 = 0", (fun () -> Optim.Prodigy(d0 = 0.0) |> ignore), [ "d0" ]
       yield "Prodigy with slice 0", (fun () -> Optim.Prodigy(slice = 0) |> ignore), [ "slice" ]

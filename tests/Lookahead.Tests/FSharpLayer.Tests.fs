@@ -76,7 +76,10 @@ let private optimizers : (string * Kind * (unit -> IGradientTransformation) * (u
       "CautiousLion", Plain, (fun () -> CautiousLion.create CautiousLion.defaults), (fun () -> Optim.CautiousLion())
       "ScheduleFreeSgd", Plain, (fun () -> ScheduleFreeSgd.create ScheduleFreeSgd.defaults), (fun () -> Optim.ScheduleFreeSgd())
       "ScheduleFreeAdamW", Plain, (fun () -> ScheduleFreeAdamW.create ScheduleFreeAdamW.defaults), (fun () -> Optim.ScheduleFreeAdamW())
-      "Prodigy", Plain, (fun () -> Prodigy.create Prodigy.defaults), (fun () -> Optim.Prodigy()) ]
+      "Prodigy", Plain, (fun () -> Prodigy.create Prodigy.defaults), (fun () -> Optim.Prodigy())
+      "Soap", Plain, (fun () -> Soap.create Soap.defaults), (fun () -> Optim.Soap())
+      "Lamb", Plain, (fun () -> Lamb.create Lamb.defaults), (fun () -> Optim.Lamb())
+      "Lars", Plain, (fun () -> Lars.create Lars.defaults), (fun () -> Optim.Lars()) ]
 
 let private runKind kind tx p =
     match kind with

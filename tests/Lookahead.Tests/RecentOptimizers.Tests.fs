@@ -159,6 +159,36 @@ let tests =
             let e2 = Expect.throwsC (fun () -> adam.UseEvaluationParameters()) id
             Expect.stringContains e2.Message "no separate evaluation point" "an optimizer without one"
 
+        property "MultiSteps(k) on k copies of each gradient ≡ one step per gradient (and moves nothing in between)" (Gen.zip3 genProblem (Gen.choose (2, 4)) genRate) (fun (p, k, lr) ->
+            let inner () = Optim.Adam(lr)
+            let repeated = { p with Grads = p.Grads |> List.collect (fun g -> List.replicate k g) }
+            let multi = Lookahead.Tests.Expect.run (Transforms.MultiSteps(inner (), k)) repeated
+            let once = Lookahead.Tests.Expect.run (inner ()) p
+            for s in 0 .. p.Grads.Length - 1 do
+                let after = multi.Params.[s * k + k - 1]
+                closeTo (sprintf "after gradient %d" (s + 1)) 1e-12 (List.ofArray once.Params.[s]) (List.ofArray after)
+                for j in 0 .. k - 2 do
+                    let before = if s = 0 then p.Params0 else List.ofArray once.Params.[s - 1]
+                    closeTo (sprintf "micro-step %d of gradient %d" (j + 1) (s + 1)) 0.0 before (List.ofArray multi.Params.[s * k + j]))
+
+        testCase "MultiSteps(1) is the inner optimizer itself" <| fun () ->
+            let adam = Optim.Adam()
+            Expect.isTrue (obj.ReferenceEquals(Transforms.MultiSteps(adam, 1), adam)) "no accumulation buffer"
+
+        property "LAMB with its trust ratio held at 1 ≡ AdamW; unbounded it differs" (Gen.zip3 genLongProblem genRate (Gen.elements [ 0.0; 0.01 ])) (fun (p, lr, wd) ->
+            let held = Transforms.Chain(Transforms.Precondition(PreconditionOptions(Epsilon = 1e-6), Transforms.Ema(0.9, debias = true)),
+                                        Transforms.AddDecayedWeights wd, Transforms.ScaleByTrustRatio(minRatio = 1.0, maxRatio = 1.0), Transforms.Scale -lr)
+            onStream oracleTolerance p (form held) (form (Optim.AdamW(lr, 0.9, 0.999, 1e-6, wd))))
+
+        testCase "the trust ratio is ‖θ‖/‖u‖ per tensor, 1 where either norm is 0" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let theta = TensorTree.Of(struct ("a", torch.tensor([| 3.0; 4.0 |], dtype = torch.float64)), struct ("z", torch.zeros(2, dtype = torch.float64)))
+            let u = TensorTree.Of(struct ("a", torch.tensor([| 0.0; 0.5 |], dtype = torch.float64)), struct ("z", torch.tensor([| 1.0; 2.0 |], dtype = torch.float64)))
+            let tx = Transforms.ScaleByTrustRatio()
+            let struct (out, _) = tx.Update(u, tx.Init theta, theta, StepContext.Empty)
+            Expect.sequenceEqual (out.["a"].data<float>().ToArray()) [| 0.0; 5.0 |] "‖θ‖ = 5, ‖u‖ = 0.5: ×10"
+            Expect.sequenceEqual (out.["z"].data<float>().ToArray()) [| 1.0; 2.0 |] "θ = 0: ratio 1"
+
         property "Prodigy's d starts at d₀, never decreases, and once it has left d₀ grows by at most the growth rate per step" (Gen.zip genLongProblem (Gen.elements [ Double.PositiveInfinity; 1.5 ])) (fun (p, growth) ->
             use _ = torch.NewDisposeScope()
             let tx = Optim.Prodigy(growthRate = growth)
