@@ -160,8 +160,8 @@ public static class Compare
             if (step % 25 == 0) progress();
         }
         run.MsPerStep = clock.Elapsed.TotalMilliseconds / Math.Max(1, run.Losses.Count);
-        // Schedule-Free trains at y and is evaluated at its average x.
-        if (ScheduleFree.Contains(tx)) runner.UseEvaluationParameters();
+        // Schedule-Free trains at y and is evaluated at its average x (likewise a parameter average).
+        if (Evaluation.Defined(tx)) runner.UseEvaluationParameters();
         (run.MetricName, run.Metric) = run.Task.Metric(model);
     }
 

@@ -176,7 +176,7 @@ public static class Replay
             if (evalTrajectory is not null)
             {
                 // Schedule-Free: the evaluation point x after the step, from the state (the parameters hold y).
-                var x = ScheduleFree.EvaluationParameters(tx, state, parameters);
+                var x = Evaluation.Parameters(tx, state, parameters);
                 var expectedX = Tree(evalTrajectory[k], $"{name}: eval_trajectory[{k}]");
                 for (int i = 0; i < names.Length; i++) compare.Values($"step {k + 1} evaluation point {names[i]}", x.Tensors[i], expectedX.Tensors[i]);
             }

@@ -320,33 +320,57 @@ public sealed class Runner : IDisposable
     /// <summary>The workspace (scratch statistics).</summary>
     public Workspace Workspace => _workspace;
 
-    /// <summary>Whether the parameters hold Schedule-Free's evaluation point x (see <see cref="UseEvaluationParameters"/>).</summary>
+    /// <summary>Whether the parameters hold the evaluation point (see <see cref="UseEvaluationParameters"/>).</summary>
     public bool InEvaluation { get; private set; }
 
     /// <summary>
-    /// Switches the parameters, in place, to the point to evaluate: Schedule-Free's average x (the official
-    /// <c>optimizer.eval()</c>). Steps are refused until <see cref="UseTrainingParameters"/>. Does nothing if already
-    /// switched. The transform must contain one <see cref="Transforms.ScheduleFreeAverage"/>.
+    /// Switches the parameters, in place, to the point to evaluate: Schedule-Free's average x (as the official
+    /// <c>optimizer.eval()</c>, by its formula) or a parameter average (EMA, SWA: the training values are kept in a
+    /// runner-owned copy, allocated at the first switch). Steps are refused until <see cref="UseTrainingParameters"/>.
+    /// Does nothing if already switched.
     /// </summary>
-    /// <exception cref="InvalidOperationException">The transform has no evaluation point.</exception>
+    /// <exception cref="InvalidOperationException">The transform defines no evaluation point of its own.</exception>
     public void UseEvaluationParameters()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (InEvaluation) return;
-        if (!ScheduleFree.Contains(_transform))
-            throw new InvalidOperationException($"{_transform.Name} has no separate evaluation point (Schedule-Free averaging defines one); its parameters are the point to evaluate");
-        ScheduleFree.ToEvaluation(_transform, _state, _parameters);
+        if (!Evaluation.Defined(_transform))
+            throw new InvalidOperationException($"{_transform.Name} has no separate evaluation point (Schedule-Free averaging and parameter averages define one); its parameters are the point to evaluate");
+        var (node, slots) = Evaluation.Find(_transform, _state, _parameters);
+        using var noGrad = no_grad();
+        if (!node.Invertible)
+        {
+            _trainingCopy ??= _parameters.Map(p => zeros_like(p).DetachFromDisposeScope());
+            for (int i = 0; i < _parameters.Count; i++) _trainingCopy.Tensors[i].copy_(_parameters.Tensors[i]);
+        }
+        for (int i = 0; i < _parameters.Count; i++)
+        {
+            if (node.Invertible) node.Switch(slots[i], _parameters.Tensors[i], toEvaluation: true);
+            else
+            {
+                using var x = node.Evaluation(slots[i], _parameters.Tensors[i]);
+                _parameters.Tensors[i].copy_(x);
+            }
+        }
         InEvaluation = true;
     }
 
-    /// <summary>Switches the parameters back to the training point y (the official <c>optimizer.train()</c>); does nothing if not switched.</summary>
+    /// <summary>Switches the parameters back to the training values (Schedule-Free: the official <c>optimizer.train()</c>); does nothing if not switched.</summary>
     public void UseTrainingParameters()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (!InEvaluation) return;
-        ScheduleFree.ToTraining(_transform, _state, _parameters);
+        var (node, slots) = Evaluation.Find(_transform, _state, _parameters);
+        using var noGrad = no_grad();
+        for (int i = 0; i < _parameters.Count; i++)
+        {
+            if (node.Invertible) node.Switch(slots[i], _parameters.Tensors[i], toEvaluation: false);
+            else _parameters.Tensors[i].copy_(_trainingCopy!.Tensors[i]);
+        }
         InEvaluation = false;
     }
+
+    TensorTree? _trainingCopy;
 
     void CheckTraining()
     {
@@ -503,5 +527,6 @@ public sealed class Runner : IDisposable
         foreach (var t in _buffers) t.Dispose();
         _workspace.Dispose();
         _fused?.Dispose();
+        _trainingCopy?.Dispose();
     }
 }

@@ -189,6 +189,45 @@ let tests =
             Expect.sequenceEqual (out.["a"].data<float>().ToArray()) [| 0.0; 5.0 |] "‖θ‖ = 5, ‖u‖ = 0.5: ×10"
             Expect.sequenceEqual (out.["z"].data<float>().ToArray()) [| 1.0; 2.0 |] "θ = 0: ratio 1"
 
+        property "parameter averaging leaves the updates alone, and its EMA and SWA points are the averages of the trajectory" (zip4 genProblem genRate genDecay (Gen.zip (Gen.choose (1, 5)) (Gen.choose (1, 3)))) (fun (p, lr, beta, (start, period)) ->
+            use _ = torch.NewDisposeScope()
+            let inner () = Optim.Sgd(lr, 0.9)
+            onStream (Tolerance(0.0, 0.0)) p (form (Transforms.AverageParameters(inner (), decay = beta))) (form (inner ()))
+            let plain = Lookahead.Tests.Expect.run (inner ()) p
+            for averaging in [ ParameterAveraging.Exponential; ParameterAveraging.Uniform ] do
+                let tx = Transforms.AverageParameters(inner (), averaging, beta, int64 start, int64 period)
+                let mutable theta = tree p p.Params0
+                let mutable state = tx.Init theta
+                let mutable ema = p.Params0
+                let taken = ResizeArray<float[] list>()
+                for k, g in List.indexed p.Grads do
+                    let struct (u, next) = tx.Update(tree p g, state, theta, StepContext.Empty)
+                    theta <- Updates.Apply(theta, u)
+                    state <- next
+                    let now = List.ofArray plain.Params.[k]
+                    ema <- List.map2 (Array.map2 (fun a x -> beta * a + (1.0 - beta) * x)) ema now
+                    let t = k + 1
+                    if t >= start && (t - start) % period = 0 then taken.Add now
+                    let expected =
+                        match averaging with
+                        | ParameterAveraging.Exponential -> ema
+                        | _ when taken.Count = 0 -> now
+                        | _ -> taken.[0] |> List.mapi (fun i a -> Array.init a.Length (fun j -> (taken |> Seq.sumBy (fun x -> x.[i].[j])) / float taken.Count))
+                    let point = Evaluation.Parameters(tx, state, theta)
+                    closeTo (sprintf "%O, step %d" averaging t) 1e-12 expected [ for x in point.Tensors -> x.data<float>().ToArray() ])
+
+        testCase "the runner evaluates at a parameter average and restores the training values bit for bit" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let w = torch.tensor([| 1.0; -2.0; 0.5 |], dtype = torch.float64)
+            use runner = new Runner(Transforms.AverageParameters(Optim.Sgd(0.1, 0.9), decay = 0.5), TensorTree.Of(struct ("w", w)))
+            for k in 1 .. 4 do runner.Step(TensorTree.Of(struct ("w", torch.tensor([| 0.3 * float k; -0.1; 0.2 |], dtype = torch.float64))))
+            let y = w.clone()
+            let ema = Evaluation.Parameters(runner.Transform, runner.State, runner.Parameters).Tensors.[0].clone()
+            runner.UseEvaluationParameters()
+            Expect.isTrue (w.allclose(ema, 0.0, 0.0)) "the parameters hold the average"
+            runner.UseTrainingParameters()
+            Expect.isTrue (w.allclose(y, 0.0, 0.0)) "the training values back, bit for bit"
+
         property "Prodigy's d starts at d₀, never decreases, and once it has left d₀ grows by at most the growth rate per step" (Gen.zip genLongProblem (Gen.elements [ Double.PositiveInfinity; 1.5 ])) (fun (p, growth) ->
             use _ = torch.NewDisposeScope()
             let tx = Optim.Prodigy(growthRate = growth)

@@ -42,67 +42,33 @@ public static class ScheduleFree
     /// <summary>
     /// x = y + (1 − 1/β)(z − y) for each parameter, new tensors (the caller owns them): the averaged point to
     /// evaluate, from the training parameters y and the state of <paramref name="transform"/>, which must contain
-    /// exactly one <see cref="Transforms.ScheduleFreeAverage"/>. Before the first step z is y, so x = y.
+    /// exactly one <see cref="Transforms.ScheduleFreeAverage"/> (<see cref="Evaluation.Parameters"/> for any evaluation point).
+    /// Before the first step z is y, so x = y.
     /// </summary>
     public static TensorTree EvaluationParameters(IGradientTransformation transform, IOptState state, TensorTree parameters)
     {
-        var (beta, z) = Find(transform, state, parameters, nameof(transform));
-        using var noGrad = no_grad();
-        return TensorTree.Of(parameters.Names, parameters.Tensors.Select((y, i) => y.detach().add(z[i].sub(y), 1 - 1 / beta)).ToArray());
-    }
-
-    /// <summary>In place: the parameters y become x (the official <c>eval()</c>: p ← p + (1 − 1/β)(z − p)).</summary>
-    public static void ToEvaluation(IGradientTransformation transform, IOptState state, TensorTree parameters)
-    {
-        var (beta, z) = Find(transform, state, parameters, nameof(transform));
-        using var noGrad = no_grad();
-        for (int i = 0; i < parameters.Count; i++)
-        {
-            using var scope = NewDisposeScope();
-            var p = parameters.Tensors[i];
-            p.add_(z[i].sub(p), 1 - 1 / beta);
-        }
-    }
-
-    /// <summary>In place: parameters holding x go back to y (the official <c>train()</c>: p ← p + (1 − β)(z − p)).</summary>
-    public static void ToTraining(IGradientTransformation transform, IOptState state, TensorTree parameters)
-    {
-        var (beta, z) = Find(transform, state, parameters, nameof(transform));
-        using var noGrad = no_grad();
-        for (int i = 0; i < parameters.Count; i++)
-        {
-            using var scope = NewDisposeScope();
-            var p = parameters.Tensors[i];
-            p.add_(z[i].sub(p), 1 - beta);
-        }
-    }
-
-    /// <summary>Whether the transform contains a Schedule-Free average.</summary>
-    public static bool Contains(IGradientTransformation transform) => Nodes(transform).Any();
-
-    static IEnumerable<ScheduleFreeTransform> Nodes(IGradientTransformation t) =>
-        t is ScheduleFreeTransform s ? new[] { s } : t is IComposite c ? c.Children.SelectMany(Nodes) : Enumerable.Empty<ScheduleFreeTransform>();
-
-    static (double Beta, Tensor[] Z) Find(IGradientTransformation transform, IOptState state, TensorTree parameters, string paramName)
-    {
-        ArgumentNullException.ThrowIfNull(transform);
-        ArgumentNullException.ThrowIfNull(state);
-        ArgumentNullException.ThrowIfNull(parameters);
-        var nodes = Nodes(transform).ToArray();
-        if (nodes.Length != 1)
-            throw new ArgumentException($"{transform.Name} has {nodes.Length} Schedule-Free averages; the evaluation point needs exactly one", paramName);
-        var leaves = state.Leaves().Where(l => l.Tensor is not null && l.Path.Split('/').Contains(ScheduleFreeTransform.ZName)).ToDictionary(l => l.Path.Split('/')[^1], l => l.Tensor!);
-        var z = parameters.Names.Select(n => leaves.TryGetValue(n, out var t) ? t
-            : throw new ArgumentException($"the state has no Schedule-Free base sequence '{ScheduleFreeTransform.ZName}' for parameter '{n}' (is it this transform's state?)", nameof(state))).ToArray();
-        for (int i = 0; i < z.Length; i++)
-            if (!z[i].shape.SequenceEqual(parameters.Tensors[i].shape))
-                throw new ArgumentException($"parameter '{parameters.Names[i]}' has shape [{string.Join(", ", parameters.Tensors[i].shape)}] but its z has [{string.Join(", ", z[i].shape)}]", nameof(parameters));
-        return (nodes[0].Beta, z);
+        if (!Evaluation.Nodes(Check.NotNull(transform, nameof(transform))).All(n => n is ScheduleFreeTransform))
+            throw new ArgumentException($"{transform.Name} has an evaluation point other than Schedule-Free's; use Evaluation.Parameters", nameof(transform));
+        return Evaluation.Parameters(transform, state, parameters);
     }
 }
 
-sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, double r, double weightLrPower, double? constantWeight) : DeclaredTransform
+sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, double r, double weightLrPower, double? constantWeight) : DeclaredTransform, IEvaluationPoint
 {
+    public string SlotName => ZName;
+
+    public bool Invertible => true;
+
+    /// <summary>x = y + (1 − 1/β)(z − y).</summary>
+    public Tensor Evaluation(Tensor z, Tensor y) => y.add(z.sub(y), 1 - 1 / beta);
+
+    /// <summary>The official <c>eval()</c> (p ← p + (1 − 1/β)(z − p)) and <c>train()</c> (p ← p + (1 − β)(z − p)).</summary>
+    public void Switch(Tensor z, Tensor p, bool toEvaluation)
+    {
+        using var scope = NewDisposeScope();
+        p.add_(z.sub(p), toEvaluation ? 1 - 1 / beta : 1 - beta);
+    }
+
     internal const string ZName = "schedule_free_z";
     static readonly StateLayout State = new("schedule_free");
     /// <summary>Steps taken so far (k).</summary>
@@ -113,8 +79,6 @@ sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, doub
     static readonly Slot<double> WeightSum = State.Real("weight_sum");
     /// <summary>z, the base sequence: a copy of the parameters at the start.</summary>
     static readonly Slot<TensorTree> Z = State.PerParameter(ZName, SlotStart.CopyOfParameters);
-
-    internal double Beta => beta;
 
     protected override StateLayout Declare() => State;
 
