@@ -372,6 +372,23 @@ public sealed class Runner : IDisposable
 
     TensorTree? _trainingCopy;
 
+    /// <summary>The current value of an injected hyperparameter (<see cref="Transforms.InjectHyperparameters"/>).</summary>
+    public double GetHyperparameter(string name)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return Hyperparameters.Get(_transform, _state, name);
+    }
+
+    /// <summary>
+    /// Sets an injected hyperparameter for the next steps, without rebuilding the runner; saved with checkpoints.
+    /// A value the optimizer refuses is an error naming it, and nothing changes.
+    /// </summary>
+    public void SetHyperparameter(string name, double value)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _state = Hyperparameters.Set(_transform, _state, name, value);
+    }
+
     void CheckTraining()
     {
         if (InEvaluation)

@@ -228,6 +228,46 @@ let tests =
             runner.UseTrainingParameters()
             Expect.isTrue (w.allclose(y, 0.0, 0.0)) "the training values back, bit for bit"
 
+        property "injected hyperparameters ≡ the optimizer built with those values; set between steps ≡ the same change as a schedule" (zip4 genLongProblem genRate genRate (Gen.choose (1, 20))) (fun (p, lr1, lr2, j) ->
+            let make (h: Collections.Generic.IReadOnlyDictionary<string, float>) = Optim.AdamW(h.["lr"], weightDecay = h.["wd"])
+            let injected () = Transforms.InjectHyperparameters(Func<_, _> make, struct ("lr", lr1), struct ("wd", 0.01))
+            onStream (Tolerance(0.0, 0.0)) p (form (injected ())) (form (Optim.AdamW(lr1, weightDecay = 0.01)))
+            use _ = torch.NewDisposeScope()
+            let tx = injected ()
+            let mutable theta = tree p p.Params0
+            let mutable state = tx.Init theta
+            let scheduled = Transforms.Scheduled(fun t -> Optim.AdamW((if t <= int64 j then lr1 else lr2), weightDecay = 0.01))
+            let reference = Lookahead.Tests.Expect.run scheduled p
+            for k, g in List.indexed p.Grads do
+                if k = j then state <- Hyperparameters.Set(tx, state, "lr", lr2)
+                let struct (u, next) = tx.Update(tree p g, state, theta, StepContext.Empty)
+                theta <- Updates.Apply(theta, u)
+                state <- next
+                closeTo (sprintf "step %d" (k + 1)) 0.0 (List.ofArray reference.Params.[k]) [ for t in theta.Tensors -> t.data<float>().ToArray() ]
+            Expect.equal (Hyperparameters.Get(tx, state, "lr")) (if j < p.Grads.Length then lr2 else lr1) "read back")
+
+        testCase "a runner's injected hyperparameter is set without rebuilding, checkpointed, and a refused value changes nothing" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let make (h: Collections.Generic.IReadOnlyDictionary<string, float>) = Optim.Adam(h.["lr"], beta1 = h.["beta1"])
+            let tx = Transforms.InjectHyperparameters(Func<_, _> make, struct ("lr", 0.01), struct ("beta1", 0.9))
+            let w = torch.ones(3, dtype = torch.float64)
+            use runner = new Runner(tx, TensorTree.Of(struct ("w", w)))
+            runner.Step(TensorTree.Of(struct ("w", torch.ones(3, dtype = torch.float64))))
+            runner.SetHyperparameter("lr", 0.05)
+            Expect.equal (runner.GetHyperparameter "lr") 0.05 "set"
+            let bad = Expect.throwsC (fun () -> runner.SetHyperparameter("beta1", 1.5)) id
+            Expect.stringContains bad.Message "beta1" "names it"
+            Expect.equal (runner.GetHyperparameter "beta1") 0.9 "unchanged"
+            let unknown = Expect.throwsC (fun () -> runner.SetHyperparameter("momentum", 0.5)) id
+            Expect.stringContains unknown.Message "there are: lr, beta1" "lists the names"
+            let file = IO.Path.Combine(IO.Path.GetTempPath(), sprintf "lookahead-injected-%d.safetensors" (Random.Shared.Next()))
+            try
+                runner.Save file
+                use other = new Runner(tx, TensorTree.Of(struct ("w", torch.ones(3, dtype = torch.float64))))
+                other.Load file
+                Expect.equal (other.GetHyperparameter "lr") 0.05 "the set value is in the checkpoint"
+            finally IO.File.Delete file
+
         property "Prodigy's d starts at d₀, never decreases, and once it has left d₀ grows by at most the growth rate per step" (Gen.zip genLongProblem (Gen.elements [ Double.PositiveInfinity; 1.5 ])) (fun (p, growth) ->
             use _ = torch.NewDisposeScope()
             let tx = Optim.Prodigy(growthRate = growth)
