@@ -11,32 +11,27 @@ open Expecto
 open Lookahead
 open Lookahead.Cli
 
-/// LOOKAHEAD_ORACLE_DIR if set; else shared/oracle/cases next to the checkout (it may hold more cases than
-/// were handed over); else the copy vendored in tests/oracle/cases.
-let oracleDir =
-    let fromEnv = Environment.GetEnvironmentVariable "LOOKAHEAD_ORACLE_DIR"
+/// The folder named by the environment variable if set; else the build's folder next to the checkout (it may hold
+/// more cases than were handed over); else the copy vendored in tests/oracle.
+let private caseFolder (variable: string) (sharedKey: string) (vendoredKey: string) =
+    let fromEnv = Environment.GetEnvironmentVariable variable
     let metadata key =
         Assembly.GetExecutingAssembly().GetCustomAttributes<AssemblyMetadataAttribute>()
         |> Seq.find (fun a -> a.Key = key)
         |> fun a -> Path.GetFullPath a.Value
     if not (String.IsNullOrEmpty fromEnv) then fromEnv
-    elif Directory.Exists(metadata "OracleDir") then metadata "OracleDir"
-    else metadata "VendoredOracleDir"
+    elif Directory.Exists(metadata sharedKey) then metadata sharedKey
+    else metadata vendoredKey
+
+/// LOOKAHEAD_ORACLE_DIR, else shared/oracle/cases, else tests/oracle/cases.
+let oracleDir = caseFolder "LOOKAHEAD_ORACLE_DIR" "OracleDir" "VendoredOracleDir"
 
 let caseFiles () =
     if Directory.Exists oracleDir then Directory.GetFiles(oracleDir, "*.json") |> Array.sort else [||]
 
 /// The families recorded later (schedule-free, AdEMAMix, ADOPT, cautious, Prodigy, SOAP, hypergradient descent):
-/// LOOKAHEAD_NEW_FAMILIES_DIR if set; else shared/oracle/new-families next to the checkout; else the vendored copy.
-let newFamiliesDir =
-    let fromEnv = Environment.GetEnvironmentVariable "LOOKAHEAD_NEW_FAMILIES_DIR"
-    let metadata key =
-        Assembly.GetExecutingAssembly().GetCustomAttributes<AssemblyMetadataAttribute>()
-        |> Seq.find (fun a -> a.Key = key)
-        |> fun a -> Path.GetFullPath a.Value
-    if not (String.IsNullOrEmpty fromEnv) then fromEnv
-    elif Directory.Exists(metadata "NewFamiliesDir") then metadata "NewFamiliesDir"
-    else metadata "VendoredNewFamiliesDir"
+/// LOOKAHEAD_NEW_FAMILIES_DIR, else shared/oracle/new-families, else tests/oracle/new-families.
+let newFamiliesDir = caseFolder "LOOKAHEAD_NEW_FAMILIES_DIR" "NewFamiliesDir" "VendoredNewFamiliesDir"
 
 /// Families of the new set that Lookahead does not build yet, with where they are planned.
 let private notYetBuilt = [ "hd_", "hypergradient descent (issue 15)" ]
