@@ -26,7 +26,7 @@ public sealed class CheckpointException(string message, Exception? inner = null)
 /// <para>Round trips are bit-exact. Loading validates everything before building anything: a truncated,
 /// corrupt or other-version file, another transform, other parameter names or shapes, or another state
 /// structure each raise a <see cref="CheckpointException"/> naming the mismatch, and nothing is half loaded.</para>
-/// <para>Loaded tensors are placed on the device of the parameters passed to <see cref="Load"/>.</para>
+/// <para>Loaded tensors are placed on the device of the parameters passed to <see cref="Load(string, IGradientTransformation, TensorTree)"/>.</para>
 /// </remarks>
 public static class Checkpoint
 {
@@ -43,6 +43,7 @@ public static class Checkpoint
     static readonly Dictionary<ScalarType, (string Code, int Size)> Dtypes = new()
     {
         [ScalarType.Float64] = ("F64", 8), [ScalarType.Float32] = ("F32", 4), [ScalarType.Int64] = ("I64", 8), [ScalarType.Int32] = ("I32", 4),
+        [ScalarType.BFloat16] = ("BF16", 2), [ScalarType.Float16] = ("F16", 2),
     };
 
     static string R(double x) => x.ToString("R", CultureInfo.InvariantCulture);
@@ -89,7 +90,7 @@ public static class Checkpoint
         long offset = 0;
         foreach (var (key, t) in tensors)
         {
-            if (!Dtypes.TryGetValue(t.dtype, out var d)) throw new ArgumentException($"tensor '{key}' has dtype {t.dtype}; checkpoints store float64, float32, int64 and int32");
+            if (!Dtypes.TryGetValue(t.dtype, out var d)) throw new ArgumentException($"tensor '{key}' has dtype {t.dtype}; checkpoints store float64, float32, bfloat16, float16, int64 and int32");
             var bytes = Bytes(t);
             header[key] = new JsonObject
             {
@@ -129,8 +130,20 @@ public static class Checkpoint
             ScalarType.Float32 => MemoryMarshal.AsBytes(cpu.data<float>().ToArray().AsSpan()).ToArray(),
             ScalarType.Int64 => MemoryMarshal.AsBytes(cpu.data<long>().ToArray().AsSpan()).ToArray(),
             ScalarType.Int32 => MemoryMarshal.AsBytes(cpu.data<int>().ToArray().AsSpan()).ToArray(),
-            _ => throw new ArgumentException($"checkpoints store float64, float32, int64 and int32 tensors, not {t.dtype}"),
+            ScalarType.BFloat16 or ScalarType.Float16 => RawBytes(cpu),
+            _ => throw new ArgumentException($"checkpoints store float64, float32, bfloat16, float16, int64 and int32 tensors, not {t.dtype}"),
         };
+    }
+
+    /// <summary>The bytes of a contiguous CPU tensor of 16-bit floats (their bit patterns, little-endian on every host .NET runs).</summary>
+    static byte[] RawBytes(Tensor cpu)
+    {
+        var bytes = new byte[cpu.numel() * 2];
+        if (bytes.Length == 0) return bytes;
+        var p = Kernels.NarrowFloats.DataPointer(cpu);
+        if (p == IntPtr.Zero) throw new InvalidOperationException($"cannot read the data of a {cpu.dtype} tensor on this host");
+        Marshal.Copy(p, bytes, 0, bytes.Length);
+        return bytes;
     }
 
     sealed record Entry(string Key, string Dtype, long[] Shape, long Begin, long End);
@@ -152,7 +165,14 @@ public static class Checkpoint
     /// the structure <c>transform.Init(parameters)</c> gives, with the saved values. Throws a
     /// <see cref="CheckpointException"/> naming what does not match.
     /// </summary>
-    public static IOptState Load(string path, IGradientTransformation transform, TensorTree parameters)
+    public static IOptState Load(string path, IGradientTransformation transform, TensorTree parameters) => Load(path, transform, parameters, null);
+
+    /// <summary>
+    /// <see cref="Load(string, IGradientTransformation, TensorTree)"/> with the state's structure and dtypes taken from
+    /// <paramref name="like"/> (a runner's state: float32 for 16-bit parameters under <see cref="StatePrecision.Float32"/>)
+    /// instead of <c>transform.Init(parameters)</c>; <paramref name="like"/> is not changed.
+    /// </summary>
+    internal static IOptState Load(string path, IGradientTransformation transform, TensorTree parameters, IOptState? like)
     {
         ArgumentNullException.ThrowIfNull(transform);
         ArgumentNullException.ThrowIfNull(parameters);
@@ -164,14 +184,14 @@ public static class Checkpoint
             throw new CheckpointException($"{path}: saved for the parameters [{string.Join(", ", meta.Parameters)}], not [{string.Join(", ", parameters.Names)}]");
         foreach (var (name, p) in parameters)
         {
-            if (!Dtypes.ContainsKey(p.dtype)) throw new CheckpointException($"parameter '{name}' has dtype {p.dtype}; checkpoints store float64, float32, int64 and int32");
+            if (!Dtypes.ContainsKey(p.dtype)) throw new CheckpointException($"parameter '{name}' has dtype {p.dtype}; checkpoints store float64, float32, bfloat16, float16, int64 and int32");
             var e = entries.GetValueOrDefault("parameters/" + name) ?? throw new CheckpointException($"{path}: parameter '{name}' is missing from the file");
             if (!e.Shape.SequenceEqual(p.shape) || e.Dtype != Dtypes[p.dtype].Code)
                 throw new CheckpointException($"{path}: parameter '{name}' was saved as {e.Dtype} [{string.Join(", ", e.Shape)}], here it is {Dtypes[p.dtype].Code} [{string.Join(", ", p.shape)}]");
         }
 
         using var scope = NewDisposeScope();
-        var template = transform.Init(parameters);
+        var template = like ?? transform.Init(parameters);
         var tensorLeaves = template.Leaves().Where(l => l.Tensor is not null).ToDictionary(l => l.Path, l => l.Tensor!);
         var scalarLeaves = template.Leaves().Where(l => l.Tensor is null).Select(l => l.Path).ToHashSet();
         var savedTensors = entries.Keys.Where(k => k.StartsWith("state/", StringComparison.Ordinal)).Select(k => k["state/".Length..]).ToHashSet();
@@ -294,6 +314,17 @@ public static class Checkpoint
     static Tensor FromBytes(byte[] data, Entry e, ScalarType dtype)
     {
         var slice = data.AsSpan((int)e.Begin, (int)(e.End - e.Begin));
+        if (dtype is ScalarType.BFloat16 or ScalarType.Float16)
+        {
+            var t = empty(e.Shape, dtype: dtype);
+            if (slice.Length > 0)
+            {
+                var p = Kernels.NarrowFloats.DataPointer(t);
+                if (p == IntPtr.Zero) { t.Dispose(); throw new InvalidOperationException($"cannot write the data of a {dtype} tensor on this host"); }
+                Marshal.Copy(data, (int)e.Begin, p, slice.Length);
+            }
+            return t;
+        }
         using var flat = dtype switch
         {
             ScalarType.Float64 => tensor(MemoryMarshal.Cast<byte, double>(slice).ToArray(), dtype: dtype),

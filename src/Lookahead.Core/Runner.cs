@@ -518,7 +518,7 @@ public sealed class Runner : IDisposable
     public void Load(string path)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var loaded = Checkpoint.Load(path, _transform, _parameters);
+        var loaded = Checkpoint.Load(path, _transform, _parameters, _state);
         try
         {
             using var noGrad = no_grad();

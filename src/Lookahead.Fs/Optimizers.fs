@@ -567,3 +567,26 @@ module Lars =
     /// The transform for these settings.
     [<CompiledName("Create")>]
     let create (s: Settings) = Optim.Lars(s.lr, s.weightDecay, s.trustCoefficient, s.eps, s.momentum)
+
+/// Adafactor: factored second moment, update clipping, relative step; see Optim.Adafactor.
+module Adafactor =
+    /// ρ(t) (None: the relative step min(10⁻², 1/√t)), c of β̂₂ₜ = 1 − t^(−c), ε₁, ε₂, the clip threshold d (None: no
+    /// clipping), the parameter scale, factoring and its minimum dimension, β₁ (None: no momentum), λ and how it is scaled.
+    type Settings =
+        { learningRate: (int64 -> float) option; decayExponent: float; eps1: float; eps2: float; clipThreshold: float option
+          multiplyByParameterScale: bool; factored: bool; minDimSizeToFactor: int; beta1: float option
+          weightDecay: float; weightDecayScaling: AdafactorWeightDecay }
+    /// Optim.Adafactor's defaults, the paper's (and HF's).
+    let defaults =
+        let f = Factory "Adafactor"
+        { learningRate = f.NullAsNone<Func<int64, float>> "learningRate" |> Option.map (fun g -> g.Invoke); decayExponent = f.Default "decayExponent"
+          eps1 = f.Default "eps1"; eps2 = f.Default "eps2"; clipThreshold = f.Optional "clipThreshold"
+          multiplyByParameterScale = f.Default "multiplyByParameterScale"; factored = f.Default "factored"; minDimSizeToFactor = f.Default "minDimSizeToFactor"
+          beta1 = f.NullableAsNone "beta1"; weightDecay = f.Default "weightDecay"; weightDecayScaling = f.Default "weightDecayScaling" }
+    /// The relative step ρ(t) = min(10⁻², 1/√t), or min(10⁻⁶·t, 1/√t) with warm-up initialisation.
+    let relativeStep (warmupInit: bool) : int64 -> float = AdafactorSchedule.RelativeStep(warmupInit).Invoke
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) =
+        Optim.Adafactor(s.learningRate |> Option.map (fun g -> Func<int64, float> g) |> Option.toObj, s.decayExponent, s.eps1, s.eps2, Option.toNullable s.clipThreshold,
+                        s.multiplyByParameterScale, s.factored, s.minDimSizeToFactor, Option.toNullable s.beta1, s.weightDecay, s.weightDecayScaling)

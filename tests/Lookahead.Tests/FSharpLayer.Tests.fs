@@ -79,7 +79,8 @@ let private optimizers : (string * Kind * (unit -> IGradientTransformation) * (u
       "Prodigy", Plain, (fun () -> Prodigy.create Prodigy.defaults), (fun () -> Optim.Prodigy())
       "Soap", Plain, (fun () -> Soap.create Soap.defaults), (fun () -> Optim.Soap())
       "Lamb", Plain, (fun () -> Lamb.create Lamb.defaults), (fun () -> Optim.Lamb())
-      "Lars", Plain, (fun () -> Lars.create Lars.defaults), (fun () -> Optim.Lars()) ]
+      "Lars", Plain, (fun () -> Lars.create Lars.defaults), (fun () -> Optim.Lars())
+      "Adafactor", Plain, (fun () -> Adafactor.create Adafactor.defaults), (fun () -> Optim.Adafactor()) ]
 
 let private runKind kind tx p =
     match kind with

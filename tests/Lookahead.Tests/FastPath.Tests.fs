@@ -40,7 +40,21 @@ let optimizers : (string * (unit -> IGradientTransformation)) list =
       "momo fstar", fun () -> Optim.Momo(1.0, 0.01, estimateLowerBound = true)
       "momo-adam", fun () -> Optim.MomoAdam(0.1, weightDecay = 0.01)
       "slow/fast adam", fun () -> Transforms.SlowFastWeights(Optim.Adam(0.01), 3, 0.5)
-      "clipped adam", fun () -> Transforms.Chain(Transforms.ClipByGlobalNorm 1.0, Optim.Adam(0.01)) ]
+      "clipped adam", fun () -> Transforms.Chain(Transforms.ClipByGlobalNorm 1.0, Optim.Adam(0.01))
+      "schedule-free sgd warm-up", fun () -> Optim.ScheduleFreeSgd(0.1, warmupSteps = 5, weightDecay = 0.01)
+      "schedule-free adamw", fun () -> Optim.ScheduleFreeAdamW(0.01, warmupSteps = 3, weightDecay = 0.01)
+      "ademamix warm-up", fun () -> Optim.AdEMAMix(0.01, alphaWarmup = Nullable 10, beta3Warmup = Nullable 10, weightDecay = 0.01)
+      "adopt decoupled", fun () -> Optim.Adopt(0.01, weightDecay = 0.01, decouple = true)
+      "c-adamw", fun () -> Optim.CautiousAdamW(0.01, weightDecay = 0.01)
+      "c-lion", fun () -> Optim.CautiousLion(0.001)
+      "prodigy", fun () -> Optim.Prodigy(1.0, weightDecay = 0.01)
+      "soap", fun () -> Optim.Soap(0.01, preconditionFrequency = 2, maxPreconditionDimension = 4)
+      "lamb", fun () -> Optim.Lamb(0.01, weightDecay = 0.01)
+      "lars", fun () -> Optim.Lars(0.1, weightDecay = 0.01)
+      "adafactor momentum + decay", fun () -> Optim.Adafactor(beta1 = Nullable 0.9, weightDecay = 0.01)
+      "multi-steps adam 3", fun () -> Transforms.MultiSteps(Optim.Adam(0.01), 3)
+      "ema weights adam", fun () -> Transforms.AverageParameters(Optim.Adam(0.01), ParameterAveraging.Exponential, 0.9)
+      "injected adamw", fun () -> Transforms.InjectHyperparameters((fun h -> Optim.AdamW(h.["lr"], weightDecay = h.["wd"])), struct ("lr", 0.01), struct ("wd", 0.01)) ]
 
 /// Losses for the Polyak types and the boost policy, a deterministic function of the step.
 let contextAt (k: int) = StepContext.Empty.WithLoss(1.0 + 10.0 / float (k + 1))
