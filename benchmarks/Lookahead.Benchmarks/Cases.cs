@@ -48,6 +48,13 @@ public static class Cases
         new("RMSprop", () => Optim.RmsProp(1e-2), 1.25, true),
         new("SGD-momentum", () => Optim.Sgd(1e-2, momentum: 0.9), 1.25, true),
         new("Adagrad", () => Optim.Adagrad(1e-2), double.NaN, false),
+        new("ADOPT", () => Optim.Adopt(1e-3), 1.25, true),
+        new("ScheduleFree-AdamW", () => Optim.ScheduleFreeAdamW(), 1.25, true),
+        new("ScheduleFree-SGD", () => Optim.ScheduleFreeSgd(0.1), 1.25, true),
+        // Reported, not targeted: AdEMAMix's slow EMA runs on a copy of the update (Mix), which the fused executor
+        // cannot address; cautious masking needs each tensor's mask mean before its update.
+        new("AdEMAMix", () => Optim.AdEMAMix(1e-3), double.NaN, false),
+        new("C-AdamW", () => Optim.CautiousAdamW(1e-3), double.NaN, false),
         // MARS clips c = g + s·(g − g_prev) to unit norm per tensor: ‖c‖² must be known before the update,
         // so a fused step reads g and g_prev once more.
         new("MARS-AdamW", () => Optim.Mars(3e-3, optimize1d: true), 1.5, false,

@@ -3,7 +3,7 @@ using System.Linq;
 using BenchmarkDotNet.Running;
 using Lookahead.Benchmarks;
 
-// dotnet run -c Release -- --quick [--matrices K] [--rounds R] [--runner NAME=VALUE]...
+// dotnet run -c Release -- --quick [--matrices K] [--rounds R] [--runner NAME=VALUE]... [--only NAME,NAME]
 //     the one-command check of the targets (minutes). --runner sets a RunnerOptions property for every runner
 //     of the benchmark (by reflection, so options added to the runner later can be chosen without code changes).
 // dotnet run -c Release -- [BenchmarkDotNet args]    the BenchmarkDotNet suite (long)
@@ -21,7 +21,9 @@ if (args.Contains("--quick"))
         if (parts.Length != 2) throw new ArgumentException($"--runner wants NAME=VALUE, got '{args[i + 1]}'");
         Cases.Override(parts[0], parts[1]);
     }
-    return Quick.Run(new QuickOptions(Matrices: Value("--matrices", 8), Rounds: Value("--rounds", 7)));
+    int only = Array.IndexOf(args, "--only");
+    return Quick.Run(new QuickOptions(Matrices: Value("--matrices", 8), Rounds: Value("--rounds", 7),
+        Only: only >= 0 && only + 1 < args.Length ? args[only + 1].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : null));
 }
 BenchmarkSwitcher.FromAssembly(typeof(Cases).Assembly).Run(args);
 return 0;

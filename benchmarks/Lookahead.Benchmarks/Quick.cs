@@ -15,7 +15,7 @@ namespace Lookahead.Benchmarks;
 /// <summary>Settings of the quick check (from the command line).</summary>
 /// <param name="Matrices">The number of 1024 × 1024 matrices for Muon and MARS-M.</param>
 /// <param name="Rounds">Interleaved rounds of the elementwise measurements (at least 5).</param>
-public sealed record QuickOptions(int Matrices = 8, int Rounds = 7);
+public sealed record QuickOptions(int Matrices = 8, int Rounds = 7, string[]? Only = null);
 
 /// <summary>
 /// The quick check of the performance targets, one line per target: <c>target NAME ratio=X goal=Y met|not met</c>
@@ -118,6 +118,16 @@ public static class Quick
         int rounds = Math.Max(5, options.Rounds);
         var total = Stopwatch.StartNew();
         Machine();
+        if (options.Only is { Length: > 0 } only)
+        {
+            // A subset of the elementwise optimizers against their traffic loops, on 1 × 10M only.
+            var chosen = Cases.Elementwise.Where(c => only.Contains(c.Name, StringComparer.OrdinalIgnoreCase)).ToArray();
+            if (chosen.Length != only.Length)
+                throw new ArgumentException($"--only names optimizers of the elementwise list: {string.Join(", ", Cases.Elementwise.Select(c => c.Name))}");
+            ElementwiseVsTraffic("1x10M", () => Cases.Parameters(1, Rows, Cols), chosen, rounds);
+            foreach (var l in Lines) Console.WriteLine(l);
+            return 0;
+        }
         var adamStep = ElementwiseVsTraffic("1x10M", () => Cases.Parameters(1, Rows, Cols), Cases.Elementwise, rounds);
         ElementwiseVsTraffic("1000x10k", () => Cases.Parameters(1000, 100, 100), Cases.Elementwise.Where(c => c.BothLayouts).ToArray(), rounds);
         MixedPrecisionVsTraffic(rounds);

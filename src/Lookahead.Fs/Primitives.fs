@@ -156,6 +156,71 @@ module Primitives =
     let guardNonFinite (policy: NonFinitePolicy) (inner: IGradientTransformation) =
         guardNonFiniteWith { guardDefaults with policy = policy } inner
 
+    // ---- The recent optimizers' primitives and combinators (see the C# Transforms.* of the same names) ----
+
+    /// ADOPT's normalisation by the previous second moment: decay β, floor ε, clip exponent p of (t − 1)^p (None: no clip).
+    [<CompiledName("NormaliseByPreviousMoment")>]
+    let normaliseByPreviousMoment (decay: float) (eps: float) (clipExponent: float option) =
+        Transforms.NormaliseByPreviousMoment(decay, eps, Option.toNullable clipExponent)
+
+    /// Schedule-Free's averaging with learning rate lr and interpolation β (the official weights, no warm-up).
+    [<CompiledName("ScheduleFreeAverage")>]
+    let scheduleFreeAverage (lr: float) (beta: float) = Transforms.ScheduleFreeAverage(lr, beta)
+
+    /// The per-tensor trust ratio ‖θ‖/‖u‖ (LARS, LAMB), unbounded.
+    [<CompiledName("ScaleByTrustRatio")>]
+    let scaleByTrustRatio = Transforms.ScaleByTrustRatio()
+
+    /// u ← first(u) + weight(t)·second(u), each with its own state.
+    [<CompiledName("Mix")>]
+    let mix (weight: int64 -> float) (first: IGradientTransformation) (second: IGradientTransformation) = Transforms.Mix(first, second, Func<_, _> weight)
+
+    /// Cautious masking of a direction (the mask rescaled by its mean, floored at 1e-3).
+    [<CompiledName("Cautious")>]
+    let cautious (direction: IGradientTransformation) = Transforms.Cautious direction
+
+    /// Gradient accumulation: the inner step every k calls on the mean gradient, zero updates between.
+    [<CompiledName("MultiSteps")>]
+    let multiSteps (k: int) (inner: IGradientTransformation) = Transforms.MultiSteps(inner, k)
+
+    /// EMA (decay β) or uniform (SWA) evaluation weights kept beside the inner optimizer.
+    [<CompiledName("AverageParameters")>]
+    let averageParameters (averaging: ParameterAveraging) (decay: float) (inner: IGradientTransformation) = Transforms.AverageParameters(inner, averaging, decay)
+
+    /// Hyperparameters as state: the factory builds the optimizer from their current values.
+    [<CompiledName("InjectHyperparameters")>]
+    let injectHyperparameters (initial: (string * float) list) (factory: Collections.Generic.IReadOnlyDictionary<string, float> -> IGradientTransformation) =
+        Transforms.InjectHyperparameters(Func<_, _> factory, initial |> List.map (fun (n, v) -> struct (n, v)) |> Array.ofList)
+
+    /// Adafactor's factored second moment.
+    [<CompiledName("ScaleByFactoredRms")>]
+    let scaleByFactoredRms (options: FactoredRmsOptions) = Transforms.ScaleByFactoredRms options
+
+    /// Adafactor's update clipping u/max(1, RMS(u)/d), per tensor.
+    [<CompiledName("ClipByBlockRms")>]
+    let clipByBlockRms (threshold: float) = Transforms.ClipByBlockRms threshold
+
+    /// Adafactor's parameter scale u ← max(ε₂, RMS(θ))·u, per tensor.
+    [<CompiledName("ScaleByParameterBlockRms")>]
+    let scaleByParameterBlockRms (minScale: float) = Transforms.ScaleByParameterBlockRms minScale
+
+    /// u ← θ.
+    [<CompiledName("ReplaceWithParameters")>]
+    let replaceWithParameters = Transforms.ReplaceWithParameters()
+
+    /// Stochastic rounding of θ + u to bfloat16 (last in a chain).
+    [<CompiledName("StochasticRounding")>]
+    let stochasticRounding (seed: int64) = Transforms.StochasticRounding seed
+
+    /// Kahan compensation for 16-bit parameters of the given format (last in a chain).
+    [<CompiledName("KahanCompensation")>]
+    let kahanCompensation (format: TorchSharp.torch.ScalarType) = Transforms.KahanCompensation format
+
+    /// An optimizer for bfloat16 parameters with a declared rounding policy, e.g.
+    /// `AdamW.create AdamW.defaults |> Primitives.lowPrecision ParameterRounding.Stochastic`.
+    [<CompiledName("LowPrecision")>]
+    let lowPrecision (rounding: ParameterRounding) (inner: IGradientTransformation) = Transforms.LowPrecision(inner, rounding)
+
 /// Reading the state of Primitives.guardNonFinite.
 [<RequireQualifiedAccess>]
 module NonFinite =

@@ -209,6 +209,31 @@ let private wrapperTests =
             let withLoss = fun k -> StepContext.Empty.WithLoss(loss k)
             identical (runWith withLoss (ArsgObsb.create { ArsgObsb.defaults with policy = Some policy }) p)
                       (runWith withLoss (Optim.ArsgObsb(policy = policy)) p))
+        prop "Adafactor with momentum, a constant rate and Optax's decay" (genProblemWith 3 12) (fun p ->
+            identical (run (Adafactor.create { Adafactor.defaults with learningRate = Some (fun _ -> 0.01); beta1 = Some 0.9; weightDecay = 0.1; weightDecayScaling = AdafactorWeightDecay.Decoupled }) p)
+                      (run (Optim.Adafactor(learningRate = Func<int64, float>(fun _ -> 0.01), beta1 = Nullable 0.9, weightDecay = 0.1, weightDecayScaling = AdafactorWeightDecay.Decoupled)) p)
+            identical (run (Adafactor.create { Adafactor.defaults with learningRate = Some (Adafactor.relativeStep true) }) p)
+                      (run (Optim.Adafactor(learningRate = AdafactorSchedule.RelativeStep(true))) p))
+        prop "the recent primitives and combinators ≡ their C# calls" (genProblemWith 3 12) (fun p ->
+            let adam = Optim.Adam(1e-2)
+            let pairs =
+                [ "normaliseByPreviousMoment", Primitives.normaliseByPreviousMoment 0.99 1e-6 (Some 0.25), Transforms.NormaliseByPreviousMoment(0.99, 1e-6, Nullable 0.25)
+                  "scheduleFreeAverage", Primitives.scheduleFreeAverage 0.1 0.9, Transforms.ScheduleFreeAverage(0.1, 0.9)
+                  "scaleByTrustRatio", Transforms.Chain(adam, Primitives.scaleByTrustRatio), Transforms.Chain(adam, Transforms.ScaleByTrustRatio())
+                  "mix", Primitives.mix (fun t -> 1.0 / float t) (Transforms.Ema 0.9) (Transforms.Trace 0.5), Transforms.Mix(Transforms.Ema 0.9, Transforms.Trace 0.5, (fun t -> 1.0 / float t))
+                  "cautious", Primitives.cautious adam, Transforms.Cautious adam
+                  "multiSteps", Primitives.multiSteps 2 adam, Transforms.MultiSteps(adam, 2)
+                  "averageParameters", Primitives.averageParameters ParameterAveraging.Uniform 0.9 adam, Transforms.AverageParameters(adam, ParameterAveraging.Uniform, 0.9)
+                  "injectHyperparameters", Primitives.injectHyperparameters [ "lr", 0.01 ] (fun h -> Optim.Sgd h.["lr"]), Transforms.InjectHyperparameters((fun h -> Optim.Sgd h.["lr"]), struct ("lr", 0.01))
+                  "adafactor's stages", Transforms.Chain(Primitives.scaleByFactoredRms (FactoredRmsOptions()), Primitives.clipByBlockRms 1.0, Primitives.scaleByParameterBlockRms 1e-3),
+                      Transforms.Chain(Transforms.ScaleByFactoredRms(FactoredRmsOptions()), Transforms.ClipByBlockRms 1.0, Transforms.ScaleByParameterBlockRms 1e-3)
+                  "replaceWithParameters", Primitives.replaceWithParameters, Transforms.ReplaceWithParameters()
+                  "lowPrecision", adam |> Primitives.lowPrecision ParameterRounding.Compensated, Transforms.LowPrecision(adam, ParameterRounding.Compensated)
+                  "stochasticRounding", Transforms.Chain(adam, Primitives.stochasticRounding 3L), Transforms.Chain(adam, Transforms.StochasticRounding 3L)
+                  "kahanCompensation", Primitives.kahanCompensation torch.bfloat16, Transforms.KahanCompensation torch.bfloat16 ]
+            for name, fs, cs in pairs do
+                Expect.equal fs.Spec.Canonical cs.Spec.Canonical (name + ": the same spec")
+                identical (run fs p) (run cs p))
     ]
 
 /// A problem whose gradients hold NaN at step 2 and +∞ at steps 4 and 5.

@@ -57,7 +57,9 @@ sealed class ScaleByParameterBlockRmsTransform(double minScale) : Transform<Empt
         for (int i = 0; i < updates.Count; i++)
         {
             using var scope = NewDisposeScope();
-            updates.Tensors[i].mul_(Transforms.BlockRms(parameters.Tensors[i]).clamp_min_(minScale));
+            Tensor u = updates.Tensors[i], theta = parameters.Tensors[i];
+            // In the update's precision (a bfloat16 parameter's RMS in bfloat16 would round the step size to 8 bits).
+            u.mul_(Transforms.BlockRms(theta.dtype == u.dtype ? theta : theta.to(u.dtype)).clamp_min_(minScale));
         }
         return state;
     }

@@ -1,4 +1,5 @@
 using System;
+using System.Runtime.CompilerServices;
 using static TorchSharp.torch;
 
 namespace Lookahead;
@@ -24,8 +25,10 @@ public static partial class Transforms
     }
 }
 
-sealed class PreviousMomentNormaliseTransform(double decay, double eps, double? clipExponent) : DeclaredTransform
+sealed class PreviousMomentNormaliseTransform(double decay, double eps, double? clipExponent) : DeclaredTransform, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     static readonly StateLayout State = new("previous_moment_normalise");
     /// <summary>Steps taken so far.</summary>
     static readonly Slot<long> Count = State.Integer("count");
@@ -39,26 +42,53 @@ sealed class PreviousMomentNormaliseTransform(double decay, double eps, double? 
     public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
         long t = state.Get(Count) + 1;
-        var nu = state.Get(Nu);
-        for (int i = 0; i < updates.Count; i++)
+        var groups = Buffers.Groups(updates, state.Get(Nu));
+        if (t == 1) Kernels.Elementwise.Run(new StartKernel(), groups, (Tensor[][]?)null);
+        else
         {
-            using var scope = NewDisposeScope();
-            Tensor u = updates.Tensors[i], v = nu.Tensors[i];
-            if (t == 1)
+            double level = clipExponent is double p ? Math.Pow(t - 1, p) : double.PositiveInfinity;
+            var roots = Buffers.RentArray(groups.Count);
+            try
             {
-                v.copy_(u).mul_(u);
-                u.zero_();
-                continue;
+                for (int k = 0; k < groups.Count; k++) roots[k] = Buffers.Rent(groups[k][0]);
+                Kernels.Elementwise.Run(new NormaliseKernel(decay, eps, level), groups, roots);
             }
-            var root = v.sqrt().clamp_min_(eps);
-            v.mul_(decay).addcmul_(u, u, 1 - decay);
-            u.div_(root);
-            if (clipExponent is double p)
+            finally
             {
-                double level = Math.Pow(t - 1, p);
-                u.clamp_(-level, level);
+                foreach (var r in roots) if (r is not null) Buffers.Return(r);
+                Buffers.ReturnArray(roots);
             }
         }
         return state.With(Count, t);
+    }
+
+    /// <summary>Over (u, ν): step 1, ν ← u², u ← 0 (the parameters do not move).</summary>
+    readonly struct StartKernel : Kernels.IKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray>
+        {
+            ops.MulBy(ops.Copy(a[1], a[0]), a[0]);
+            ops.Mul(a[0], 0);
+        }
+    }
+
+    /// <summary>Over (u, ν, scratch r): r ← max(√ν, ε); ν ← βν + (1 − β)u²; u ← u/r, clamped to ±level (∞: no clip).</summary>
+    readonly struct NormaliseKernel(double decay, double eps, double level) : Kernels.IKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray>
+        {
+            TArray u = a[0], v = a[1], root = a[2];
+            ops.ClampMin(ops.SqrtOf(root, v), eps);
+            ops.MulAddProduct(v, decay, u, u, 1 - decay);
+            ops.DivBy(u, root);
+            if (double.IsFinite(level))
+            {
+                // min(max(u, −L), L) = −max(−max(u, −L), −L): sign changes are exact.
+                ops.ClampMin(u, -level);
+                ops.Mul(ops.ClampMin(ops.Mul(u, -1), -level), -1);
+            }
+        }
     }
 }

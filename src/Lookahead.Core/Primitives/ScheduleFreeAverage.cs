@@ -1,4 +1,5 @@
 using System;
+using System.Runtime.CompilerServices;
 using System.Collections.Generic;
 using System.Linq;
 using static TorchSharp.torch;
@@ -53,8 +54,10 @@ public static class ScheduleFree
     }
 }
 
-sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, double r, double weightLrPower, double? constantWeight) : DeclaredTransform, IEvaluationPoint
+sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, double r, double weightLrPower, double? constantWeight) : DeclaredTransform, IEvaluationPoint, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     public string SlotName => ZName;
 
     public bool Invertible => true;
@@ -93,16 +96,22 @@ sealed class ScheduleFreeTransform(double lr, double beta, int warmupSteps, doub
         double w = Math.Pow(k + 1, r) * Math.Pow(lrMax, weightLrPower);
         double weightSum = state.Get(WeightSum) + w;
         double c = constantWeight ?? (weightSum != 0 ? w / weightSum : 0);
-        var z = state.Get(Z);
-        for (int i = 0; i < updates.Count; i++)
-        {
-            using var scope = NewDisposeScope();
-            Tensor g = updates.Tensors[i], zi = z.Tensors[i], y = parameters.Tensors[i];
-            // The change of y: c(z − y) + lr_k(β(1 − c) − 1)·ĝ, with z before its step; then z ← z − lr_k·ĝ.
-            var toZ = zi.sub(y).mul_(c);
-            zi.add_(g, -lrK);
-            g.mul_(lrK * (beta * (1 - c) - 1)).add_(toZ);
-        }
+        Kernels.Elementwise.Run(new StepKernel(lrK, lrK * (beta * (1 - c) - 1), c), updates, state.Get(Z), parameters);
         return state.With(Count, k + 1).With(LrMax, lrMax).With(WeightSum, weightSum);
+    }
+
+    /// <summary>
+    /// Over (ĝ, z, y): the change of y is c(z − y) + a·ĝ with a = lr_k(β(1 − c) − 1) and z before its step; with
+    /// z ← z − lr_k·ĝ first, that is (a + c·lr_k)·ĝ + c·z − c·y.
+    /// </summary>
+    readonly struct StepKernel(double lrK, double a, double c) : Kernels.IKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> arrays) where TOps : struct, Kernels.IArrayOps<TArray>
+        {
+            TArray g = arrays[0], z = arrays[1], y = arrays[2];
+            ops.AddScaled(z, g, -lrK);
+            ops.AddScaled(ops.MulAdd(g, a + c * lrK, z, c), y, -c);
+        }
     }
 }

@@ -38,11 +38,15 @@ sealed class TrustRatioTransform(double coefficient, double eps, double minRatio
         {
             using var scope = NewDisposeScope();
             var u = updates.Tensors[i];
-            var thetaNorm = parameters.Tensors[i].norm();
+            // In the update's precision: a bfloat16 parameter's norm in bfloat16 would carry its 8-bit rounding into every entry.
+            var theta = parameters.Tensors[i];
+            var thetaNorm = (theta.dtype == u.dtype ? theta : theta.to(u.dtype)).norm();
             var updateNorm = u.norm();
             var ratio = thetaNorm.mul(coefficient).div(updateNorm.add(eps));
             // 1 where either norm is zero; then the bounds.
-            ratio = where(thetaNorm.eq(0).logical_or(updateNorm.eq(0)), ones_like(ratio), ratio).clamp(minRatio, double.IsPositiveInfinity(maxRatio) ? double.MaxValue : maxRatio);
+            ratio = where(thetaNorm.eq(0).logical_or(updateNorm.eq(0)), ones_like(ratio), ratio);
+            // An infinite cap is no cap (a double.MaxValue bound would not convert to a float32 tensor's scalar).
+            ratio = double.IsPositiveInfinity(maxRatio) ? ratio.clamp_min(minRatio) : ratio.clamp(minRatio, maxRatio);
             u.mul_(ratio);
         }
         return state;
