@@ -6,7 +6,15 @@ using Lookahead.Benchmarks;
 // dotnet run -c Release -- --quick [--matrices K] [--rounds R] [--runner NAME=VALUE]... [--only NAME,NAME]
 //     the one-command check of the targets (minutes). --runner sets a RunnerOptions property for every runner
 //     of the benchmark (by reflection, so options added to the runner later can be chosen without code changes).
+// dotnet run -c Release -- --checkpoint [PARAMETERS] [DIRECTORY]
+//     checkpoint save/load of Adam's state (default 1e8 parameters) against a plain file stream of the same bytes.
 // dotnet run -c Release -- [BenchmarkDotNet args]    the BenchmarkDotNet suite (long)
+if (args.Length > 0 && args[0] == "--checkpoint")
+{
+    long count = args.Length > 1 ? long.Parse(args[1], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture) : 100_000_000;
+    string directory = args.Length > 2 ? args[2] : System.IO.Path.Combine(System.IO.Path.GetTempPath(), "lookahead-checkpoint-bench");
+    return CheckpointBench.Run(count, directory);
+}
 if (args.Contains("--quick"))
 {
     int Value(string name, int fallback)

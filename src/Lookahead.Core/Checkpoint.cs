@@ -5,6 +5,7 @@ using System.Globalization;
 using System.IO;
 using System.Linq;
 using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -86,78 +87,121 @@ public static class Checkpoint
                 ["user"] = new JsonObject((metadata ?? new Dictionary<string, string>()).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))).ToJsonString(),
             },
         };
-        var blobs = new List<byte[]>();
+        var entries = new List<(string Key, string Code, long[] Shape, long Begin, long End)>();
         long offset = 0;
         foreach (var (key, t) in tensors)
         {
             if (!Dtypes.TryGetValue(t.dtype, out var d)) throw new ArgumentException($"tensor '{key}' has dtype {t.dtype}; checkpoints store float64, float32, bfloat16, float16, int64 and int32");
-            var bytes = Bytes(t);
+            long bytes = checked(t.numel() * d.Size);
             header[key] = new JsonObject
             {
                 ["dtype"] = d.Code,
                 ["shape"] = new JsonArray(t.shape.Select(x => (JsonNode)x).ToArray()),
-                ["data_offsets"] = new JsonArray(offset, offset + bytes.Length),
+                ["data_offsets"] = new JsonArray(offset, offset + bytes),
             };
-            blobs.Add(bytes);
-            offset += bytes.Length;
+            entries.Add((key, d.Code, t.shape, offset, offset + bytes));
+            offset += bytes;
         }
         var metadataNode = header["__metadata__"]!.AsObject();
-        var entriesForDigest = tensors.Select((x, k) => (x.Key, Dtypes[x.T.dtype].Code, x.T.shape, Offsets: (Begin: blobs.Take(k).Sum(b => (long)b.Length), End: blobs.Take(k + 1).Sum(b => (long)b.Length))));
-        metadataNode["sha256"] = Digest(
-            (string)metadataNode["transform"]! + "\n" + (string)metadataNode["spec"]! + "\n" + (string)metadataNode["fingerprint"]!, (string)metadataNode["scalars"]!, (string)metadataNode["parameters"]!, (string)metadataNode["user"]!,
-            entriesForDigest.Select(e => (e.Key, e.Code, e.shape, e.Offsets.Begin, e.Offsets.End)), blobs);
+        var text = DigestText((string)metadataNode["transform"]! + "\n" + (string)metadataNode["spec"]! + "\n" + (string)metadataNode["fingerprint"]!,
+            (string)metadataNode["scalars"]!, (string)metadataNode["parameters"]!, (string)metadataNode["user"]!, entries);
+        // The checksum covers the tensor bytes, which are streamed after the header: the header goes out with a
+        // placeholder of the digest's length, overwritten in place once every byte has gone through the hash.
+        metadataNode["sha256"] = DigestPlaceholder;
         var json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        int digestAt = LastIndexOf(json, Encoding.ASCII.GetBytes("\"sha256\":\"" + DigestPlaceholder + "\"")) + "\"sha256\":\"".Length;
         int pad = (8 - json.Length % 8) % 8;
         var tmp = path + ".tmp";
-        using (var f = File.Create(tmp))
+        try
         {
-            Span<byte> len = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)(json.Length + pad));
-            f.Write(len);
-            f.Write(json);
-            for (int i = 0; i < pad; i++) f.WriteByte((byte)' ');
-            foreach (var b in blobs) f.Write(b);
+            using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0))
+            {
+                using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+                sha.AppendData(Encoding.UTF8.GetBytes(text));
+                Span<byte> len = stackalloc byte[8];
+                BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)(json.Length + pad));
+                f.Write(len);
+                f.Write(json);
+                for (int i = 0; i < pad; i++) f.WriteByte((byte)' ');
+                foreach (var (_, t) in tensors) WriteTensor(f, sha, t);
+                var digest = Encoding.ASCII.GetBytes(Convert.ToHexString(sha.GetHashAndReset()));
+                f.Position = 8 + digestAt;
+                f.Write(digest);
+                // On the disk before the rename publishes it: a crash after the rename finds the whole file.
+                f.Flush(flushToDisk: true);
+            }
+            File.Move(tmp, path, overwrite: true);
         }
-        File.Move(tmp, path, overwrite: true);
-    }
-
-    static byte[] Bytes(Tensor t)
-    {
-        using var cpu = t.detach().cpu().contiguous();
-        return t.dtype switch
+        catch
         {
-            ScalarType.Float64 => MemoryMarshal.AsBytes(cpu.data<double>().ToArray().AsSpan()).ToArray(),
-            ScalarType.Float32 => MemoryMarshal.AsBytes(cpu.data<float>().ToArray().AsSpan()).ToArray(),
-            ScalarType.Int64 => MemoryMarshal.AsBytes(cpu.data<long>().ToArray().AsSpan()).ToArray(),
-            ScalarType.Int32 => MemoryMarshal.AsBytes(cpu.data<int>().ToArray().AsSpan()).ToArray(),
-            ScalarType.BFloat16 or ScalarType.Float16 => RawBytes(cpu),
-            _ => throw new ArgumentException($"checkpoints store float64, float32, bfloat16, float16, int64 and int32 tensors, not {t.dtype}"),
-        };
+            try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+        SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
     }
 
-    /// <summary>The bytes of a contiguous CPU tensor of 16-bit floats (their bit patterns, little-endian on every host .NET runs).</summary>
-    static byte[] RawBytes(Tensor cpu)
+    /// <summary>Bytes per read or write when tensors are streamed: with the tensors' own memory, the only buffer a save or load uses.</summary>
+    internal const int ChunkBytes = 1 << 20;
+
+    static readonly string DigestPlaceholder = new('0', 64);
+
+    static int LastIndexOf(byte[] haystack, byte[] needle)
     {
-        var bytes = new byte[cpu.numel() * 2];
-        if (bytes.Length == 0) return bytes;
-        var p = Kernels.NarrowFloats.DataPointer(cpu);
-        if (p == IntPtr.Zero) throw new InvalidOperationException($"cannot read the data of a {cpu.dtype} tensor on this host");
-        Marshal.Copy(p, bytes, 0, bytes.Length);
-        return bytes;
+        for (int i = haystack.Length - needle.Length; i >= 0; i--)
+            if (haystack.AsSpan(i, needle.Length).SequenceEqual(needle)) return i;
+        throw new InvalidOperationException("the checksum placeholder is missing from the header");
+    }
+
+    /// <summary>
+    /// Writes a tensor's bytes (little-endian, row-major) to <paramref name="f"/> and the hash: a contiguous CPU tensor
+    /// straight from its memory in chunks; any other through one contiguous CPU copy, native and freed here (no
+    /// managed copy of a tensor is made).
+    /// </summary>
+    static unsafe void WriteTensor(FileStream f, IncrementalHash sha, Tensor t)
+    {
+        long bytes = t.numel() * t.ElementSize;
+        if (bytes == 0) return;
+        using var scope = NewDisposeScope();
+        var source = t.device_type == DeviceType.CPU && t.is_contiguous() ? t : t.detach().cpu().contiguous();
+        var p = Kernels.NarrowFloats.DataPointer(source);
+        if (p == IntPtr.Zero) throw new InvalidOperationException($"cannot read the data of a {t.dtype} tensor on this host");
+        for (long o = 0; o < bytes; o += ChunkBytes)
+        {
+            var span = new ReadOnlySpan<byte>((byte*)p + o, (int)Math.Min(ChunkBytes, bytes - o));
+            sha.AppendData(span);
+            f.Write(span);
+        }
+    }
+
+    [DllImport("libc", EntryPoint = "open", SetLastError = true)] static extern int PosixOpen(string path, int flags);
+    [DllImport("libc", EntryPoint = "fsync")] static extern int PosixFsync(int fd);
+    [DllImport("libc", EntryPoint = "close")] static extern int PosixClose(int fd);
+
+    /// <summary>Flushes a directory's entries (the rename) to disk where the OS allows it (Linux, macOS); elsewhere a no-op.</summary>
+    static void SyncDirectory(string directory)
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;
+        try
+        {
+            int fd = PosixOpen(directory, 0);
+            if (fd < 0) return;
+            try { PosixFsync(fd); } finally { PosixClose(fd); }
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
     }
 
     sealed record Entry(string Key, string Dtype, long[] Shape, long Begin, long End);
 
-    /// <summary>SHA-256 over everything a load uses: the metadata strings, every entry's name, dtype, shape and offsets, and the tensor bytes.</summary>
-    static string Digest(string transform, string scalars, string parameters, string user, IEnumerable<(string Key, string Dtype, long[] Shape, long Begin, long End)> entries, IEnumerable<byte[]> data)
+    /// <summary>
+    /// What the SHA-256 covers before the tensor bytes: the metadata strings and every entry's name, dtype, shape
+    /// and offsets; the bytes follow in file order.
+    /// </summary>
+    static string DigestText(string transform, string scalars, string parameters, string user, IEnumerable<(string Key, string Dtype, long[] Shape, long Begin, long End)> entries)
     {
-        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
         var text = new StringBuilder().Append(transform).Append('\n').Append(scalars).Append('\n').Append(parameters).Append('\n').Append(user).Append('\n');
         foreach (var e in entries.OrderBy(e => e.Begin).ThenBy(e => e.Key, StringComparer.Ordinal))
             text.Append(e.Key).Append('|').Append(e.Dtype).Append('|').Append(string.Join(",", e.Shape)).Append('|').Append(e.Begin).Append('|').Append(e.End).Append('\n');
-        sha.AppendData(Encoding.UTF8.GetBytes(text.ToString()));
-        foreach (var d in data) sha.AppendData(d);
-        return Convert.ToHexString(sha.GetHashAndReset());
+        return text.ToString();
     }
 
     /// <summary>
@@ -176,18 +220,22 @@ public static class Checkpoint
     {
         ArgumentNullException.ThrowIfNull(transform);
         ArgumentNullException.ThrowIfNull(parameters);
-        var (meta, entries, data) = Read(path);
+        using var file = Open(path);
+        var h = ReadHeader(path, file);
+        var (meta, entries) = (h.Meta, h.Entries);
+        // A mismatch is reported as corruption if the file is corrupt (a damaged header can look like another optimizer).
+        CheckpointException Mismatched(string message) { Verify(path, file, h); return new CheckpointException(message); }
         var spec = transform.Spec;
         if (meta.Fingerprint != spec.Fingerprint)
-            throw new CheckpointException($"{path}: saved for another optimizer or other hyperparameters: {Mismatch(meta.Spec, spec)}");
+            throw Mismatched($"{path}: saved for another optimizer or other hyperparameters: {Mismatch(meta.Spec, spec)}");
         if (!meta.Parameters.OrderBy(n => n, StringComparer.Ordinal).SequenceEqual(parameters.Names.OrderBy(n => n, StringComparer.Ordinal)))
-            throw new CheckpointException($"{path}: saved for the parameters [{string.Join(", ", meta.Parameters)}], not [{string.Join(", ", parameters.Names)}]");
+            throw Mismatched($"{path}: saved for the parameters [{string.Join(", ", meta.Parameters)}], not [{string.Join(", ", parameters.Names)}]");
         foreach (var (name, p) in parameters)
         {
             if (!Dtypes.ContainsKey(p.dtype)) throw new CheckpointException($"parameter '{name}' has dtype {p.dtype}; checkpoints store float64, float32, bfloat16, float16, int64 and int32");
-            var e = entries.GetValueOrDefault("parameters/" + name) ?? throw new CheckpointException($"{path}: parameter '{name}' is missing from the file");
+            var e = entries.GetValueOrDefault("parameters/" + name) ?? throw Mismatched($"{path}: parameter '{name}' is missing from the file");
             if (!e.Shape.SequenceEqual(p.shape) || e.Dtype != Dtypes[p.dtype].Code)
-                throw new CheckpointException($"{path}: parameter '{name}' was saved as {e.Dtype} [{string.Join(", ", e.Shape)}], here it is {Dtypes[p.dtype].Code} [{string.Join(", ", p.shape)}]");
+                throw Mismatched($"{path}: parameter '{name}' was saved as {e.Dtype} [{string.Join(", ", e.Shape)}], here it is {Dtypes[p.dtype].Code} [{string.Join(", ", p.shape)}]");
         }
 
         using var scope = NewDisposeScope();
@@ -198,21 +246,24 @@ public static class Checkpoint
         var missing = tensorLeaves.Keys.Where(k => !savedTensors.Contains(k)).ToArray();
         var extra = savedTensors.Where(k => !tensorLeaves.ContainsKey(k)).ToArray();
         if (missing.Length > 0 || extra.Length > 0)
-            throw new CheckpointException($"{path}: the state's structure differs: missing [{string.Join(", ", missing)}], unexpected [{string.Join(", ", extra)}]");
+            throw Mismatched($"{path}: the state's structure differs: missing [{string.Join(", ", missing)}], unexpected [{string.Join(", ", extra)}]");
         var missingScalars = scalarLeaves.Where(k => !meta.Scalars.ContainsKey(k)).ToArray();
         var extraScalars = meta.Scalars.Keys.Where(k => !scalarLeaves.Contains(k)).ToArray();
         if (missingScalars.Length > 0 || extraScalars.Length > 0)
-            throw new CheckpointException($"{path}: the state's scalars differ: missing [{string.Join(", ", missingScalars)}], unexpected [{string.Join(", ", extraScalars)}]");
-
-        var values = new Dictionary<string, Tensor>();
+            throw Mismatched($"{path}: the state's scalars differ: missing [{string.Join(", ", missingScalars)}], unexpected [{string.Join(", ", extraScalars)}]");
         foreach (var (leaf, t) in tensorLeaves)
         {
             var e = entries["state/" + leaf];
             if (!e.Shape.SequenceEqual(t.shape) || e.Dtype != Dtypes[t.dtype].Code)
-                throw new CheckpointException($"{path}: state '{leaf}' was saved as {e.Dtype} [{string.Join(", ", e.Shape)}], this optimizer has {Dtypes[t.dtype].Code} [{string.Join(", ", t.shape)}]");
-            values[leaf] = FromBytes(data, e, t.dtype).to(t.device);
+                throw Mismatched($"{path}: state '{leaf}' was saved as {e.Dtype} [{string.Join(", ", e.Shape)}], this optimizer has {Dtypes[t.dtype].Code} [{string.Join(", ", t.shape)}]");
         }
-        var loaded = template.MapTensors((leaf, t) => values[leaf].clone()).MapScalars((leaf, _) => meta.Scalars[leaf]);
+
+        // The state's bytes go straight from the file into new CPU tensors (then to the parameters' device); the
+        // checksum is checked before any of them is handed out, and the scope frees them all if it fails.
+        var values = new Dictionary<string, Tensor>();
+        ReadData(path, file, h, e => e.Key.StartsWith("state/", StringComparison.Ordinal) ? values[e.Key["state/".Length..]] = Empty(e) : null);
+        var loaded = template.MapTensors((leaf, t) => values[leaf].device == t.device ? values[leaf] : values[leaf].to(t.device))
+            .MapScalars((leaf, _) => meta.Scalars[leaf]);
         scope.MoveToOuter(OptState.Tensors(loaded).Cast<IDisposable>());
         return loaded;
     }
@@ -220,17 +271,26 @@ public static class Checkpoint
     /// <summary>The parameter values stored in a checkpoint (new tensors on the CPU, owned by the caller).</summary>
     public static TensorTree LoadParameters(string path)
     {
-        var (meta, entries, data) = Read(path);
-        return TensorTree.Of(meta.Parameters, meta.Parameters.Select(n =>
-        {
-            var e = entries.GetValueOrDefault("parameters/" + n) ?? throw new CheckpointException($"{path}: parameter '{n}' is missing from the file");
-            var dtype = Dtypes.First(kv => kv.Value.Code == e.Dtype).Key;
-            return FromBytes(data, e, dtype);
-        }).ToArray());
+        using var file = Open(path);
+        var h = ReadHeader(path, file);
+        var missing = h.Meta.Parameters.FirstOrDefault(n => !h.Entries.ContainsKey("parameters/" + n));
+        if (missing is not null) { Verify(path, file, h); throw new CheckpointException($"{path}: parameter '{missing}' is missing from the file"); }
+        using var scope = NewDisposeScope();
+        var values = new Dictionary<string, Tensor>();
+        ReadData(path, file, h, e => e.Key.StartsWith("parameters/", StringComparison.Ordinal) ? values[e.Key["parameters/".Length..]] = Empty(e) : null);
+        var tree = TensorTree.Of(h.Meta.Parameters, h.Meta.Parameters.Select(n => values[n]).ToArray());
+        scope.MoveToOuter(tree.Tensors.Cast<IDisposable>());
+        return tree;
     }
 
     /// <summary>The extra entries <see cref="Save"/> was given (validated like the rest of the file).</summary>
-    public static IReadOnlyDictionary<string, string> ReadMetadata(string path) => Read(path).Item1.User;
+    public static IReadOnlyDictionary<string, string> ReadMetadata(string path)
+    {
+        using var file = Open(path);
+        var h = ReadHeader(path, file);
+        Verify(path, file, h);
+        return h.Meta.User;
+    }
 
     /// <summary>The hyperparameters on which the saved spec and this transform's spec differ, each with its path and both values.</summary>
     static string Mismatch(Spec saved, Spec current)
@@ -244,19 +304,30 @@ public static class Checkpoint
 
     sealed record Meta(string Transform, Spec Spec, string Fingerprint, Dictionary<string, double> Scalars, string[] Parameters, Dictionary<string, string> User);
 
-    static (Meta, Dictionary<string, Entry>, byte[]) Read(string path)
+    sealed record Header(Meta Meta, Dictionary<string, Entry> Entries, long DataStart, string DigestText, string Expected);
+
+    static FileStream Open(string path)
     {
-        byte[] file;
-        try { file = File.ReadAllBytes(path); }
+        try { return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException($"{path}: cannot read: {e.Message}", e); }
-        if (file.Length < 8) throw new CheckpointException($"{path}: truncated ({file.Length} bytes; the header length alone takes 8)");
-        ulong n = BinaryPrimitives.ReadUInt64LittleEndian(file);
-        if (n < 2 || n > (ulong)(file.Length - 8)) throw new CheckpointException($"{path}: corrupt or truncated (a header of {n} bytes does not fit in {file.Length - 8})");
+    }
+
+    /// <summary>Reads and validates the header (everything but the tensor bytes and the checksum, which <see cref="ReadData"/> checks).</summary>
+    static Header ReadHeader(string path, FileStream file)
+    {
+        long fileLength = file.Length;
+        if (fileLength < 8) throw new CheckpointException($"{path}: truncated ({fileLength} bytes; the header length alone takes 8)");
+        Span<byte> len = stackalloc byte[8];
+        file.ReadExactly(len);
+        ulong n = BinaryPrimitives.ReadUInt64LittleEndian(len);
+        if (n < 2 || n > (ulong)(fileLength - 8) || n > int.MaxValue) throw new CheckpointException($"{path}: corrupt or truncated (a header of {n} bytes does not fit in {fileLength - 8})");
+        var headerBytes = new byte[(int)n];
+        file.ReadExactly(headerBytes);
         JsonObject header;
-        try { header = JsonNode.Parse(Encoding.UTF8.GetString(file, 8, (int)n))?.AsObject() ?? throw new CheckpointException($"{path}: empty header"); }
+        try { header = JsonNode.Parse(Encoding.UTF8.GetString(headerBytes))?.AsObject() ?? throw new CheckpointException($"{path}: empty header"); }
         catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException) { throw new CheckpointException($"{path}: corrupt header: {e.Message}", e); }
         var dataStart = 8 + (long)n;
-        var data = file.AsSpan((int)dataStart).ToArray();
+        long dataLength = fileLength - dataStart;
         try
         {
             var meta = header["__metadata__"]?.AsObject() ?? throw new CheckpointException($"{path}: not a Lookahead checkpoint (no __metadata__)");
@@ -288,22 +359,20 @@ public static class Checkpoint
                 var offsets = o["data_offsets"]?.AsArray().Select(x => x!.GetValue<long>()).ToArray() ?? throw new CheckpointException($"{path}: entry '{key}' lacks data_offsets");
                 if (offsets.Length != 2 || shape.Any(d => d < 0)) throw new CheckpointException($"{path}: entry '{key}' has a bad shape or offsets");
                 long count = shape.Aggregate(1L, (a, b) => checked(a * b));
-                if (offsets[0] != expectedBegin || offsets[1] - offsets[0] != count * size || offsets[1] > data.Length)
-                    throw new CheckpointException($"{path}: entry '{key}' points at bytes [{offsets[0]}, {offsets[1]}) of {data.Length}, expected {count * size} bytes from {expectedBegin} (truncated or corrupt)");
+                if (offsets[0] != expectedBegin || offsets[1] - offsets[0] != count * size || offsets[1] > dataLength)
+                    throw new CheckpointException($"{path}: entry '{key}' points at bytes [{offsets[0]}, {offsets[1]}) of {dataLength}, expected {count * size} bytes from {expectedBegin} (truncated or corrupt)");
                 expectedBegin = offsets[1];
                 entries[key] = new(key, dtype, shape, offsets[0], offsets[1]);
             }
-            if (expectedBegin != data.Length) throw new CheckpointException($"{path}: {data.Length - expectedBegin} bytes after the last tensor (corrupt)");
+            if (expectedBegin != dataLength) throw new CheckpointException($"{path}: {dataLength - expectedBegin} bytes after the last tensor (corrupt)");
             var expected = (string?)meta["sha256"] ?? throw new CheckpointException($"{path}: the header lacks its checksum");
-            var actual = Digest(transform + "\n" + specText + "\n" + fingerprint, (string)meta["scalars"]!, (string)meta["parameters"]!, userJson ?? "{}",
-                entries.Values.Select(e => (e.Key, e.Dtype, e.Shape, e.Begin, e.End)), new[] { data });
-            if (!string.Equals(expected, actual, StringComparison.OrdinalIgnoreCase))
-                throw new CheckpointException($"{path}: checksum mismatch: the file is corrupt (its contents do not match the SHA-256 it was saved with)");
+            var text = DigestText(transform + "\n" + specText + "\n" + fingerprint, (string)meta["scalars"]!, (string)meta["parameters"]!, userJson ?? "{}",
+                entries.Values.Select(e => (e.Key, e.Dtype, e.Shape, e.Begin, e.End)));
             Spec spec;
             try { spec = Spec.Parse(specText); }
             catch (Exception e) when (e is FormatException or JsonException) { throw new CheckpointException($"{path}: corrupt spec: {e.Message}", e); }
             if (spec.Fingerprint != fingerprint) throw new CheckpointException($"{path}: the stored spec does not match its fingerprint (corrupt)");
-            return (new Meta(transform, spec, fingerprint, scalars, parameters, user), entries, data);
+            return new Header(new Meta(transform, spec, fingerprint, scalars, parameters, user), entries, dataStart, text, expected);
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or OverflowException or NullReferenceException or KeyNotFoundException)
         {
@@ -311,27 +380,44 @@ public static class Checkpoint
         }
     }
 
-    static Tensor FromBytes(byte[] data, Entry e, ScalarType dtype)
+    /// <summary>
+    /// Streams every entry's bytes, in file order, through the checksum: into the tensor <paramref name="into"/> gives
+    /// for it (a new contiguous CPU tensor of the entry's dtype and shape) or through one small buffer; then checks the
+    /// checksum and throws if the file is corrupt (the caller then frees what it made, so nothing is half loaded).
+    /// </summary>
+    static unsafe void ReadData(string path, FileStream file, Header h, Func<Entry, Tensor?> into)
     {
-        var slice = data.AsSpan((int)e.Begin, (int)(e.End - e.Begin));
-        if (dtype is ScalarType.BFloat16 or ScalarType.Float16)
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        sha.AppendData(Encoding.UTF8.GetBytes(h.DigestText));
+        file.Position = h.DataStart;
+        byte[]? buffer = null;
+        try
         {
-            var t = empty(e.Shape, dtype: dtype);
-            if (slice.Length > 0)
+            foreach (var e in h.Entries.Values.OrderBy(e => e.Begin))
             {
-                var p = Kernels.NarrowFloats.DataPointer(t);
-                if (p == IntPtr.Zero) { t.Dispose(); throw new InvalidOperationException($"cannot write the data of a {dtype} tensor on this host"); }
-                Marshal.Copy(data, (int)e.Begin, p, slice.Length);
+                long bytes = e.End - e.Begin;
+                var t = into(e);
+                IntPtr p = IntPtr.Zero;
+                if (t is not null && bytes > 0 && (p = Kernels.NarrowFloats.DataPointer(t)) == IntPtr.Zero)
+                    throw new InvalidOperationException($"cannot write the data of a {t.dtype} tensor on this host");
+                for (long o = 0; o < bytes; o += ChunkBytes)
+                {
+                    int n = (int)Math.Min(ChunkBytes, bytes - o);
+                    var span = p != IntPtr.Zero ? new Span<byte>((byte*)p + o, n) : (buffer ??= new byte[ChunkBytes]).AsSpan(0, n);
+                    file.ReadExactly(span);
+                    sha.AppendData(span);
+                }
             }
-            return t;
         }
-        using var flat = dtype switch
-        {
-            ScalarType.Float64 => tensor(MemoryMarshal.Cast<byte, double>(slice).ToArray(), dtype: dtype),
-            ScalarType.Float32 => tensor(MemoryMarshal.Cast<byte, float>(slice).ToArray(), dtype: dtype),
-            ScalarType.Int64 => tensor(MemoryMarshal.Cast<byte, long>(slice).ToArray(), dtype: dtype),
-            _ => tensor(MemoryMarshal.Cast<byte, int>(slice).ToArray(), dtype: dtype),
-        };
-        return flat.reshape(e.Shape).clone();
+        catch (EndOfStreamException e) { throw new CheckpointException($"{path}: truncated while reading the tensors: {e.Message}", e); }
+        catch (IOException e) { throw new CheckpointException($"{path}: cannot read: {e.Message}", e); }
+        if (!string.Equals(h.Expected, Convert.ToHexString(sha.GetHashAndReset()), StringComparison.OrdinalIgnoreCase))
+            throw new CheckpointException($"{path}: checksum mismatch: the file is corrupt (its contents do not match the SHA-256 it was saved with)");
     }
+
+    /// <summary>Checks the whole file's checksum (reading the tensor bytes through a small buffer).</summary>
+    static void Verify(string path, FileStream file, Header h) => ReadData(path, file, h, _ => null);
+
+    /// <summary>A new CPU tensor for <paramref name="e"/>, to be filled by <see cref="ReadData"/>.</summary>
+    static Tensor Empty(Entry e) => empty(e.Shape, dtype: Dtypes.First(kv => kv.Value.Code == e.Dtype).Key);
 }

@@ -52,6 +52,7 @@ let private alternatives (p: RParameter) (value: obj) : obj list =
     | null when p.ParameterType = typeof<BoostPolicy> -> [ box (BoostPolicy(Window = 7)) ]
     | null when p.ParameterType = typeof<IGradientTransformation> -> [ box (Optim.Muon(0.01)) ]
     | null when p.ParameterType = typeof<Func<Lookahead.ParameterInfo, bool>> -> [ box (Func<Lookahead.ParameterInfo, bool>(fun i -> i.Rank >= 2)) ]
+    | null when p.ParameterType = typeof<Func<int64, float>> -> [ box (Func<int64, float>(fun t -> 0.01 / float t)) ]
     | _ -> []
 
 /// Arguments whose other values the factory refuses on its own (covered with another base value below).

@@ -9,6 +9,10 @@ let main argv =
         // Used by the identity tests: a second process prints the fingerprints it computes.
         Lookahead.Tests.Identity.printFingerprints ()
         0
+    elif argv.Length = 2 && argv.[0] = "--checkpoint-save-loop" then
+        // Used by the durability test: saves checkpoints until it is killed.
+        Lookahead.Tests.CheckpointDurability.saveLoop argv.[1]
+        0
     else
         // The closing line CI reads: "N passed, N failed" (errors count as failures).
         let printer =

@@ -252,11 +252,38 @@ let tests =
         //     pairs to shift the median;
         //   * native growth is also read exactly: the live-tensor count must be the same at every reading.
         // The limit is unchanged: at most 5 % of resident memory over the steps after warm-up.
+        test "Prodigy on an unbounded float32 problem stops with an error naming d's overflow, and that step changes nothing" {
+            use _ = torch.NewDisposeScope()
+            let w = torch.ones([| 4L |])
+            let p = TensorTree.Of(struct ("w", w))
+            let g = TensorTree.Of(struct ("w", torch.full([| 4L |], (0.5).ToScalar())))
+            use runner = new Runner(Optim.Prodigy(1.0), p)
+            let leaves (s: IOptState) = s.Leaves() |> Seq.map (fun l -> l.Path, (if isNull l.Tensor then [| l.Scalar.Value |] else values (l.Tensor.to_type torch.float64))) |> Array.ofSeq
+            let mutable error = None
+            let mutable steps = 0
+            while error.IsNone && steps < 20_000 do
+                let before = values (w.to_type torch.float64)
+                let stateBefore = leaves runner.State
+                try
+                    runner.Step g
+                    steps <- steps + 1
+                with :? InvalidOperationException as e ->
+                    error <- Some e.Message
+                    Expect.sequenceEqual (values (w.to_type torch.float64)) before "the parameters are unchanged"
+                    Expect.equal (leaves runner.State |> Array.map fst) (stateBefore |> Array.map fst) "the state's paths"
+                    Array.iter2 (fun (n, a: float[]) (_, b: float[]) -> Expect.isTrue (Array.forall2 (fun x y -> x = y || (Double.IsNaN x && Double.IsNaN y)) a b) (sprintf "state '%s' unchanged" n)) stateBefore (leaves runner.State)
+            match error with
+            | Some m -> Expect.stringContains m "outgrown" "names the overflow"; Expect.stringContains m "'w'" "names the tensor"
+            | None -> failtestf "Prodigy took %d steps on a linear loss without d leaving float32" steps
+        }
+
         test "soak: 20,000 runner steps per optimizer, live tensors flat, resident memory within 5 %" {
             let env name (fallback: int) = match Environment.GetEnvironmentVariable name with null | "" -> fallback | v -> int v
             let steps, size = env "LOOKAHEAD_SOAK_STEPS" 20_000, int64 (env "LOOKAHEAD_SOAK_SIZE" 8)
             let warmup, readings = 2_000, 10
-            let makers = FastPath.optimizers |> List.filter (fun (n, _) -> not (n.Contains "obsb"))
+            // Prodigy's step-size estimate grows without bound on this constant gradient (a linear loss) until d²
+            // leaves float32 — the problem diverging, which it reports as an error (tested below), not a leak.
+            let makers = FastPath.optimizers |> List.filter (fun (n, _) -> not (n.Contains "obsb") && n <> "prodigy")
             use _ = torch.NewDisposeScope()
             let parameters () = TensorTree.Of(struct ("m.weight", torch.randn([| size; size / 2L |])), struct ("m.bias", torch.randn([| size / 2L |])))
             let proc = Diagnostics.Process.GetCurrentProcess()

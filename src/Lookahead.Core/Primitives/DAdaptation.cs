@@ -64,6 +64,12 @@ sealed class DAdaptationTransform(double lr, double beta1, double beta2, double 
         double numerator = beta3 * state.Get(Numerator);
         double delta = 0, denominator = 0;
         TensorTree x0 = state.Get(Start), m = state.Get(M), v = state.Get(V), s = state.Get(S);
+        // The moments take d·(1 − β₁) and d²·(1 − β₂) as scalars of the parameters' dtype: once d outgrows it (an
+        // unbounded problem, gradients that do not shrink), say so before anything is changed.
+        double largest = new[] { d * (1 - beta1), d * d * (1 - beta2), d / d0 * (safeguardWarmup ? d : dlr), dlr, weightDecay * dlr }.Max(Math.Abs);
+        for (int i = 0; i < updates.Count; i++)
+            if (updates.Tensors[i].dtype is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16 && !(largest <= float.MaxValue))
+                throw new InvalidOperationException($"{Label}: the step-size estimate d = {d:G6} at step {k + 1} has outgrown the {updates.Tensors[i].dtype} range of '{updates.Names[i]}' (a moment's scalar, up to {largest:G3}, overflows): the problem looks unbounded; cap d with growthRate or train in float64");
         for (int i = 0; i < updates.Count; i++)
         {
             using var scope = NewDisposeScope();

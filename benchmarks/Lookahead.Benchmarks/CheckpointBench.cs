@@ -1,0 +1,103 @@
+using System;
+using System.Diagnostics;
+using System.IO;
+using System.Linq;
+using Lookahead;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Lookahead.Benchmarks;
+
+/// <summary>
+/// Checkpoint save and load of Adam's state against a plain file stream that writes and reads the same bytes
+/// from and into the same tensors' memory (1 MB chunks, flushed to disk like a save), in interleaved rounds.
+/// </summary>
+public static class CheckpointBench
+{
+    /// <summary>Runs the comparison for <paramref name="parameters"/> float32 parameters in <paramref name="directory"/>; returns the exit code.</summary>
+    public static int Run(long parameters, string directory, int rounds = 3)
+    {
+        Directory.CreateDirectory(directory);
+        string ckpt = Path.Combine(directory, "bench.ckpt"), raw = Path.Combine(directory, "bench.raw");
+        using var scope = NewDisposeScope();
+        var theta = TensorTree.Of(("w", randn(parameters)));
+        var adam = Optim.Adam(1e-3);
+        var state = adam.Init(theta);
+        using (var g = theta.Map(t => randn_like(t).mul_(0.01)))
+        {
+            var (u, next) = adam.Update(g, state, theta, StepContext.Empty);
+            u.Dispose();
+            OptState.Dispose(state);
+            state = next;
+        }
+        var tensors = theta.Tensors.Concat(OptState.Tensors(state)).ToArray();
+        long bytes = tensors.Sum(t => t.numel() * t.ElementSize);
+        var targets = tensors.Select(t => empty_like(t)).ToArray();
+        Console.WriteLine($"checkpoint: {parameters:N0} parameters of Adam, {tensors.Length} tensors, {bytes / 1e9:0.00} GB, in {directory}");
+        double[] save = new double[rounds], load = new double[rounds], write = new double[rounds], read = new double[rounds];
+        long saveAllocated = 0, loadAllocated = 0;
+        for (int r = 0; r < rounds; r++)
+        {
+            long a0 = GC.GetAllocatedBytesForCurrentThread();
+            save[r] = Time(() => Checkpoint.Save(ckpt, adam, state, theta));
+            saveAllocated = GC.GetAllocatedBytesForCurrentThread() - a0;
+            write[r] = Time(() => RawWrite(raw, tensors));
+            a0 = GC.GetAllocatedBytesForCurrentThread();
+            load[r] = Time(() => OptState.Dispose(Checkpoint.Load(ckpt, adam, theta)));
+            loadAllocated = GC.GetAllocatedBytesForCurrentThread() - a0;
+            read[r] = Time(() => RawRead(raw, targets));
+        }
+        double hash = Time(() => Hash(tensors));
+        double init = Time(() => OptState.Dispose(adam.Init(theta)));
+        Console.WriteLine($"info SHA-256 of the same bytes from memory {hash:0} ms; the optimizer's Init (the load's template) {init:0} ms");
+        double Median(double[] x) => x.OrderBy(v => v).ElementAt(x.Length / 2);
+        double s = Median(save), w = Median(write), l = Median(load), rd = Median(read);
+        Console.WriteLine($"target checkpoint-save-vs-file-stream ratio={s / w:0.00} goal=<=1.5 {(s / w <= 1.5 ? "met" : "not met")}    (save {s:0} ms, plain write {w:0} ms, {bytes / 1e3 / w:0} MB/s; managed bytes allocated by a save {saveAllocated:N0})");
+        Console.WriteLine($"target checkpoint-load-vs-file-stream ratio={l / rd:0.00} goal=<=1.5 {(l / rd <= 1.5 ? "met" : "not met")}    (load {l:0} ms, plain read {rd:0} ms, {bytes / 1e3 / rd:0} MB/s; managed bytes allocated by a load {loadAllocated:N0})");
+        File.Delete(ckpt);
+        File.Delete(raw);
+        return 0;
+    }
+
+    static double Time(Action a)
+    {
+        var sw = Stopwatch.StartNew();
+        a();
+        return sw.Elapsed.TotalMilliseconds;
+    }
+
+    static unsafe void RawWrite(string path, Tensor[] tensors)
+    {
+        using var f = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0);
+        foreach (var t in tensors)
+        {
+            var p = (byte*)TrafficLoop.Address(t);
+            long n = t.numel() * t.ElementSize;
+            for (long o = 0; o < n; o += 1 << 20) f.Write(new ReadOnlySpan<byte>(p + o, (int)Math.Min(1 << 20, n - o)));
+        }
+        f.Flush(flushToDisk: true);
+    }
+
+    static unsafe void Hash(Tensor[] tensors)
+    {
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var t in tensors)
+        {
+            var p = (byte*)TrafficLoop.Address(t);
+            long n = t.numel() * t.ElementSize;
+            for (long o = 0; o < n; o += 1 << 20) sha.AppendData(new ReadOnlySpan<byte>(p + o, (int)Math.Min(1 << 20, n - o)));
+        }
+        sha.GetHashAndReset();
+    }
+
+    static unsafe void RawRead(string path, Tensor[] targets)
+    {
+        using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
+        foreach (var t in targets)
+        {
+            var p = (byte*)TrafficLoop.Address(t);
+            long n = t.numel() * t.ElementSize;
+            for (long o = 0; o < n; o += 1 << 20) f.ReadExactly(new Span<byte>(p + o, (int)Math.Min(1 << 20, n - o)));
+        }
+    }
+}
