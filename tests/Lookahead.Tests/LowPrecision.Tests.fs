@@ -115,4 +115,9 @@ let tests =
             refuses (fun () -> Transforms.KahanCompensation(torch.float32)) [ "format"; "BFloat16" ]
             refuses (fun () -> Transforms.LowPrecision(Optim.Sgd 0.1, ParameterRounding.Stochastic, torch.float16)) [ "format"; "Float16" ]
             refuses (fun () -> Transforms.LowPrecision(Optim.Sgd 0.1, enum<ParameterRounding> 9)) [ "rounding" ]
+            use _ = torch.NewDisposeScope()
+            let half = TensorTree.Of(struct ("h", torch.ones([| 3L |], dtype = torch.float16)))
+            let tx = Transforms.StochasticRounding()
+            let e = Expect.throwsC (fun () -> tx.Update(half.Map(fun t -> t.to_type torch.float32), tx.Init half, half, StepContext.Empty) |> ignore) id
+            Expect.stringContains e.Message "'h'" "names the float16 parameter"
     ]

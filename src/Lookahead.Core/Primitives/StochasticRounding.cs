@@ -42,6 +42,10 @@ sealed class StochasticRoundingTransform(long seed) : DeclaredTransform
     public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
         long t = state.Get(Count) + 1;
+        // Rounding to bfloat16 would coarsen a float16 parameter's grid: refuse it rather than round it silently.
+        for (int i = 0; i < parameters.Count; i++)
+            if (parameters.Tensors[i].dtype == ScalarType.Float16)
+                throw new InvalidOperationException($"{Label}: parameter '{parameters.Names[i]}' is float16; stochastic rounding rounds to bfloat16 (use KahanCompensation(Float16) for float16 parameters)");
         for (int i = 0; i < updates.Count; i++)
         {
             using var scope = NewDisposeScope();
