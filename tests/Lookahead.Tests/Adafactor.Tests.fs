@@ -105,18 +105,13 @@ let private adafactorLoop (s: Setting) (p: Problem) =
             yield theta |> List.map Array.copy ]
     trajectory, clipped
 
-let private closeTo what (tol: float) (expected: float[] list) (actual: float[] list) =
-    List.iteri2 (fun i (e: float[]) (a: float[]) ->
-        Array.iteri2 (fun j ej aj ->
-            if abs (aj - ej) > tol * (1.0 + abs ej) then failtestf "%s: tensor %d entry %d: %.17g against %.17g" what i j aj ej) e a) expected actual
-
 [<Tests>]
 let tests =
     testList "Adafactor" [
         property "Adafactor ≡ the tensor2tensor/HF algorithm run independently (factored and full moments, clipping on, off, binding or not, momentum, both weight decays)" (Gen.zip genProblem genSetting) (fun (p, s) ->
             let expected, _ = adafactorLoop s p
             let actual = Lookahead.Tests.Expect.run (adafactor s) p
-            List.iteri2 (fun k e (a: float[][]) -> closeTo (sprintf "step %d of %O" (k + 1) s) 1e-10 e (List.ofArray a)) expected actual.Params)
+            List.iteri2 (fun k e (a: float[][]) -> RecentOptimizers.closeTo (sprintf "step %d of %O" (k + 1) s) 1e-10 e (List.ofArray a)) expected actual.Params)
 
         testCase "the property's generator reaches clipping that binds, clipping that never binds, and factored and full moments" <| fun () ->
             let samples = Gen.sample 200 (Gen.zip genProblem genSetting) |> List.ofArray

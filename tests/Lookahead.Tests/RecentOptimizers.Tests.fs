@@ -57,7 +57,8 @@ let private scheduleFreeLoop (lr: float) (beta: float) (p: Problem) =
         let y = List.map2 (fun (zi: float[]) (xi: float[]) -> Array.map2 (fun a b -> (1.0 - beta) * a + beta * b) zi xi) z x
         yield y, x |> List.map Array.copy ]
 
-let private closeTo what (tol: float) (expected: float[] list) (actual: float[] list) =
+/// Fails unless every entry of `actual` is within tol·(1 + |expected|) of `expected` (also used by the Adafactor tests).
+let closeTo what (tol: float) (expected: float[] list) (actual: float[] list) =
     List.iteri2 (fun i (e: float[]) (a: float[]) ->
         Array.iteri2 (fun j ej aj ->
             if abs (aj - ej) > tol * (1.0 + abs ej) then failtestf "%s: tensor %d entry %d: %.17g against %.17g" what i j aj ej) e a) expected actual
