@@ -189,6 +189,106 @@ public sealed class Workspace : IDisposable
         _layout.TryGetValue(a.Handle, out var la) && _layout.TryGetValue(b.Handle, out var lb) &&
         ReferenceEquals(la.Flat, lb.Flat) && la.Offset + la.Count == lb.Offset;
 
+    // Scratch trees laid out like another tree (RentLike): per hash of the tree's and the rented buffers' handles,
+    // the known trees; and the buffers of each tree handed out, by tree.
+    readonly Dictionary<int, List<(IntPtr[] Handles, TensorTree Tree)>> _likeTrees = new();
+    readonly Dictionary<TensorTree, Tensor[]> _likeBuffers = new(ReferenceEqualityComparer.Instance);
+    readonly List<Tensor> _likeRented = new();
+    readonly TensorTree[] _likeArgument = new TensorTree[1];
+
+    /// <summary>
+    /// A tree of scratch tensors (contents undefined) shaped like <paramref name="like"/> and grouped as it is: one
+    /// rented 1-D buffer per group of <paramref name="like"/>, the tree's tensors views into it, registered, so that
+    /// <see cref="Groups"/> over this tree next to <paramref name="like"/> gives the same groups. Give it back with
+    /// <see cref="ReturnLike"/>. The tree and its views are the workspace's (reused when the same buffers come back).
+    /// </summary>
+    internal TensorTree RentLike(TensorTree like)
+    {
+        _likeArgument[0] = like;
+        var groups = Groups(_likeArgument);
+        _likeArgument[0] = null!;
+        var rented = _likeRented;
+        rented.Clear();
+        int hash = 17;
+        for (int k = 0; k < groups.Count; k++)
+        {
+            var first = groups[k][0];
+            var buffer = Rent(first);
+            rented.Add(buffer);
+            hash = hash * 31 + buffer.Handle.GetHashCode();
+        }
+        foreach (var t in like.Tensors) hash = hash * 31 + t.Handle.GetHashCode();
+        if (_likeTrees.TryGetValue(hash, out var bucket))
+            foreach (var (handles, tree) in bucket)
+                if (SameHandles(handles, rented, like) && !_likeBuffers.ContainsKey(tree))
+                {
+                    _likeBuffers[tree] = BuffersOf(tree, rented);
+                    rented.Clear();
+                    return tree;
+                }
+        // A new tree: views of each group's buffer at the offsets of the group's tensors.
+        var views = new Tensor[like.Count];
+        int index = 0;
+        for (int k = 0; k < groups.Count; k++)
+        {
+            // A group of several tensors is a flat view, so its buffer is 1-D; a single tensor's has its shape.
+            var flat = rented[k].dim() == 1 ? rented[k] : Own(rented[k].reshape(-1));
+            long offset = 0, total = flat.numel();
+            while (offset < total)
+            {
+                var t = like.Tensors[index];
+                var view = Own(flat.narrow(0, offset, t.numel()).view(t.shape));
+                Register(view, flat, offset);
+                views[index++] = view;
+                offset += t.numel();
+            }
+        }
+        if (index != like.Count) throw new InvalidOperationException("workspace: the groups of a tree do not cover its tensors in order");
+        var made = TensorTree.Of(like.Names, views);
+        var key = new IntPtr[rented.Count + like.Count];
+        for (int k = 0; k < rented.Count; k++) key[k] = rented[k].Handle;
+        for (int j = 0; j < like.Count; j++) key[rented.Count + j] = like.Tensors[j].Handle;
+        if (!_likeTrees.TryGetValue(hash, out bucket)) _likeTrees[hash] = bucket = new();
+        bucket.Add((key, made));
+        _likeBuffers[made] = rented.ToArray();
+        rented.Clear();
+        return made;
+    }
+
+    Tensor Own(Tensor view)
+    {
+        view.DetachFromDisposeScope();
+        _owned.Add(view);
+        _ownedHandles.Add(view.Handle);
+        return view;
+    }
+
+    static bool SameHandles(IntPtr[] handles, List<Tensor> rented, TensorTree like)
+    {
+        if (handles.Length != rented.Count + like.Count) return false;
+        for (int k = 0; k < rented.Count; k++) if (handles[k] != rented[k].Handle) return false;
+        for (int j = 0; j < like.Count; j++) if (handles[rented.Count + j] != like.Tensors[j].Handle) return false;
+        return true;
+    }
+
+    // The buffer array kept for a known tree (allocated once, when the tree was made; refilled here).
+    readonly Dictionary<TensorTree, Tensor[]> _likeArrays = new(ReferenceEqualityComparer.Instance);
+
+    Tensor[] BuffersOf(TensorTree tree, List<Tensor> rented)
+    {
+        if (!_likeArrays.TryGetValue(tree, out var array) || array.Length != rented.Count) _likeArrays[tree] = array = new Tensor[rented.Count];
+        rented.CopyTo(array);
+        return array;
+    }
+
+    /// <summary>Gives back a tree from <see cref="RentLike"/> (its buffers).</summary>
+    internal void ReturnLike(TensorTree tree)
+    {
+        if (!_likeBuffers.Remove(tree, out var buffers)) throw new InvalidOperationException("workspace: this tree was not rented with RentLike");
+        _likeArrays[tree] = buffers;
+        foreach (var b in buffers) Return(b);
+    }
+
     /// <summary>Frees the scratch buffers and flat views.</summary>
     public void Dispose()
     {
@@ -200,6 +300,9 @@ public sealed class Workspace : IDisposable
         _free.Clear();
         _layout.Clear();
         _groups.Clear();
+        _likeTrees.Clear();
+        _likeBuffers.Clear();
+        _likeArrays.Clear();
     }
 }
 
@@ -251,6 +354,20 @@ internal static class Buffers
     /// <summary>A scratch buffer of a given shape, dtype and device; give it back with <see cref="Return"/>.</summary>
     public static Tensor Rent(long[] shape, ScalarType dtype, Device device) =>
         _current is { } ws ? ws.Rent(shape, dtype, device) : empty(shape, dtype, device);
+
+    /// <summary>
+    /// Scratch tensors shaped like <paramref name="like"/> (contents undefined), grouped as it is under a workspace
+    /// (<see cref="Workspace.RentLike"/>); without one, new tensors. Give them back with <see cref="ReturnLike"/>.
+    /// </summary>
+    public static TensorTree RentLike(TensorTree like) =>
+        _current is { } ws ? ws.RentLike(like) : TensorTree.Of(like.Names, like.Tensors.Select(t => empty_like(t)).ToArray());
+
+    /// <summary>Gives back a tree from <see cref="RentLike"/> (without a workspace its tensors are disposed).</summary>
+    public static void ReturnLike(TensorTree tree)
+    {
+        if (_current is { } ws) ws.ReturnLike(tree);
+        else tree.Dispose();
+    }
 
     /// <summary>Gives back a buffer from <see cref="Rent(Tensor)"/> (without a workspace it is disposed).</summary>
     public static void Return(Tensor buffer)

@@ -91,8 +91,17 @@ let treesIdentical (what: string) (a: TensorTree) (b: TensorTree) =
         let va, vb = values a.Tensors.[i], values b.Tensors.[i]
         Expect.isTrue (Array.forall2 bitEqual va vb) (sprintf "%s: tensor '%s' changed" what a.Names.[i])
 
-/// 100 generated cases per property; a failure prints the seed that replays it.
-let config = { FsCheckConfig.defaultConfig with maxTest = 100 }
+/// 100 generated cases per property (LOOKAHEAD_PROPERTY_CASES=N sets another count, as the build's rerun of the
+/// fused-executor lists under the other loop form does); a failure prints the seed that replays it.
+let config =
+    let cases =
+        match Environment.GetEnvironmentVariable "LOOKAHEAD_PROPERTY_CASES" with
+        | null | "" -> 100
+        | s ->
+            match Int32.TryParse s with
+            | true, n when n > 0 -> n
+            | _ -> failwithf "LOOKAHEAD_PROPERTY_CASES: expected a positive integer, got '%s'" s
+    { FsCheckConfig.defaultConfig with maxTest = cases }
 
 /// A property over a generator of meaningful cases (no NaN or ∞).
 let property name (g: Gen<'a>) (f: 'a -> unit) =

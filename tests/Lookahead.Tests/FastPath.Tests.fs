@@ -100,10 +100,12 @@ let tests =
 
         testSequenced <| testList "steady state" [
             // Scratch buffers held at once: one for the preconditioners' D or a shift's copy of g; QHAdam with
-            // ν₁ ≠ 1 holds D and the shift's copy, MoMo-Adam D and D⁻¹d.
+            // ν₁ ≠ 1 holds D and the shift's copy, MoMo-Adam D and D⁻¹d, AdEMAMix D and Mix's copy of the update,
+            // C-AdamW D and the cautious mask's copy of g.
             for name, tx, buffers in
                     [ for n, b in [ "adam", 1; "adamw amsgrad", 1; "nadam", 1; "mars adamw", 1; "arsg", 1; "mars lion", 1
-                                    "sgd momentum + wd", 1; "qhadam", 2; "momo-adam", 2; "rmsprop centered momentum", 1 ] ->
+                                    "sgd momentum + wd", 1; "qhadam", 2; "momo-adam", 2; "rmsprop centered momentum", 1
+                                    "ademamix warm-up", 2; "c-adamw", 2 ] ->
                         n, (optimizers |> List.find (fun (m, _) -> m = n) |> snd), b ] ->
                 test (sprintf "%s: no tensor growth after warm-up, at most %d parameter-sized scratch buffer(s)" name buffers) {
                     use _ = torch.NewDisposeScope()

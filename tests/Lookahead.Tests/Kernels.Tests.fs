@@ -89,7 +89,14 @@ let tests =
             for i in 0 .. roots.Length - 1 do
                 let ulps = abs (BitConverter.DoubleToInt64Bits roots.[i] - BitConverter.DoubleToInt64Bits exact.[i])
                 if ulps > 1L then failtestf "sqrt: element %d differs by %d ulp" i ulps
-            both "sign" (fun x _ _ -> t.Sign(x) |> ignore) (fun x _ _ -> h.Sign(x) |> ignore) a)
+            both "sign" (fun x _ _ -> t.Sign(x) |> ignore) (fun x _ _ -> h.Sign(x) |> ignore) a
+            // Products that underflow (1e-300²) and signed zeros disagree; so does NaN.
+            let withNaN = Array.mapi (fun i x -> if i % 5 = 4 then nan else x) a
+            both "agree" (fun x y _ -> t.Agree(x, y) |> ignore) (fun x y _ -> h.Agree(x, y) |> ignore) withNaN
+            let agreed = viaArray (fun x y _ -> h.Agree(x, y) |> ignore) withNaN b c
+            for i in 0 .. a.Length - 1 do
+                let expected = if withNaN.[i] * b.[i] > 0.0 then 1.0 else 0.0
+                if agreed.[i] <> expected then failtestf "agree: element %d of %g and %g gave %g" i withNaN.[i] b.[i] agreed.[i])
     
         Expect.property "every array operation, compound ones included, on BlockOps (native float64 blocks, SIMD) ≡ ArrayBlockOps" genCase (fun (a, b, c, beta, w) ->
             let viaBlocks (f: Block<float> -> Block<float> -> Block<float> -> unit) (a: float[]) (b: float[]) (c: float[]) =
@@ -115,6 +122,7 @@ let tests =
             both "clamp min" (fun x _ _ -> k.ClampMin(x, 0.0) |> ignore) (fun x _ _ -> h.ClampMin(x, 0.0) |> ignore) (noNegativeZero a) b
             both "sqrt" (fun x _ _ -> k.Sqrt(x) |> ignore) (fun x _ _ -> h.Sqrt(x) |> ignore) (Array.map abs a) b
             both "sign" (fun x _ _ -> k.Sign(x) |> ignore) (fun x _ _ -> h.Sign(x) |> ignore) a b
+            both "agree" (fun x y _ -> k.Agree(x, y) |> ignore) (fun x y _ -> h.Agree(x, y) |> ignore) (Array.mapi (fun i x -> if i % 5 = 4 then nan else x) a) b
             both "mul add" (fun x y _ -> k.MulAdd(x, beta, y, w) |> ignore) (fun x y _ -> h.MulAdd(x, beta, y, w) |> ignore) a b
             both "mul add product" (fun x y z -> k.MulAddProduct(x, beta, y, z, w) |> ignore) (fun x y z -> h.MulAddProduct(x, beta, y, z, w) |> ignore) a b
             both "sqrt of" (fun x y _ -> k.SqrtOf(x, y) |> ignore) (fun x y _ -> h.SqrtOf(x, y) |> ignore) a (Array.map abs b)
@@ -129,7 +137,7 @@ let tests =
             both "copy div" (fun x y _ -> t.CopyDiv(x, y, w) |> ignore) (fun x y _ -> h.CopyDiv(x, y, w) |> ignore) a b
             both "div add" (fun x _ _ -> t.DivAdd(x, w, beta) |> ignore) (fun x _ _ -> h.DivAdd(x, w, beta) |> ignore) a b)
 
-        Expect.property "reductions: Σx², Σxy and the non-finite count agree on both executors" genCase (fun (a, b, _, _, w) ->
+        Expect.property "reductions: Σx², Σxy, the non-finite and the non-zero counts agree on both executors" genCase (fun (a, b, _, _, w) ->
             use _ = torch.NewDisposeScope()
             let withBad = Array.mapi (fun i x -> if w < 0.0 && i % 3 = 0 then [| nan; infinity; -infinity |].[i % 9 / 3] else x) a
             let ta, tb, tbad = torch.tensor(a, dtype = torch.float64), torch.tensor(b, dtype = torch.float64), torch.tensor(withBad, dtype = torch.float64)
@@ -141,7 +149,18 @@ let tests =
             close "Σxy" (t.Dot(ta, tb).item<float>()) (h.Dot(ArrayBlock.Of a, ArrayBlock.Of b))
             let expected = withBad |> Array.filter (fun v -> not (Double.IsFinite v)) |> Array.length |> float
             Expect.equal (t.NonFiniteCount(tbad).item<float>()) expected "non-finite count (tensors)"
-            Expect.equal (h.NonFiniteCount(ArrayBlock.Of withBad)) expected "non-finite count (arrays)")
+            Expect.equal (h.NonFiniteCount(ArrayBlock.Of withBad)) expected "non-finite count (arrays)"
+            // ±0 are zero; NaN and ±∞ are not (the generator's 1e-300 is not zero either).
+            let nonZero = withBad |> Array.filter (fun v -> v <> 0.0) |> Array.length |> float
+            Expect.equal (t.NonZeroCount(tbad).item<float>()) nonZero "non-zero count (tensors)"
+            Expect.equal (h.NonZeroCount(ArrayBlock.Of withBad)) nonZero "non-zero count (arrays)"
+            let copy64 = Array.copy withBad
+            use p64 = fixed copy64
+            Expect.equal (BlockOps<float>().NonZeroCount(Block<float>(p64, copy64.Length))) nonZero "non-zero count (float64 blocks, SIMD)"
+            let copy32 = Array.map float32 withBad
+            use p32 = fixed copy32
+            let nonZero32 = copy32 |> Array.filter (fun v -> v <> 0.0f) |> Array.length |> float
+            Expect.equal (BlockOps<float32>().NonZeroCount(Block<float32>(p32, copy32.Length))) nonZero32 "non-zero count (float32 blocks, SIMD)")
 
         Expect.property "reduced values scale and divide arrays the same way on both executors" genCase (fun (a, _, _, _, w) ->
             use _ = torch.NewDisposeScope()

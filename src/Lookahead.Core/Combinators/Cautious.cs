@@ -1,6 +1,8 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Runtime.CompilerServices;
+using Lookahead.Kernels;
 using static TorchSharp.torch;
 
 namespace Lookahead;
@@ -26,6 +28,14 @@ public static partial class Transforms
     /// learning rate (Adam's preconditioned momentum, Lion's sign), so that agreeing means u·g &gt; 0; its state is
     /// kept unmasked. C-AdamW and C-Lion are <see cref="Optim.CautiousAdamW"/> and <see cref="Optim.CautiousLion"/>.
     /// </summary>
+    /// <remarks>
+    /// The kept count is the masked update's non-zero count, so the step is the mask in the pass that runs the
+    /// direction, a count, and a scaling pass (under the fused executor: the direction's traffic, one more read of
+    /// the update, and one more read and write of it). On the TorchSharp executor the per-tensor counts reach the
+    /// host once per step. One difference from C-Optim, where the direction has a NaN entry: the official mask is 0
+    /// there and is not counted; here the masked entry is NaN·0 = NaN (as in C-Optim) and is counted as kept, which
+    /// changes that tensor's factor, whose update is NaN in both.
+    /// </remarks>
     /// <param name="direction">The masked transform.</param>
     /// <param name="scaling">How the kept entries are rescaled; default <see cref="CautiousScaling.MeanWithFloor"/>.</param>
     /// <param name="floor">The floor of the kept fraction for <see cref="CautiousScaling.MeanWithFloor"/> (C-AdamW's 1e-3); &gt; 0.</param>
@@ -37,7 +47,7 @@ public static partial class Transforms
     }
 }
 
-sealed class CautiousTransform(IGradientTransformation direction, CautiousScaling scaling, double floor) : DeclaredTransform, IComposite
+sealed class CautiousTransform(IGradientTransformation direction, CautiousScaling scaling, double floor) : DeclaredTransform, IComposite, IReducing, Kernels.IFusable
 {
     readonly (StateLayout Layout, Slot<IOptState> Inner) _state = Declared(direction);
 
@@ -52,43 +62,76 @@ sealed class CautiousTransform(IGradientTransformation direction, CautiousScalin
 
     public IEnumerable<IGradientTransformation> Children => new[] { direction };
 
+    public bool FusesAlone => true;
+
+    // Kept entries are exactly the masked update's non-zero ones (u·g > 0 needs u ≠ 0).
+    static readonly Reduction[] KeptCount = { new(ReductionKind.NonZeroCount, ReductionScope.PerTensor, "updates") };
+
+    /// <summary>Per tensor, the non-zero count of the masked update: the number of entries kept.</summary>
+    public IReadOnlyList<Reduction> Reductions => scaling == CautiousScaling.None ? Array.Empty<Reduction>() : KeptCount;
+
     public override Spec Spec => Spec.Of("cautious").With("scaling", scaling.ToString()).With("floor", floor).With("direction", direction);
 
     public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
-        // The incoming gradient, kept for the mask (freed here; the child's state is its own).
-        var gradients = updates.Tensors.Select(u => u.clone()).ToArray();
+        // The incoming gradient, kept (scratch laid out like the update) until the mask is applied, and given back
+        // before the count, so that under the fused executor it lives in per-chunk scratch only.
+        var gradients = Buffers.RentLike(updates);
+        IOptState inner;
         try
         {
-            var inner = InPlace.Step(direction, updates, state.Get(_state.Inner), parameters, context);
-            for (int i = 0; i < updates.Count; i++)
-            {
-                using var scope = NewDisposeScope();
-                var u = updates.Tensors[i];
-                var keep = u.mul(gradients[i]).gt_(0).to(u.dtype);
-                switch (scaling)
-                {
-                    case CautiousScaling.MeanWithFloor:
-                    {
-                        var fraction = keep.mean().clamp_min_(floor);
-                        keep.div_(fraction);
-                        break;
-                    }
-                    case CautiousScaling.CountPlusOne:
-                    {
-                        // Both factors from the mask before it is scaled.
-                        var kept = keep.sum().add_(1.0);
-                        keep.mul_((double)keep.numel()).div_(kept);
-                        break;
-                    }
-                }
-                u.mul_(keep);
-            }
-            return state.With(_state.Inner, inner);
+            Kernels.Elementwise.Run(default(Kernels.CopyOutKernel), Buffers.Groups(updates, gradients), (Tensor[][]?)null);
+            inner = InPlace.Step(direction, updates, state.Get(_state.Inner), parameters, context);
+            Kernels.Elementwise.Run(default(MaskKernel), Buffers.Groups(updates, gradients), (Tensor[][]?)null);
         }
         finally
         {
-            foreach (var g in gradients) g.Dispose();
+            Buffers.ReturnLike(gradients);
         }
+        if (scaling != CautiousScaling.None)
+        {
+            var kept = KeptPerTensor(updates);
+            for (int i = 0; i < updates.Count; i++)
+            {
+                long n = updates.Tensors[i].numel();
+                if (n == 0) continue;
+                double factor = Factor(kept[i], n);
+                if (factor != 1) Kernels.Elementwise.Run(new Kernels.ScaleKernel(factor), new[] { new[] { updates.Tensors[i] } }, (Tensor[][]?)null);
+            }
+        }
+        return state.With(_state.Inner, inner);
+    }
+
+    /// <summary>
+    /// The number kept per tensor, on the host: from the fused executor's reduction, else counted by torch on the
+    /// tensors' device and brought to the host together (one synchronisation per step).
+    /// </summary>
+    static double[] KeptPerTensor(TensorTree masked)
+    {
+        var perTensor = new Tensor[masked.Count][];
+        for (int i = 0; i < masked.Count; i++) perTensor[i] = new[] { masked.Tensors[i] };
+        if (Kernels.Elementwise.Reduce(ReductionKind.NonZeroCount, perTensor) is { } fused) return fused;
+        if (masked.Count == 0) return Array.Empty<double>();
+        using var scope = NewDisposeScope();
+        var counts = Reducer.PerTensor(ReductionKind.NonZeroCount, masked);
+        return stack(counts.Select(t => t.cpu()).ToArray()).data<double>().ToArray();
+    }
+
+    /// <summary>
+    /// The kept entries' factor from k of n kept, as C-Optim computes the scaled mask's value: 1 / max(k/n, floor), or
+    /// n / (k + 1).
+    /// </summary>
+    double Factor(double k, long n) => scaling switch
+    {
+        CautiousScaling.MeanWithFloor => 1.0 / Math.Max(k / n, floor),
+        CautiousScaling.CountPlusOne => n / (k + 1),
+        _ => 1.0,
+    };
+
+    /// <summary>Over (u, the kept gradient g): g ← [u·g &gt; 0] (1 or 0), then u ← u·g.</summary>
+    readonly struct MaskKernel : Kernels.IKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => ops.MulBy(a[0], ops.Agree(a[1], a[0]));
     }
 }

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Runtime.CompilerServices;
 using static TorchSharp.torch;
 
 namespace Lookahead;
@@ -10,7 +11,7 @@ public static partial class Transforms
     /// <summary>
     /// A weighted sum of two transforms of the same update: u ← A(u) + w(t)·B(u), at step t = 1, 2, …, each
     /// with its own state. AdEMAMix's numerator is Mix(EMA_β₁ debiased, EMA_β₃ slow, α(t)). B runs on a copy of
-    /// the incoming update (a scratch buffer the step frees).
+    /// the incoming update (scratch the step gives back).
     /// </summary>
     /// <param name="first">A.</param>
     /// <param name="second">B.</param>
@@ -20,8 +21,10 @@ public static partial class Transforms
         new MixTransform(Check.NotNull(first, nameof(first)), Check.NotNull(second, nameof(second)), Check.NotNull(secondWeight, nameof(secondWeight)), name);
 }
 
-sealed class MixTransform(IGradientTransformation first, IGradientTransformation second, Func<long, double> secondWeight, string name) : DeclaredTransform, IComposite
+sealed class MixTransform(IGradientTransformation first, IGradientTransformation second, Func<long, double> secondWeight, string name) : DeclaredTransform, IComposite, Kernels.IFusable
 {
+    public bool FusesAlone => true;
+
     // Leaves: count, first/…, second/….
     readonly (StateLayout Layout, Slot<long> Count, Slot<IOptState> First, Slot<IOptState> Second) _state = Declared(first, second);
 
@@ -47,19 +50,28 @@ sealed class MixTransform(IGradientTransformation first, IGradientTransformation
         long t = state.Get(_state.Count) + 1;
         double w = secondWeight(t);
         if (!double.IsFinite(w)) throw new InvalidOperationException($"{name}: the weight of the second transform is {w} at step {t}; it must be finite");
-        // The scratch copy is freed here; the children's states are theirs (not in a dispose scope of this step).
-        var copies = updates.Tensors.Select(u => u.clone()).ToArray();
+        // The copy of the incoming update is scratch laid out like it (so the fused executor runs B's kernels in the
+        // same pass), given back here; the children's states are theirs (not in a dispose scope of this step).
+        var copy = Buffers.RentLike(updates);
         try
         {
-            var copy = TensorTree.Of(updates.Names, copies);
+            var groups = Buffers.Groups(updates, copy);
+            Kernels.Elementwise.Run(default(Kernels.CopyOutKernel), groups, (Tensor[][]?)null);
             var a = InPlace.Step(first, updates, state.Get(_state.First), parameters, context);
             var b = InPlace.Step(second, copy, state.Get(_state.Second), parameters, context);
-            for (int i = 0; i < updates.Count; i++) updates.Tensors[i].add_(copies[i], w);
+            Kernels.Elementwise.Run(new AddWeighted(w), Buffers.Groups(updates, copy), (Tensor[][]?)null);
             return state.With(_state.Count, t).With(_state.First, a).With(_state.Second, b);
         }
         finally
         {
-            foreach (var c in copies) c.Dispose();
+            Buffers.ReturnLike(copy);
         }
     }
+}
+
+/// <summary>u ← u + w·b over (u, b).</summary>
+readonly struct AddWeighted(double w) : Kernels.IKernel
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => ops.AddScaled(a[0], a[1], w);
 }

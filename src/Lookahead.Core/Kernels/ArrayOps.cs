@@ -45,6 +45,8 @@ public interface IArrayOps<TArray>
     TArray Sqrt(TArray x);
     /// <summary>x ← sign(x) (0 at 0).</summary>
     TArray Sign(TArray x);
+    /// <summary>x ← 1 where x·y &gt; 0, else 0 (where the two agree in sign; NaN disagrees), as torch's <c>x.mul_(y).gt_(0)</c>.</summary>
+    TArray Agree(TArray x, TArray y);
 
     // Compound operations: each is defined as the sequence of the operations above that its summary names, with
     // the same roundings, so that an executor can run it in one pass instead of several.
@@ -104,6 +106,9 @@ public readonly struct TensorOps : IArrayOps<Tensor>, IReductionOps<Tensor, Tens
     public Tensor Sign(Tensor x) => x.sign_();
 
     /// <inheritdoc />
+    public Tensor Agree(Tensor x, Tensor y) { using var zero = 0.0.ToScalar(); return x.mul_(y).gt_(zero); }
+
+    /// <inheritdoc />
     public Tensor MulAdd(Tensor y, double a, Tensor x, double w) => AddScaled(a == 1 ? y : Mul(y, a), x, w);
 
     /// <inheritdoc />
@@ -144,6 +149,14 @@ public readonly struct TensorOps : IArrayOps<Tensor>, IReductionOps<Tensor, Tens
         using var finite = isfinite(x);
         using var bad = finite.logical_not_();
         return bad.sum(ScalarType.Float64);
+    }
+
+    /// <inheritdoc />
+    public Tensor NonZeroCount(Tensor x)
+    {
+        using var zero = 0.0.ToScalar();
+        using var nonZero = x.ne(zero);
+        return nonZero.sum(ScalarType.Float64);
     }
 
     /// <inheritdoc />
@@ -292,6 +305,14 @@ public readonly struct ArrayBlockOps : IArrayOps<ArrayBlock>, IReductionOps<Arra
     public ArrayBlock Sign(ArrayBlock x) { foreach (ref var v in x.Span) v = double.IsNaN(v) ? v : Math.Sign(v); return x; }
 
     /// <inheritdoc />
+    public ArrayBlock Agree(ArrayBlock x, ArrayBlock y)
+    {
+        Span<double> xs = x.Span, ys = y.Span;
+        for (int i = 0; i < xs.Length; i++) xs[i] = xs[i] * ys[i] > 0 ? 1 : 0;
+        return x;
+    }
+
+    /// <inheritdoc />
     public ArrayBlock MulAdd(ArrayBlock y, double a, ArrayBlock x, double w) => AddScaled(a == 1 ? y : Mul(y, a), x, w);
 
     /// <inheritdoc />
@@ -321,6 +342,9 @@ public readonly struct ArrayBlockOps : IArrayOps<ArrayBlock>, IReductionOps<Arra
 
     /// <inheritdoc />
     public double NonFiniteCount(ArrayBlock x) { double n = 0; foreach (var v in x.Span) if (!double.IsFinite(v)) n++; return n; }
+
+    /// <inheritdoc />
+    public double NonZeroCount(ArrayBlock x) { double n = 0; foreach (var v in x.Span) if (v != 0) n++; return n; }
 
     /// <inheritdoc />
     public ArrayBlock ScaleBy(ArrayBlock x, double s) => Mul(x, s);

@@ -80,6 +80,10 @@ internal static class ElementMath<T> where T : unmanaged, IFloatingPointIeee754<
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T Sign(T x) => T.IsNaN(x) ? x : x > T.Zero ? T.One : x < T.Zero ? -T.One : T.Zero;
 
+    /// <summary>1 where x·y &gt; 0, else 0 (NaN disagrees).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Agree(Vector256<T> x, Vector256<T> y) => Vector256.GreaterThan(x * y, Vector256<T>.Zero) & Vector256.Create(T.One);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T Agree(T x, T y) => x * y > T.Zero ? T.One : T.Zero;
+
     /// <summary>x / c + e (the quotient rounded, then the sum).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> DivAdd(Vector256<T> x, Vector256<T> c, Vector256<T> e) => x / c + e;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static T DivAdd(T x, T c, T e) => x / c + e;
@@ -224,6 +228,16 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>>, IReductionOps<B
         return x;
     }
 
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public Block<T> Agree(Block<T> x, Block<T> y)
+    {
+        T* px = x.Pointer, py = y.Pointer; int i = 0, n = x.Length;
+        for (; i <= n - Width; i += Width) Vector256.Store(ElementMath<T>.Agree(Vector256.Load(px + i), Vector256.Load(py + i)), px + i);
+        for (; i < n; i++) px[i] = ElementMath<T>.Agree(px[i], py[i]);
+        return x;
+    }
+
     // Compound operations in one pass, with the roundings of their sequences.
 
     /// <inheritdoc />
@@ -298,6 +312,9 @@ public readonly unsafe struct BlockOps<T> : IArrayOps<Block<T>>, IReductionOps<B
     /// <inheritdoc />
     public double NonFiniteCount(Block<T> x) => Partial(ReductionKind.NonFiniteCount, x, x);
 
+    /// <inheritdoc />
+    public double NonZeroCount(Block<T> x) => Partial(ReductionKind.NonZeroCount, x, x);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static double Partial(ReductionKind kind, Block<T> x, Block<T> y) => typeof(T) == typeof(float)
         ? BlockReductions.Partial(kind, (float*)x.Pointer, (float*)y.Pointer, x.Length)
@@ -334,6 +351,14 @@ internal static unsafe class BlockReductions
             for (; i < n; i++) if (!float.IsFinite(x[i])) count++;
             return count;
         }
+        if (kind == ReductionKind.NonZeroCount)
+        {
+            long count = 0;
+            for (; i <= n - 8; i += 8)
+                count += BitOperations.PopCount(~Vector256.Equals(Vector256.Load(x + i), Vector256<float>.Zero).ExtractMostSignificantBits() & 0xFFu);
+            for (; i < n; i++) if (x[i] != 0) count++;
+            return count;
+        }
         for (; i <= n - 8; i += 8)
         {
             var (lo, hi) = Vector256.Widen(Vector256.Load(x + i));
@@ -364,6 +389,14 @@ internal static unsafe class BlockReductions
                 count += BitOperations.PopCount(~Vector256.Equals(v - v, Vector256<double>.Zero).ExtractMostSignificantBits() & 0xFu);
             }
             for (; i < n; i++) if (!double.IsFinite(x[i])) count++;
+            return count;
+        }
+        if (kind == ReductionKind.NonZeroCount)
+        {
+            long count = 0;
+            for (; i <= n - 4; i += 4)
+                count += BitOperations.PopCount(~Vector256.Equals(Vector256.Load(x + i), Vector256<double>.Zero).ExtractMostSignificantBits() & 0xFu);
+            for (; i < n; i++) if (x[i] != 0) count++;
             return count;
         }
         for (; i <= n - 4; i += 4)

@@ -11,7 +11,7 @@ namespace Lookahead.Kernels;
 /// <summary>The operations a <see cref="ProgramRecorder"/> records, one per <see cref="IArrayOps{TArray}"/> operation (compound ones resolved as the lane path resolves them).</summary>
 internal enum ProgramOp
 {
-    Copy, Mul, Div, Add, AddScaled, AddProduct, MulBy, DivBy, Max, ClampMin, Sqrt, Sign, MulAdd, MulAddProduct, SqrtOf, CopyDiv, DivAdd,
+    Copy, Mul, Div, Add, AddScaled, AddProduct, MulBy, DivBy, Max, ClampMin, Sqrt, Sign, MulAdd, MulAddProduct, SqrtOf, CopyDiv, DivAdd, Agree,
 }
 
 /// <summary>
@@ -68,6 +68,7 @@ internal readonly struct RecordOps(ProgramRecorder r) : IArrayOps<int>
     public int ClampMin(int x, double lo) => r.Emit(ProgramOp.ClampMin, x, k0: lo, constants: 1);
     public int Sqrt(int x) => r.Emit(ProgramOp.Sqrt, x);
     public int Sign(int x) => r.Emit(ProgramOp.Sign, x);
+    public int Agree(int x, int y) => r.Emit(ProgramOp.Agree, x, y);
     // As LaneOps: a unit factor is the simpler operation (the same bits as skipping the multiplication).
     public int MulAdd(int y, double a, int x, double w) => a == 1 ? AddScaled(y, x, w) : r.Emit(ProgramOp.MulAdd, y, x, k0: a, k1: w, constants: 2);
     public int MulAddProduct(int y, double a, int x, int z, double w) => a == 1 ? AddProduct(y, x, z, w) : r.Emit(ProgramOp.MulAddProduct, y, x, z, k0: a, k1: w, constants: 2);
@@ -117,6 +118,8 @@ public static unsafe class ProgramMath<T> where T : unmanaged, IFloatingPointIee
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> ClampMin(Vector256<T> x, Vector256<T> lo) => ElementMath<T>.ClampMin(x, lo);
     /// <summary>sign(x).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Sign(Vector256<T> x) => ElementMath<T>.Sign(x);
+    /// <summary>1 where x·y &gt; 0, else 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Agree(Vector256<T> x, Vector256<T> y) => ElementMath<T>.Agree(x, y);
     /// <summary>x/c + e.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> DivAdd(Vector256<T> x, Vector256<T> c, Vector256<T> e) => ElementMath<T>.DivAdd(x, c, e);
 }
@@ -200,6 +203,7 @@ internal static class ChainCompiler
                 ProgramOp.ClampMin => Call("ClampMin", d, K0()),
                 ProgramOp.Sqrt => Call("Sqrt", d),
                 ProgramOp.Sign => Call("Sign", d),
+                ProgramOp.Agree => Call("Agree", d, A()),
                 ProgramOp.MulAdd => Call("MulAdd", d, K0(), A(), K1()),
                 ProgramOp.MulAddProduct => Call("MulAddProduct", d, K0(), A(), B(), K1()),
                 ProgramOp.SqrtOf => Call("Sqrt", A()),

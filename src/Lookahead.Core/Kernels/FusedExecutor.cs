@@ -95,6 +95,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     readonly record struct Area(nint Start, long Bytes, ScalarType DType)
     {
         public bool Contains(nint p) => p >= Start && p < Start + Bytes;
+        public int ElementSize => DType is ScalarType.Float64 or ScalarType.Int64 ? 8 : DType is ScalarType.BFloat16 or ScalarType.Float16 ? 2 : 4;
     }
 
     /// <summary>The runs of a step: one per flat update buffer (one per dtype on the CPU).</summary>
@@ -190,7 +191,7 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
     /// need not store it (default: none is).</param>
     public void Begin(IReadOnlyList<Tensor> updates, bool virtualUpdates, IReadOnlyList<bool>? separate = null)
     {
-        _items.Clear(); _scratch.Clear(); _scratchTensors.Clear(); _materialized.Clear(); _virtual.Clear();
+        _items.Clear(); _scratch.Clear(); _scratchTensors.Clear(); _materialized.Clear(); _virtual.Clear(); _alignment.Clear();
         (_previousItems, _stepItems) = (_stepItems, _previousItems);
         _stepItems.Clear();
         for (int c = 0; c < _copies.Count; c++) _copies[c].Dispose();
@@ -249,11 +250,14 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             group.CopyTo(arrays);
             for (int s = 0; s < extra; s++) arrays[group.Length + s] = scratch![s][k];
             int run = -1;
-            if (first.device_type == DeviceType.CPU && first.dtype is ScalarType.Float32 or ScalarType.Float64)
+            long start = 0;
+            if (first.device_type == DeviceType.CPU && first.dtype is ScalarType.Float32 or ScalarType.Float64 && first.is_contiguous())
             {
                 nint p0 = AddressOf(first);
                 for (int r = 0; r < _runs.Count && run < 0; r++)
-                    if (_runs[r].Updates.Contains(p0) && _runs[r].Updates.DType == first.dtype) run = r;
+                    if (_runs[r].Updates.Contains(p0) && _runs[r].Updates.DType == first.dtype) { run = r; start = (p0 - _runs[r].Updates.Start) / first.ElementSize; }
+                // Scratch laid out like the update (a copy a transform runs on, Mix's): the run indices it was aligned with.
+                if (run < 0 && AlignedScratch(p0, first.dtype) is var (r0, s0)) (run, start) = (r0, s0);
             }
             if (run >= 0 && _virtual.Count > 0)
                 for (int j = 0; j < arrays.Length; j++)
@@ -281,7 +285,6 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
                 kernel.Run<Tensor, TensorOps>(default, arrays);
                 continue;
             }
-            long start = (AddressOf(first) - _runs[run].Updates.Start) / first.ElementSize;
             var operands = arity <= operandBuffer.Length ? operandBuffer[..arity] : new Operand[arity];
             for (int j = 0; j < operands.Length; j++)
                 operands[j] = NarrowFloats.IsNarrow(arrays[j].dtype)
@@ -318,7 +321,11 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
         t.numel() == length && t.device_type == DeviceType.CPU && t.is_contiguous() &&
         (t.dtype == first.dtype || first.dtype == ScalarType.Float32 && NarrowFloats.IsNarrow(t.dtype));
 
-    /// <summary>Where an operand lives: a virtual update buffer or rented scratch (by area, offset from the group start), else memory.</summary>
+    /// <summary>
+    /// Where an operand lives: a virtual update buffer or rented scratch (by area: a chunk's scratch holds the chunk's
+    /// run indices), else memory. A scratch area used at its start is aligned with the item's run indices from
+    /// then on in the step; one used further in must be where that alignment puts it.
+    /// </summary>
     Operand Locate(nint p, int elementSize, long start, int run)
     {
         for (int v = 0; v < _virtual.Count; v++)
@@ -333,12 +340,34 @@ internal sealed unsafe class FusedExecutor : IStageRecorder, IDisposable
             for (int s = 0; s < _scratch.Count; s++)
                 if (_scratch[s].Contains(p))
                 {
-                    if (p != _scratch[s].Start) throw new InvalidOperationException("fused executor: a kernel uses scratch from other than its start");
-                    return _materialized.Contains(p) ? new Operand(p, -1) : new Operand(0, 1 + s);
+                    long offset = (p - _scratch[s].Start) / elementSize;
+                    if (offset == 0) _alignment[s] = (run, start);
+                    else if (!(_alignment.TryGetValue(s, out var at) && at.Run == run && at.Start + offset == start))
+                        throw new InvalidOperationException("fused executor: a kernel uses scratch from other than its start, where it is not aligned with the kernel's elements");
+                    return _materialized.Contains(_scratch[s].Start) ? new Operand(p, -1) : new Operand(0, 1 + s);
                 }
             if (pass == 0 && !RefreshScratch(p)) break;
         }
         return new Operand(p, -1);
+    }
+
+    // This step's scratch areas (by index in _scratch) used at their start, with the run and run index they started at.
+    readonly Dictionary<int, (int Run, long Start)> _alignment = new();
+
+    /// <summary>The run and run index of <paramref name="p"/> when it lies in a scratch area aligned with a run in this step.</summary>
+    (int Run, long Start)? AlignedScratch(nint p, ScalarType dtype)
+    {
+        for (int pass = 0; pass < 2; pass++)
+        {
+            for (int s = 0; s < _scratch.Count; s++)
+                if (_scratch[s].Contains(p))
+                {
+                    if (_scratch[s].DType != dtype || !_alignment.TryGetValue(s, out var at) || _runs[at.Run].Updates.DType != dtype) return null;
+                    return (at.Run, at.Start + (p - _scratch[s].Start) / _scratch[s].ElementSize);
+                }
+            if (pass == 0 && !RefreshScratch(p)) break;
+        }
+        return null;
     }
 
     /// <summary>Adds the workspace's scratch tensor holding <paramref name="p"/>, if any, to this step's scratch areas.</summary>

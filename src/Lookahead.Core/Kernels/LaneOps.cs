@@ -164,6 +164,15 @@ public readonly unsafe struct LaneOps<T> : IArrayOps<Lane<T>> where T : unmanage
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Lane<T> Agree(Lane<T> x, Lane<T> y)
+    {
+        T* px = At(x), py = At(y);
+        for (int k = 0; k < Unroll; k++) Vector256.Store(ElementMath<T>.Agree(Vector256.Load(px + k * W), Vector256.Load(py + k * W)), px + k * W);
+        return x;
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Lane<T> MulAdd(Lane<T> y, double a, Lane<T> x, double w)
     {
         if (a == 1) return AddScaled(y, x, w);

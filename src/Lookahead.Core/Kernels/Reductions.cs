@@ -16,6 +16,8 @@ public enum ReductionKind
     Dot,
     /// <summary>The number of NaN and ±∞ entries.</summary>
     NonFiniteCount,
+    /// <summary>The number of entries that are not ±0 (NaN counts).</summary>
+    NonZeroCount,
 }
 
 /// <summary>Over what a <see cref="Reduction"/> sums.</summary>
@@ -50,6 +52,7 @@ public sealed record Reduction(ReductionKind Kind, ReductionScope Scope, string 
     {
         ReductionKind.SumOfSquares => $"Σ {First}²",
         ReductionKind.Dot => $"Σ {First}·{Second}",
+        ReductionKind.NonZeroCount => $"non-zero count of {First}",
         _ => $"non-finite count of {First}",
     };
 
@@ -88,6 +91,8 @@ public interface IReductionOps<TArray, TSum>
     TSum Dot(TArray x, TArray y);
     /// <summary>The number of NaN and ±∞ entries of <paramref name="x"/>.</summary>
     TSum NonFiniteCount(TArray x);
+    /// <summary>The number of entries of <paramref name="x"/> that are not ±0 (NaN counts).</summary>
+    TSum NonZeroCount(TArray x);
     /// <summary>x ← s·x, with the reduced value <paramref name="s"/> in the array's precision.</summary>
     TArray ScaleBy(TArray x, TSum s);
     /// <summary>x ← x / s, with the reduced value <paramref name="s"/> in the array's precision.</summary>
@@ -138,6 +143,7 @@ public static class Reducer
     {
         ReductionKind.SumOfSquares => ops.SumOfSquares(first),
         ReductionKind.Dot => ops.Dot(first, second),
+        ReductionKind.NonZeroCount => ops.NonZeroCount(first),
         _ => ops.NonFiniteCount(first),
     };
 

@@ -51,6 +51,8 @@ internal readonly unsafe struct WriteProbe : IArrayOps<int>
     /// <inheritdoc />
     public int Sign(int x) => W(x);
     /// <inheritdoc />
+    public int Agree(int x, int y) => W(x);
+    /// <inheritdoc />
     public int MulAdd(int y, double a, int x, double w) => W(y);
     /// <inheritdoc />
     public int MulAddProduct(int y, double a, int x, int z, double w) => W(y);
