@@ -20,48 +20,78 @@ public static class Compare
 {
     static readonly CultureInfo C = CultureInfo.InvariantCulture;
 
-    /// <summary>The optimizers compare knows: name, description, factory for a task.</summary>
-    public static readonly (string Name, string Description, Func<CompareTask, IGradientTransformation> Make)[] Catalog =
+    /// <summary>
+    /// The optimizers compare knows: name, description (at its default rate), default learning rate, and the
+    /// transform for a task at a learning rate (for <c>muon</c> the Muon rate; its AdamW part takes 0.15 of it);
+    /// <c>OwnSchedule</c> marks an optimizer that is not put on the warm-up + cosine schedule (Schedule-Free: its
+    /// own warm-up over the first 5 % of the steps, no decay).
+    /// </summary>
+    public static readonly (string Name, string Description, double Lr, bool OwnSchedule, Func<CompareTask, double, int, IGradientTransformation> Make)[] Catalog =
     {
-        ("sgd", "SGD, momentum 0.9, lr 0.05", _ => Optim.Sgd(0.05, 0.9)),
-        ("adam", "Adam, lr 3e-3", _ => Optim.Adam(3e-3)),
-        ("adamw", "AdamW, lr 3e-3, weight decay 0.01", _ => Optim.AdamW(3e-3, weightDecay: 0.01)),
-        ("mars", "MARS-AdamW, lr 3e-3, γ 0.025", _ => Optim.Mars(3e-3)),
-        ("muon", "Muon (lr 0.02) on hidden matrices, AdamW (3e-3) on the rest", t => Optim.MuonWithAuxAdam(Optim.Muon(0.02), adamLr: 3e-3, isMuonParameter: t.HiddenMatrices)),
-        ("mars-m", "MARS-M (lr 3e-3) on hidden matrices, AdamW on the rest", t => Optim.MarsM(3e-3, weightDecay: 0.01, isMatrixParameter: t.HiddenMatrices)),
-        ("momo-adam", "MoMo-Adam, lr 1e-2 (Polyak-capped)", _ => Optim.MomoAdam(1e-2)),
-        ("arsg", "ARSG, lr 3e-3, μ 0.1", _ => Optim.Arsg(3e-3)),
-        ("momo", "MoMo, lr 1", _ => Optim.Momo(1.0)),
-        ("nadam", "NAdam, lr 3e-3", _ => Optim.NAdam(3e-3)),
-        ("lion", "Lion, lr 3e-4", _ => Optim.Lion(3e-4)),
-        ("qhm", "QHM, lr 0.5, β 0.9, ν 0.7", _ => Optim.Qhm(0.5, 0.9, 0.7)),
-        ("sf-adamw", "Schedule-Free AdamW, lr 3e-3 (metric at the average x)", _ => Optim.ScheduleFreeAdamW(3e-3)),
-        ("ademamix", "AdEMAMix, lr 3e-3, α 5 warmed up over the run's first 100 steps", _ => Optim.AdEMAMix(3e-3, alpha: 5, alphaWarmup: 100, beta3Warmup: 100)),
-        ("adopt", "ADOPT, lr 3e-3", _ => Optim.Adopt(3e-3)),
-        ("c-adamw", "C-AdamW, lr 3e-3, weight decay 0.01", _ => Optim.CautiousAdamW(3e-3, weightDecay: 0.01)),
-        ("prodigy", "Prodigy (lr 1: the step size is estimated)", _ => Optim.Prodigy()),
-        ("soap", "SOAP, lr 3e-3, bases refreshed every 10 steps", _ => Optim.Soap(3e-3)),
+        ("sgd", "SGD, momentum 0.9, lr 0.05", 0.05, false, (_, lr, _) => Optim.Sgd(lr, 0.9)),
+        ("adam", "Adam, lr 3e-3", 3e-3, false, (_, lr, _) => Optim.Adam(lr)),
+        ("adamw", "AdamW, lr 3e-3, weight decay 0.01", 3e-3, false, (_, lr, _) => Optim.AdamW(lr, weightDecay: 0.01)),
+        ("mars", "MARS-AdamW, lr 3e-3, γ 0.025", 3e-3, false, (_, lr, _) => Optim.Mars(lr)),
+        ("muon", "Muon (lr 0.02) on hidden matrices, AdamW (3e-3) on the rest", 0.02, false, (t, lr, _) => Optim.MuonWithAuxAdam(Optim.Muon(lr), adamLr: 0.15 * lr, isMuonParameter: t.HiddenMatrices)),
+        ("mars-m", "MARS-M (lr 3e-3) on hidden matrices, AdamW on the rest", 3e-3, false, (t, lr, _) => Optim.MarsM(lr, weightDecay: 0.01, isMatrixParameter: t.HiddenMatrices)),
+        ("momo-adam", "MoMo-Adam, lr 1e-2 (Polyak-capped)", 1e-2, false, (_, lr, _) => Optim.MomoAdam(lr)),
+        ("arsg", "ARSG, lr 3e-3, μ 0.1", 3e-3, false, (_, lr, _) => Optim.Arsg(lr)),
+        ("momo", "MoMo, lr 1", 1.0, false, (_, lr, _) => Optim.Momo(lr)),
+        ("nadam", "NAdam, lr 3e-3", 3e-3, false, (_, lr, _) => Optim.NAdam(lr)),
+        ("lion", "Lion, lr 3e-4", 3e-4, false, (_, lr, _) => Optim.Lion(lr)),
+        ("qhm", "QHM, lr 0.5, β 0.9, ν 0.7", 0.5, false, (_, lr, _) => Optim.Qhm(lr, 0.9, 0.7)),
+        ("sf-adamw", "Schedule-Free AdamW, lr 3e-3, warm-up over 5 % of the steps (metric at the average x)", 3e-3, true, (_, lr, steps) => Optim.ScheduleFreeAdamW(lr, warmupSteps: Math.Max(1, steps / 20))),
+        ("ademamix", "AdEMAMix, lr 3e-3, α 5 warmed up over the run's first 100 steps", 3e-3, false, (_, lr, _) => Optim.AdEMAMix(lr, alpha: 5, alphaWarmup: 100, beta3Warmup: 100)),
+        ("adopt", "ADOPT, lr 3e-3", 3e-3, false, (_, lr, _) => Optim.Adopt(lr)),
+        ("c-adamw", "C-AdamW, lr 3e-3, weight decay 0.01", 3e-3, false, (_, lr, _) => Optim.CautiousAdamW(lr, weightDecay: 0.01)),
+        ("prodigy", "Prodigy (lr 1: the step size is estimated)", 1.0, false, (_, lr, _) => Optim.Prodigy(lr)),
+        ("soap", "SOAP, lr 3e-3, bases refreshed every 10 steps", 3e-3, false, (_, lr, _) => Optim.Soap(lr)),
     };
 
     /// <summary>The default selection.</summary>
     public static readonly string[] Defaults = { "sgd", "adam", "adamw", "mars", "muon", "momo-adam", "arsg" };
 
+    /// <summary>The default learning-rate multipliers of the sweep: 5 rates, log-spaced over 2 decades around each default.</summary>
+    public static readonly double[] DefaultMultipliers = { 0.1, 0.316, 1, 3.16, 10 };
+
+    /// <summary>
+    /// The learning rate's shape over a run of <paramref name="steps"/> steps, at step t = 1, 2, …: a linear warm-up
+    /// to 1 over the first 5 % of the steps (t/W), then a cosine decay to 0.01 at the last step.
+    /// </summary>
+    public static double WarmupCosine(long t, int steps)
+    {
+        int warmup = Math.Max(1, steps / 20);
+        if (t <= warmup) return (double)t / warmup;
+        double progress = steps == warmup ? 1 : Math.Min(1.0, (double)(t - warmup) / (steps - warmup));
+        return 0.01 + 0.99 * (1 + Math.Cos(Math.PI * progress)) / 2;
+    }
+
     /// <summary>The usage text.</summary>
     public static string Usage =>
-        "Usage: lookahead compare [--task NAMES] [--optimizers NAMES] [--steps N] [--seed N] [--out DIR]\n\n" +
-        "Trains built-in tasks on generated data with several optimizers and compares them: live table, final table,\n" +
-        "loss curves as PNG (one per task) and HTML, losses as CSV. Seeded and deterministic; no download.\n" +
+        "Usage: lookahead compare [--task NAMES] [--optimizers NAMES] [--steps N] [--seed N] [--seeds N] [--lrs F,F,...]\n" +
+        "                         [--quick] [--out DIR]\n\n" +
+        "Trains built-in tasks on generated data with several optimizers and compares them fairly: for each optimizer a\n" +
+        "learning-rate sweep (multipliers of its default rate) × seeds, every run on a linear warm-up (5 % of the steps)\n" +
+        "+ cosine schedule. The table shows each optimizer's best rate (lowest mean final loss over the seeds) and, at\n" +
+        "that rate, the mean ± standard deviation over seeds of the final loss and the metric, and steps to target;\n" +
+        "a best rate at either end of the sweep is marked (edge): widen --lrs to see past it.\n" +
+        "Writes loss curves (at the best rate, mean over seeds) and learning-rate sensitivity plots (mean final loss\n" +
+        "against the rate, band from the best to the worst seed) as PNG and HTML, the runs as CSV. Seeded and\n" +
+        "deterministic: the files are identical across runs on one machine; no download.\n" +
         "'Steps to target' is the first step whose loss is at most a fraction of the first step's loss\n" +
-        "(logistic 0.9, mlp and modadd 0.1).\n\n" +
+        "(logistic 0.9, mlp and modadd 0.1): the median over the seeds that reach it, and how many do.\n\n" +
         "  --task NAMES        comma-separated tasks; default all:\n" +
         string.Concat(CompareTask.All.Select(t => $"                        {t.Name,-10} {t.Description} ({t.DefaultSteps} steps)\n")) +
-        "  --optimizers NAMES  comma-separated; default " + string.Join(",", Defaults) + ". Known:\n" +
+        "  --optimizers NAMES  comma-separated; default " + string.Join(",", Defaults) + ". Known (default rates):\n" +
         string.Concat(Catalog.Select(c => $"                        {c.Name,-10} {c.Description}\n")) +
         "  --steps N           steps per run (default: each task's own)\n" +
-        "  --seed N            seed of data and initialisation (default 1)\n" +
+        "  --seed N            first seed of data and initialisation (default 1)\n" +
+        "  --seeds N           seeds per rate: seed, seed + 1, … (default 3)\n" +
+        "  --lrs F,F,...       learning-rate multipliers of each optimizer's default (default " + string.Join(",", DefaultMultipliers.Select(m => m.ToString(C))) + ")\n" +
+        "  --quick             one run per optimizer at its default rate, one seed, constant rate (no sweep)\n" +
         "  --out DIR           output folder (default ./lookahead-compare)\n";
 
-    sealed record Run(CompareTask Task, string Optimizer)
+    sealed record Run(CompareTask Task, string Optimizer, double Multiplier, long Seed)
     {
         public List<double> Losses { get; } = new();
         public int? StepsToTarget { get; set; }
@@ -70,6 +100,18 @@ public static class Compare
         public double MsPerStep { get; set; } = double.NaN;
         public bool Diverged { get; set; }
         public int Total { get; set; }
+        public double Lr { get; set; }
+        /// <summary>The final loss; +∞ for a run that diverged.</summary>
+        public double Final => Diverged || Losses.Count == 0 ? double.PositiveInfinity : Losses[^1];
+    }
+
+    /// <summary>One optimizer on one task: its runs by rate, and the best rate's.</summary>
+    sealed record Result(CompareTask Task, string Optimizer, IReadOnlyList<(double Lr, Run[] Runs)> ByRate, int Best)
+    {
+        public Run[] BestRuns => ByRate[Best].Runs;
+        public double BestLr => ByRate[Best].Lr;
+        /// <summary>The best rate, marked "(edge)" when it is the lowest or highest of a sweep (the optimum may lie beyond).</summary>
+        public string BestLrText => BestLr.ToString("g3", CultureInfo.InvariantCulture) + (ByRate.Count > 1 && (Best == 0 || Best == ByRate.Count - 1) ? " (edge)" : "");
     }
 
     /// <summary>Runs the command with its arguments; returns the exit code.</summary>
@@ -79,6 +121,9 @@ public static class Compare
         var optimizers = Defaults.ToList();
         int? steps = null;
         long seed = 1;
+        int seeds = 3;
+        var multipliers = DefaultMultipliers.ToList();
+        bool quick = false, seedsGiven = false, lrsGiven = false;
         string output = "lookahead-compare";
         for (int i = 0; i < args.Length; i++)
         {
@@ -95,6 +140,7 @@ public static class Compare
                     optimizers = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
                     foreach (var o in optimizers)
                         if (!Catalog.Any(c => c.Name == o)) throw new ArgumentException($"--optimizers: unknown optimizer '{o}'; known: {string.Join(", ", Catalog.Select(c => c.Name))}");
+                    if (optimizers.Distinct().Count() != optimizers.Count) throw new ArgumentException("--optimizers: an optimizer is named twice");
                     break;
                 case "--steps":
                     steps = int.TryParse(Next(), NumberStyles.Integer, C, out var s) && s >= 1 ? s : throw new ArgumentException($"--steps: expected a positive integer, got '{args[i]}'");
@@ -102,46 +148,143 @@ public static class Compare
                 case "--seed":
                     seed = long.TryParse(Next(), NumberStyles.Integer, C, out var sd) ? sd : throw new ArgumentException($"--seed: expected an integer, got '{args[i]}'");
                     break;
+                case "--seeds":
+                    seeds = int.TryParse(Next(), NumberStyles.Integer, C, out var n) && n >= 1 ? n : throw new ArgumentException($"--seeds: expected a positive integer (how many seeds), got '{args[i]}'");
+                    seedsGiven = true;
+                    break;
+                case "--lrs":
+                    var text = Next();
+                    multipliers = text.Split(',', StringSplitOptions.TrimEntries).Select(m =>
+                        double.TryParse(m, NumberStyles.Float, C, out var f) && double.IsFinite(f) && f > 0 ? f
+                        : throw new ArgumentException($"--lrs: expected comma-separated positive multipliers of each optimizer's default rate, got '{m}' in '{text}'")).ToList();
+                    if (multipliers.Distinct().Count() != multipliers.Count) throw new ArgumentException($"--lrs: a multiplier is given twice in '{text}'");
+                    multipliers.Sort();
+                    lrsGiven = true;
+                    break;
+                case "--quick": quick = true; break;
                 case "--out": output = Next(); break;
                 default: throw new ArgumentException($"compare: unknown option '{args[i]}'\n\n{Usage}");
             }
         }
         if (tasks.Count == 0 || optimizers.Count == 0) throw new ArgumentException("compare: nothing to run (no task or no optimizer)");
+        if (quick && (seedsGiven || lrsGiven)) throw new ArgumentException("compare: --quick runs one rate and one seed; it cannot be combined with --lrs or --seeds");
+        if (quick) { multipliers = new List<double> { 1 }; seeds = 1; }
 
-        var runs = tasks.SelectMany(t => optimizers.Select(o => new Run(t, o) { Total = steps ?? t.DefaultSteps })).ToList();
+        var runs = (from t in tasks
+                    from sd in Enumerable.Range(0, seeds).Select(k => seed + k)
+                    from o in optimizers
+                    from m in multipliers
+                    select new Run(t, o, m, sd) { Total = steps ?? t.DefaultSteps, Lr = m * Catalog.Single(c => c.Name == o).Lr }).ToList();
         var clock = Stopwatch.StartNew();
-        AnsiConsole.MarkupLine($"[bold]lookahead compare[/]: {runs.Count} runs ({string.Join(", ", tasks.Select(t => t.Name))} × {string.Join(", ", optimizers)}), seed {seed}");
-        var table = LiveTable(runs);
-        AnsiConsole.Live(table).AutoClear(false).Start(ctx =>
+        AnsiConsole.MarkupLine(quick
+            ? $"[bold]lookahead compare --quick[/]: {runs.Count} runs ({string.Join(", ", tasks.Select(t => t.Name))} × {string.Join(", ", optimizers)}), each at its default rate, constant; seed {seed}"
+            : $"[bold]lookahead compare[/]: {runs.Count} runs ({tasks.Count} tasks × {optimizers.Count} optimizers × {multipliers.Count} rates × {seeds} seeds), warm-up + cosine; seeds {seed}…{seed + seeds - 1}");
+        if (quick)
         {
-            foreach (var group in runs.GroupBy(r => r.Task))
+            var table = LiveTable(runs);
+            AnsiConsole.Live(table).AutoClear(false).Start(ctx =>
             {
-                using (var scope = NewDisposeScope()) group.Key.Prepare(seed);
-                foreach (var run in group)
+                foreach (var group in runs.GroupBy(r => (r.Task, r.Seed)))
                 {
-                    Train(run, seed, () => { Refresh(table, runs); ctx.Refresh(); });
-                    Refresh(table, runs);
-                    ctx.Refresh();
+                    using (var scope = NewDisposeScope()) group.Key.Task.Prepare(group.Key.Seed);
+                    foreach (var run in group)
+                    {
+                        Train(run, quick, () => { Refresh(table, runs); ctx.Refresh(); });
+                        Refresh(table, runs);
+                        ctx.Refresh();
+                    }
                 }
-            }
-        });
+            });
+        }
+        else
+        {
+            AnsiConsole.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
+                {
+                    var bars = tasks.ToDictionary(t => t, t => ctx.AddTask(t.Name, maxValue: runs.Count(r => r.Task == t)));
+                    foreach (var group in runs.GroupBy(r => (r.Task, r.Seed)))
+                    {
+                        using (var scope = NewDisposeScope()) group.Key.Task.Prepare(group.Key.Seed);
+                        foreach (var run in group)
+                        {
+                            bars[run.Task].Description = $"{run.Task.Name}: {run.Optimizer} lr {run.Lr.ToString("g3", C)} seed {run.Seed}";
+                            Train(run, quick, () => { });
+                            bars[run.Task].Increment(1);
+                        }
+                        bars[group.Key.Task].Description = group.Key.Task.Name;
+                    }
+                });
+        }
+        var results = (from t in tasks
+                       from o in optimizers
+                       let byRate = multipliers.Select(m => (Lr: m * Catalog.Single(c => c.Name == o).Lr, Runs: runs.Where(r => r.Task == t && r.Optimizer == o && r.Multiplier == m).ToArray())).ToList()
+                       select new Result(t, o, byRate, BestIndex(byRate.Select(b => b.Runs).ToList()))).ToList();
         Directory.CreateDirectory(output);
         WriteCsv(Path.Combine(output, "losses.csv"), runs);
-        foreach (var t in tasks) WritePng(Path.Combine(output, $"loss-{t.Name}.png"), t, runs.Where(r => r.Task == t).ToList());
-        WriteHtml(Path.Combine(output, "report.html"), tasks, runs, seed);
-        File.WriteAllText(Path.Combine(output, "summary.md"), Markdown(runs));
+        WriteRunsCsv(Path.Combine(output, "runs.csv"), runs);
+        foreach (var t in tasks)
+        {
+            var here = results.Where(r => r.Task == t).ToList();
+            WritePng(Path.Combine(output, $"loss-{t.Name}.png"), t, here);
+            if (!quick) WriteSensitivityPng(Path.Combine(output, $"lr-{t.Name}.png"), t, here);
+        }
+        WriteHtml(Path.Combine(output, "report.html"), tasks, results, seed, seeds, quick);
+        File.WriteAllText(Path.Combine(output, "summary.md"), Markdown(results));
         AnsiConsole.WriteLine();
-        AnsiConsole.Write(FinalTable(runs));
-        AnsiConsole.MarkupLine($"wrote [bold]{Markup.Escape(Path.GetFullPath(output))}[/]: losses.csv, summary.md, report.html, {string.Join(", ", tasks.Select(t => $"loss-{t.Name}.png"))} ({clock.Elapsed.TotalSeconds:0} s)");
+        AnsiConsole.Write(FinalTable(results));
+        var files = new List<string> { "losses.csv", "runs.csv", "summary.md", "report.html" };
+        files.AddRange(tasks.Select(t => $"loss-{t.Name}.png"));
+        if (!quick) files.AddRange(tasks.Select(t => $"lr-{t.Name}.png"));
+        AnsiConsole.MarkupLine($"wrote [bold]{Markup.Escape(Path.GetFullPath(output))}[/]: {string.Join(", ", files)} ({clock.Elapsed.TotalSeconds:0} s)");
         return 0;
     }
 
-    static void Train(Run run, long seed, Action progress)
+    /// <summary>The rate whose runs have the lowest mean final loss (a diverged run counts as +∞); the first such on ties.</summary>
+    static int BestIndex(IReadOnlyList<Run[]> byRate)
+    {
+        int best = 0;
+        for (int k = 1; k < byRate.Count; k++)
+            if (MeanFinal(byRate[k]) < MeanFinal(byRate[best])) best = k;
+        return best;
+    }
+
+    static double MeanFinal(Run[] runs) => runs.Average(r => r.Final);
+
+    static (double Mean, double Sd) Spread(IEnumerable<double> values)
+    {
+        var v = values.ToArray();
+        double mean = v.Average();
+        double sd = v.Length < 2 ? 0 : Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Length - 1));
+        return (mean, sd);
+    }
+
+    static string MeanSd(IEnumerable<double> values, string format)
+    {
+        var v = values.ToArray();
+        if (v.Any(x => !double.IsFinite(x))) return v.All(x => !double.IsFinite(x)) ? "diverged" : $"diverged in {v.Count(x => !double.IsFinite(x))}/{v.Length}";
+        var (mean, sd) = Spread(v);
+        return $"{mean.ToString(format, C)} ± {sd.ToString(format, C)}";
+    }
+
+    static string StepsToTarget(Run[] runs)
+    {
+        var reached = runs.Where(r => r.StepsToTarget is not null).Select(r => r.StepsToTarget!.Value).OrderBy(x => x).ToArray();
+        if (reached.Length == 0) return $"— (0/{runs.Length})";
+        double median = reached.Length % 2 == 1 ? reached[reached.Length / 2] : (reached[reached.Length / 2 - 1] + reached[reached.Length / 2]) / 2.0;
+        return $"{median.ToString("0.#", C)} ({reached.Length}/{runs.Length})";
+    }
+
+    static void Train(Run run, bool quick, Action progress)
     {
         using var scope = NewDisposeScope();
-        manual_seed(seed + 1);
+        manual_seed(run.Seed + 1);
         var model = run.Task.Model();
-        var tx = Catalog.Single(c => c.Name == run.Optimizer).Make(run.Task);
+        var entry = Catalog.Single(c => c.Name == run.Optimizer);
+        int total = run.Total;
+        // The sweep's schedule: the optimizer rebuilt at each step with the step's rate (the state carries over).
+        var tx = quick || entry.OwnSchedule
+            ? entry.Make(run.Task, run.Lr, total)
+            : Transforms.Scheduled(t => entry.Make(run.Task, run.Lr * WarmupCosine(t, total), total), "warmup_cosine");
         using var runner = new Runner(tx, model);
         var clock = new Stopwatch();
         for (int step = 1; step <= run.Total; step++)
@@ -163,6 +306,7 @@ public static class Compare
         // Schedule-Free trains at y and is evaluated at its average x (likewise a parameter average).
         if (Evaluation.Defined(tx)) runner.UseEvaluationParameters();
         (run.MetricName, run.Metric) = run.Task.Metric(model);
+        if (run.Diverged) run.Metric = double.NaN;
     }
 
     static Table LiveTable(List<Run> runs)
@@ -193,82 +337,156 @@ public static class Compare
         }
     }
 
-    static Table FinalTable(List<Run> runs)
+    static Table FinalTable(List<Result> results)
     {
-        var t = new Table().Border(TableBorder.Rounded).Title("results");
-        foreach (var h in new[] { "task", "optimizer", "final loss", "best loss", "metric", "steps to target", "ms/step" }) t.AddColumn(h);
-        foreach (var r in runs)
-            t.AddRow(r.Task.Name, r.Optimizer,
-                r.Diverged ? "[red]diverged[/]" : r.Losses[^1].ToString("0.0000", C),
-                r.Losses.Count == 0 ? "" : r.Losses.Min().ToString("0.0000", C),
-                double.IsNaN(r.Metric) ? "" : $"{r.MetricName} {r.Metric.ToString("0.000", C)}",
-                r.StepsToTarget?.ToString(C) ?? $"— (> {r.Total})",
-                r.MsPerStep.ToString("0.00", C));
+        var t = new Table().Border(TableBorder.Rounded).Title("results (at each optimizer's best rate; mean ± sd over seeds)");
+        foreach (var h in new[] { "task", "optimizer", "best lr", "final loss", "metric", "steps to target", "ms/step" }) t.AddColumn(h);
+        foreach (var r in results)
+            t.AddRow(r.Task.Name, r.Optimizer, r.BestLrText, Markup.Escape(MeanSd(r.BestRuns.Select(x => x.Final), "0.0000")),
+                Markup.Escape(MetricText(r.BestRuns)), Markup.Escape(StepsToTarget(r.BestRuns)),
+                r.BestRuns.Average(x => x.MsPerStep).ToString("0.00", C));
         return t;
     }
 
-    static string Markdown(List<Run> runs)
+    static string MetricText(Run[] runs) => $"{runs[0].MetricName} {MeanSd(runs.Select(x => x.Metric), "0.000")}".Replace("diverged", "—");
+
+    // The files hold no timings, so that two runs on one machine write the same bytes.
+    static string Markdown(List<Result> results)
     {
-        var sb = new StringBuilder("| task | optimizer | final loss | best loss | metric | steps to target | ms/step |\n|---|---|---|---|---|---|---|\n");
-        foreach (var r in runs)
-            sb.Append(C, $"| {r.Task.Name} | {r.Optimizer} | {(r.Diverged ? "diverged" : r.Losses[^1].ToString("0.0000", C))} | {(r.Losses.Count == 0 ? "" : r.Losses.Min().ToString("0.0000", C))} | {r.MetricName} {r.Metric.ToString("0.000", C)} | {(r.StepsToTarget?.ToString(C) ?? $"— (> {r.Total})")} | {r.MsPerStep.ToString("0.00", C)} |\n");
+        var sb = new StringBuilder("| task | optimizer | best lr | final loss | metric | steps to target |\n|---|---|---|---|---|---|\n");
+        foreach (var r in results)
+            sb.Append(C, $"| {r.Task.Name} | {r.Optimizer} | {r.BestLrText} | {MeanSd(r.BestRuns.Select(x => x.Final), "0.0000")} | {MetricText(r.BestRuns)} | {StepsToTarget(r.BestRuns)} |\n");
         return sb.ToString();
     }
 
     static void WriteCsv(string path, List<Run> runs)
     {
-        var sb = new StringBuilder("task,optimizer,step,loss\n");
+        var sb = new StringBuilder("task,optimizer,lr,seed,step,loss\n");
         foreach (var r in runs)
-            for (int k = 0; k < r.Losses.Count; k++) sb.Append(C, $"{r.Task.Name},{r.Optimizer},{k + 1},{r.Losses[k].ToString("R", C)}\n");
+            for (int k = 0; k < r.Losses.Count; k++) sb.Append(C, $"{r.Task.Name},{r.Optimizer},{r.Lr.ToString("R", C)},{r.Seed},{k + 1},{r.Losses[k].ToString("R", C)}\n");
         File.WriteAllText(path, sb.ToString());
     }
 
-    static void WritePng(string path, CompareTask task, List<Run> runs)
+    static void WriteRunsCsv(string path, List<Run> runs)
+    {
+        var sb = new StringBuilder("task,optimizer,lr,seed,steps,final_loss,metric_name,metric,steps_to_target,diverged\n");
+        foreach (var r in runs)
+            sb.Append(C, $"{r.Task.Name},{r.Optimizer},{r.Lr.ToString("R", C)},{r.Seed},{r.Losses.Count},{(r.Diverged ? "" : r.Final.ToString("R", C))},{r.MetricName},{(double.IsNaN(r.Metric) ? "" : r.Metric.ToString("R", C))},{r.StepsToTarget?.ToString(C) ?? ""},{(r.Diverged ? "true" : "false")}\n");
+        File.WriteAllText(path, sb.ToString());
+    }
+
+    /// <summary>The mean loss per step over runs that did not diverge (shortest length when lengths differ).</summary>
+    static double[] MeanCurve(Run[] runs)
+    {
+        var ok = runs.Where(r => !r.Diverged && r.Losses.Count > 0).ToArray();
+        if (ok.Length == 0) return Array.Empty<double>();
+        int n = ok.Min(r => r.Losses.Count);
+        return Enumerable.Range(0, n).Select(k => ok.Average(r => r.Losses[k])).ToArray();
+    }
+
+    static double Log(double x) => Math.Log10(Math.Max(x, 1e-12));
+
+    static void WritePng(string path, CompareTask task, List<Result> results)
     {
         using var plot = new ScottPlot.Plot();
-        foreach (var r in runs.Where(r => r.Losses.Count > 0))
+        foreach (var r in results)
         {
-            var xs = Enumerable.Range(1, r.Losses.Count).Select(i => (double)i).ToArray();
-            var ys = r.Losses.Select(l => Math.Log10(Math.Max(l, 1e-12))).ToArray();
-            var line = plot.Add.ScatterLine(xs, ys);
-            line.LegendText = r.Optimizer;
+            var curve = MeanCurve(r.BestRuns);
+            if (curve.Length == 0) continue;
+            var line = plot.Add.ScatterLine(Enumerable.Range(1, curve.Length).Select(i => (double)i).ToArray(), curve.Select(Log).ToArray());
+            line.LegendText = $"{r.Optimizer} (lr {r.BestLr.ToString("g3", C)})";
             line.LineWidth = 2;
         }
-        plot.Title($"{task.Name}: training loss");
+        plot.Title($"{task.Name}: training loss at each optimizer's best rate (mean over seeds)");
         plot.XLabel("step");
         plot.YLabel("log10 training loss");
         plot.ShowLegend(ScottPlot.Alignment.UpperRight);
         plot.SavePng(path, 1000, 600);
     }
 
-    static void WriteHtml(string path, List<CompareTask> tasks, List<Run> runs, long seed)
+    /// <summary>Per rate of one optimizer: log10 of the mean, lowest and highest final loss over seeds; rates where a run diverged are left out.</summary>
+    static (double[] X, double[] Mean, double[] Low, double[] High) Sensitivity(Result r)
     {
-        string[] colours = { "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939" };
+        var kept = r.ByRate.Where(b => b.Runs.All(x => !x.Diverged)).ToArray();
+        return (kept.Select(b => Math.Log10(b.Lr)).ToArray(), kept.Select(b => Log(b.Runs.Average(x => x.Final))).ToArray(),
+            kept.Select(b => Log(b.Runs.Min(x => x.Final))).ToArray(), kept.Select(b => Log(b.Runs.Max(x => x.Final))).ToArray());
+    }
+
+    static void WriteSensitivityPng(string path, CompareTask task, List<Result> results)
+    {
+        using var plot = new ScottPlot.Plot();
+        foreach (var r in results)
+        {
+            var (x, mean, low, high) = Sensitivity(r);
+            if (x.Length == 0) continue;
+            var line = plot.Add.ScatterLine(x, mean);
+            line.LegendText = r.Optimizer;
+            line.LineWidth = 2;
+            line.MarkerSize = 6;
+            if (x.Length > 1)
+            {
+                var band = plot.Add.FillY(x, low, high);
+                band.FillColor = line.Color.WithAlpha(0.2);
+                band.LineWidth = 0;
+            }
+        }
+        plot.Title($"{task.Name}: final loss against the learning rate (mean; band: best to worst seed; diverged rates left out)");
+        plot.XLabel("log10 learning rate");
+        plot.YLabel("log10 final training loss");
+        plot.ShowLegend(ScottPlot.Alignment.UpperRight);
+        plot.SavePng(path, 1000, 600);
+    }
+
+    static readonly string[] Colours = { "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939" };
+
+    /// <summary>An SVG chart of lines (and optional bands) in data coordinates.</summary>
+    static void Svg(StringBuilder sb, string xLabel, string yLabel, IReadOnlyList<(string Name, double[] X, double[] Y, double[]? Low, double[]? High)> series)
+    {
+        const int w = 900, h = 400, pad = 50;
+        var all = series.Where(s => s.X.Length > 0).ToList();
+        if (all.Count == 0) return;
+        double x0 = all.Min(s => s.X.Min()), x1 = all.Max(s => s.X.Max());
+        double y0 = all.Min(s => (s.Low ?? s.Y).Min()), y1 = all.Max(s => (s.High ?? s.Y).Max());
+        if (x1 - x0 < 1e-9) x1 = x0 + 1;
+        if (y1 - y0 < 1e-9) y1 = y0 + 1;
+        string P(double x, double y) => string.Create(C, $"{pad + (w - 2 * pad) * (x - x0) / (x1 - x0):0.#},{h - pad - (h - 2 * pad) * (y - y0) / (y1 - y0):0.#}");
+        sb.Append(C, $"<svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">");
+        sb.Append(C, $"<text x=\"{pad}\" y=\"{h - 10}\" font-size=\"12\">{xLabel} {x0:0.##} … {x1:0.##}</text><text x=\"5\" y=\"{pad - 10}\" font-size=\"12\">{yLabel} {y1:0.00}</text><text x=\"5\" y=\"{h - pad + 15}\" font-size=\"12\">{y0:0.00}</text>");
+        for (int i = 0; i < series.Count; i++)
+        {
+            var s = series[i];
+            if (s.X.Length == 0) continue;
+            string colour = Colours[i % Colours.Length];
+            if (s.Low is { } lo && s.High is { } hi && s.X.Length > 1)
+            {
+                var ring = s.X.Select((x, k) => P(x, hi[k])).Concat(s.X.Select((x, k) => P(x, lo[k])).Reverse());
+                sb.Append(C, $"<polygon fill=\"{colour}\" fill-opacity=\"0.15\" stroke=\"none\" points=\"{string.Join(" ", ring)}\"/>");
+            }
+            sb.Append(C, $"<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{string.Join(" ", s.X.Select((x, k) => P(x, s.Y[k])))}\"><title>{System.Net.WebUtility.HtmlEncode(s.Name)}</title></polyline>");
+            sb.Append(C, $"<text x=\"{w - pad - 150}\" y=\"{pad + 16 * i}\" font-size=\"13\" fill=\"{colour}\">{System.Net.WebUtility.HtmlEncode(s.Name)}</text>");
+        }
+        sb.Append("</svg>");
+    }
+
+    static void WriteHtml(string path, List<CompareTask> tasks, List<Result> results, long seed, int seeds, bool quick)
+    {
         var sb = new StringBuilder();
         sb.Append("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>lookahead compare</title><style>body{font-family:sans-serif;margin:2em}svg{background:#fafafa;border:1px solid #ddd}td,th{padding:2px 8px;text-align:right}</style></head><body>");
-        sb.Append(C, $"<h1>lookahead compare</h1><p>seed {seed}; training loss per step (log scale). Hover a line for its optimizer.</p>");
+        sb.Append(C, $"<h1>lookahead compare</h1><p>{(quick ? $"quick run: each optimizer at its default rate, constant, seed {seed}" : $"learning-rate sweep × seeds {seed}…{seed + seeds - 1}, warm-up + cosine; curves at each optimizer's best rate, mean over seeds")}. Hover a line for its optimizer.</p>");
         foreach (var task in tasks)
         {
-            var rs = runs.Where(r => r.Task == task && r.Losses.Count > 0).ToList();
-            if (rs.Count == 0) continue;
-            double lo = rs.Min(r => Math.Log10(Math.Max(r.Losses.Min(), 1e-12))), hi = rs.Max(r => Math.Log10(Math.Max(r.Losses.Max(), 1e-12)));
-            if (hi - lo < 1e-9) hi = lo + 1;
-            int n = rs.Max(r => r.Losses.Count);
-            const int w = 900, h = 400, pad = 50;
-            sb.Append(C, $"<h2>{task.Name}</h2><p>{System.Net.WebUtility.HtmlEncode(task.Description)}</p><svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">");
-            sb.Append(C, $"<text x=\"{pad}\" y=\"{h - 10}\" font-size=\"12\">step 1 … {n}</text><text x=\"5\" y=\"{pad - 10}\" font-size=\"12\">log10 loss {hi:0.00}</text><text x=\"5\" y=\"{h - pad + 15}\" font-size=\"12\">{lo:0.00}</text>");
-            for (int i = 0; i < rs.Count; i++)
+            var here = results.Where(r => r.Task == task).ToList();
+            sb.Append(C, $"<h2>{task.Name}</h2><p>{System.Net.WebUtility.HtmlEncode(task.Description)}</p><h3>training loss</h3>");
+            Svg(sb, "step", "log10 loss", here.Select(r => { var c = MeanCurve(r.BestRuns); return ($"{r.Optimizer} (lr {r.BestLr.ToString("g3", C)})", Enumerable.Range(1, c.Length).Select(i => (double)i).ToArray(), c.Select(Log).ToArray(), (double[]?)null, (double[]?)null); }).ToList());
+            if (!quick)
             {
-                var pts = rs[i].Losses.Select((l, k) => string.Create(C, $"{pad + (w - 2 * pad) * (n == 1 ? 0 : k / (double)(n - 1)):0.#},{h - pad - (h - 2 * pad) * (Math.Log10(Math.Max(l, 1e-12)) - lo) / (hi - lo):0.#}"));
-                string colour = colours[i % colours.Length];
-                sb.Append(C, $"<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{string.Join(" ", pts)}\"><title>{rs[i].Optimizer}</title></polyline>");
-                sb.Append(C, $"<text x=\"{w - pad - 90}\" y=\"{pad + 16 * i}\" font-size=\"13\" fill=\"{colour}\">{rs[i].Optimizer}</text>");
+                sb.Append("<h3>learning-rate sensitivity</h3><p>final loss against the rate: mean over seeds, band from the best to the worst seed; rates where a run diverged are left out.</p>");
+                Svg(sb, "log10 lr", "log10 final loss", here.Select(r => { var (x, m, lo, hi) = Sensitivity(r); return (r.Optimizer, x, m, (double[]?)lo, (double[]?)hi); }).ToList());
             }
-            sb.Append("</svg>");
         }
-        sb.Append("<h2>results</h2><table><tr><th>task</th><th>optimizer</th><th>final loss</th><th>metric</th><th>steps to target</th><th>ms/step</th></tr>");
-        foreach (var r in runs)
-            sb.Append(C, $"<tr><td>{r.Task.Name}</td><td>{r.Optimizer}</td><td>{(r.Diverged ? "diverged" : r.Losses[^1].ToString("0.0000", C))}</td><td>{System.Net.WebUtility.HtmlEncode(r.MetricName)} {r.Metric.ToString("0.000", C)}</td><td>{r.StepsToTarget?.ToString(C) ?? "—"}</td><td>{r.MsPerStep.ToString("0.00", C)}</td></tr>");
+        sb.Append("<h2>results</h2><table><tr><th>task</th><th>optimizer</th><th>best lr</th><th>final loss</th><th>metric</th><th>steps to target</th></tr>");
+        foreach (var r in results)
+            sb.Append(C, $"<tr><td>{r.Task.Name}</td><td>{r.Optimizer}</td><td>{r.BestLrText}</td><td>{MeanSd(r.BestRuns.Select(x => x.Final), "0.0000")}</td><td>{System.Net.WebUtility.HtmlEncode(MetricText(r.BestRuns))}</td><td>{StepsToTarget(r.BestRuns)}</td></tr>");
         sb.Append("</table></body></html>");
         File.WriteAllText(path, sb.ToString());
     }
