@@ -69,6 +69,7 @@ public static class Compare
     /// <summary>The usage text.</summary>
     public static string Usage =>
         "Usage: lookahead compare [--task NAMES] [--optimizers NAMES] [--steps N] [--seed N] [--seeds N] [--lrs F,F,...]\n" +
+        "                         [--data PATH.csv --target COLUMN [--task-kind regression|classification] [--drop COLUMNS]]\n" +
         "                         [--quick] [--out DIR]\n\n" +
         "Trains built-in tasks on generated data with several optimizers and compares them fairly: for each optimizer a\n" +
         "learning-rate sweep (multipliers of its default rate) × seeds, every run on a linear warm-up (5 % of the steps)\n" +
@@ -79,7 +80,8 @@ public static class Compare
         "against the rate, band from the best to the worst seed) as PNG and HTML, the runs as CSV. Seeded and\n" +
         "deterministic: the files are identical across runs on one machine; no download.\n" +
         "'Steps to target' is the first step whose loss is at most a fraction of the first step's loss\n" +
-        "(logistic 0.9, mlp and modadd 0.1): the median over the seeds that reach it, and how many do.\n\n" +
+        "(logistic 0.9, mlp and modadd 0.1, a CSV task 0.2 for regression and 0.5 for classification): the median over\n" +
+        "the seeds that reach it, and how many do.\n\n" +
         "  --task NAMES        comma-separated tasks; default all:\n" +
         string.Concat(CompareTask.All.Select(t => $"                        {t.Name,-10} {t.Description} ({t.DefaultSteps} steps)\n")) +
         "  --optimizers NAMES  comma-separated; default " + string.Join(",", Defaults) + ". Known (default rates):\n" +
@@ -88,6 +90,15 @@ public static class Compare
         "  --seed N            first seed of data and initialisation (default 1)\n" +
         "  --seeds N           seeds per rate: seed, seed + 1, … (default 3)\n" +
         "  --lrs F,F,...       learning-rate multipliers of each optimizer's default (default " + string.Join(",", DefaultMultipliers.Select(m => m.ToString(C))) + ")\n" +
+        "  --data PATH.csv     your own data instead of the built-in tasks (with --task, in addition to them): a header\n" +
+        "                      row, then one example per row; every column but the target is a numeric feature. Each\n" +
+        "                      seed splits the rows 80/20 (training/validation), standardises the features with the\n" +
+        "                      training rows' statistics and trains an MLP (64, 64, tanh) full batch; the metric is\n" +
+        "                      on the validation rows. Malformed files are refused with the line and column.\n" +
+        "  --target COLUMN     the column to predict (needed with --data)\n" +
+        "  --task-kind KIND    regression or classification; default inferred: classes when the target holds text or at\n" +
+        "                      most " + CsvTask.MaxInferredClasses + " distinct integers, else regression\n" +
+        "  --drop COLUMNS      comma-separated columns of the file to leave out (identifiers, text)\n" +
         "  --quick             one run per optimizer at its default rate, one seed, constant rate (no sweep)\n" +
         "  --out DIR           output folder (default ./lookahead-compare)\n";
 
@@ -123,7 +134,10 @@ public static class Compare
         long seed = 1;
         int seeds = 3;
         var multipliers = DefaultMultipliers.ToList();
-        bool quick = false, seedsGiven = false, lrsGiven = false;
+        bool quick = false, seedsGiven = false, lrsGiven = false, tasksGiven = false;
+        string? data = null, target = null;
+        CsvTaskKind? kind = null;
+        var drop = new List<string>();
         string output = "lookahead-compare";
         for (int i = 0; i < args.Length; i++)
         {
@@ -135,6 +149,20 @@ public static class Compare
                     var names = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
                     tasks = names.Select(n => CompareTask.All.FirstOrDefault(t => t.Name == n)
                         ?? throw new ArgumentException($"--task: unknown task '{n}'; known: {string.Join(", ", CompareTask.All.Select(t => t.Name))}")).ToList();
+                    tasksGiven = true;
+                    break;
+                case "--data": data = Next(); break;
+                case "--target": target = Next(); break;
+                case "--task-kind":
+                    kind = Next() switch
+                    {
+                        "regression" => CsvTaskKind.Regression,
+                        "classification" => CsvTaskKind.Classification,
+                        var other => throw new ArgumentException($"--task-kind: expected 'regression' or 'classification', got '{other}'"),
+                    };
+                    break;
+                case "--drop":
+                    drop.AddRange(Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
                     break;
                 case "--optimizers":
                     optimizers = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
@@ -165,6 +193,18 @@ public static class Compare
                 case "--out": output = Next(); break;
                 default: throw new ArgumentException($"compare: unknown option '{args[i]}'\n\n{Usage}");
             }
+        }
+        if (data is null && (target is not null || kind is not null || drop.Count > 0))
+            throw new ArgumentException($"{(target is not null ? "--target" : kind is not null ? "--task-kind" : "--drop")} applies to a CSV task: give --data PATH.csv too");
+        if (data is not null)
+        {
+            if (target is null) throw new ArgumentException("--data needs --target COLUMN (the column to predict)");
+            var own = new CsvTask(data, target, kind, drop);
+            if (!tasksGiven) tasks.Clear();
+            if (tasks.Any(t => t.Name == own.Name))
+                throw new ArgumentException($"--data: the file's task name '{own.Name}' is also a built-in task's; rename the file");
+            tasks.Add(own);
+            AnsiConsole.MarkupLine(Markup.Escape($"{own.Name}: {own.Description} ({own.KindReason})"));
         }
         if (tasks.Count == 0 || optimizers.Count == 0) throw new ArgumentException("compare: nothing to run (no task or no optimizer)");
         if (quick && (seedsGiven || lrsGiven)) throw new ArgumentException("compare: --quick runs one rate and one seed; it cannot be combined with --lrs or --seeds");

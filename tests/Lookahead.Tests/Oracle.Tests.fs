@@ -47,7 +47,7 @@ let private replayEdited (file: string) (edit: Nodes.JsonObject -> unit) =
     Replay.Run("edited", doc.RootElement)
 
 /// Runs the built `lookahead` tool (copied next to the tests) and returns its exit code and output lines.
-let private lookahead (args: string) =
+let lookahead (args: string) =
     let dll = Path.Combine(AppContext.BaseDirectory, "lookahead.dll")
     let psi = Diagnostics.ProcessStartInfo("dotnet", sprintf "\"%s\" %s" dll args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
     use p = Diagnostics.Process.Start psi
