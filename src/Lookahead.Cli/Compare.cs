@@ -21,31 +21,33 @@ public static class Compare
     static readonly CultureInfo C = CultureInfo.InvariantCulture;
 
     /// <summary>
-    /// The optimizers compare knows: name, description (at its default rate), default learning rate, and the
+    /// The optimizers compare knows: name, description (at its default rate), default learning rate (the centre of
+    /// its sweep and the --quick rate: for the default selection, set where the best rates of a wider sweep on the
+    /// built-in tasks fell, so that they lie inside the default sweep rather than at its edge), and the
     /// transform for a task at a learning rate (for <c>muon</c> the Muon rate; its AdamW part takes 0.15 of it);
     /// <c>OwnSchedule</c> marks an optimizer that is not put on the warm-up + cosine schedule (Schedule-Free: its
     /// own warm-up over the first 5 % of the steps, no decay).
     /// </summary>
     public static readonly (string Name, string Description, double Lr, bool OwnSchedule, Func<CompareTask, double, int, IGradientTransformation> Make)[] Catalog =
     {
-        ("sgd", "SGD, momentum 0.9, lr 0.05", 0.05, false, (_, lr, _) => Optim.Sgd(lr, 0.9)),
-        ("adam", "Adam, lr 3e-3", 3e-3, false, (_, lr, _) => Optim.Adam(lr)),
-        ("adamw", "AdamW, lr 3e-3, weight decay 0.01", 3e-3, false, (_, lr, _) => Optim.AdamW(lr, weightDecay: 0.01)),
-        ("mars", "MARS-AdamW, lr 3e-3, γ 0.025", 3e-3, false, (_, lr, _) => Optim.Mars(lr)),
-        ("muon", "Muon (lr 0.02) on hidden matrices, AdamW (3e-3) on the rest", 0.02, false, (t, lr, _) => Optim.MuonWithAuxAdam(Optim.Muon(lr), adamLr: 0.15 * lr, isMuonParameter: t.HiddenMatrices)),
-        ("mars-m", "MARS-M (lr 3e-3) on hidden matrices, AdamW on the rest", 3e-3, false, (t, lr, _) => Optim.MarsM(lr, weightDecay: 0.01, isMatrixParameter: t.HiddenMatrices)),
-        ("momo-adam", "MoMo-Adam, lr 1e-2 (Polyak-capped)", 1e-2, false, (_, lr, _) => Optim.MomoAdam(lr)),
-        ("arsg", "ARSG, lr 3e-3, μ 0.1", 3e-3, false, (_, lr, _) => Optim.Arsg(lr)),
+        ("sgd", "SGD, momentum 0.9, lr 0.1", 0.1, false, (_, lr, _) => Optim.Sgd(lr, 0.9)),
+        ("adam", "Adam, lr 1e-2", 1e-2, false, (_, lr, _) => Optim.Adam(lr)),
+        ("adamw", "AdamW, lr 1e-2, weight decay 0.01", 1e-2, false, (_, lr, _) => Optim.AdamW(lr, weightDecay: 0.01)),
+        ("mars", "MARS-AdamW, lr 1e-2, γ 0.025", 1e-2, false, (_, lr, _) => Optim.Mars(lr)),
+        ("muon", "Muon (lr 0.05) on hidden matrices, AdamW (0.15 × the Muon rate) on the rest", 0.05, false, (t, lr, _) => Optim.MuonWithAuxAdam(Optim.Muon(lr), adamLr: 0.15 * lr, isMuonParameter: t.HiddenMatrices)),
+        ("mars-m", "MARS-M (lr 1e-2) on hidden matrices, AdamW on the rest", 1e-2, false, (t, lr, _) => Optim.MarsM(lr, weightDecay: 0.01, isMatrixParameter: t.HiddenMatrices)),
+        ("momo-adam", "MoMo-Adam, lr 3e-2 (Polyak-capped)", 3e-2, false, (_, lr, _) => Optim.MomoAdam(lr)),
+        ("arsg", "ARSG, lr 1e-2, μ 0.1", 1e-2, false, (_, lr, _) => Optim.Arsg(lr)),
         ("momo", "MoMo, lr 1", 1.0, false, (_, lr, _) => Optim.Momo(lr)),
-        ("nadam", "NAdam, lr 3e-3", 3e-3, false, (_, lr, _) => Optim.NAdam(lr)),
+        ("nadam", "NAdam, lr 1e-2", 1e-2, false, (_, lr, _) => Optim.NAdam(lr)),
         ("lion", "Lion, lr 3e-4", 3e-4, false, (_, lr, _) => Optim.Lion(lr)),
         ("qhm", "QHM, lr 0.5, β 0.9, ν 0.7", 0.5, false, (_, lr, _) => Optim.Qhm(lr, 0.9, 0.7)),
-        ("sf-adamw", "Schedule-Free AdamW, lr 3e-3, warm-up over 5 % of the steps (metric at the average x)", 3e-3, true, (_, lr, steps) => Optim.ScheduleFreeAdamW(lr, warmupSteps: Math.Max(1, steps / 20))),
-        ("ademamix", "AdEMAMix, lr 3e-3, α 5 warmed up over the run's first 100 steps", 3e-3, false, (_, lr, _) => Optim.AdEMAMix(lr, alpha: 5, alphaWarmup: 100, beta3Warmup: 100)),
-        ("adopt", "ADOPT, lr 3e-3", 3e-3, false, (_, lr, _) => Optim.Adopt(lr)),
-        ("c-adamw", "C-AdamW, lr 3e-3, weight decay 0.01", 3e-3, false, (_, lr, _) => Optim.CautiousAdamW(lr, weightDecay: 0.01)),
+        ("sf-adamw", "Schedule-Free AdamW, lr 1e-2, warm-up over 5 % of the steps (metric at the average x)", 1e-2, true, (_, lr, steps) => Optim.ScheduleFreeAdamW(lr, warmupSteps: Math.Max(1, steps / 20))),
+        ("ademamix", "AdEMAMix, lr 1e-2, α 5 warmed up over the run's first 100 steps", 1e-2, false, (_, lr, _) => Optim.AdEMAMix(lr, alpha: 5, alphaWarmup: 100, beta3Warmup: 100)),
+        ("adopt", "ADOPT, lr 1e-2", 1e-2, false, (_, lr, _) => Optim.Adopt(lr)),
+        ("c-adamw", "C-AdamW, lr 1e-2, weight decay 0.01", 1e-2, false, (_, lr, _) => Optim.CautiousAdamW(lr, weightDecay: 0.01)),
         ("prodigy", "Prodigy (lr 1: the step size is estimated)", 1.0, false, (_, lr, _) => Optim.Prodigy(lr)),
-        ("soap", "SOAP, lr 3e-3, bases refreshed every 10 steps", 3e-3, false, (_, lr, _) => Optim.Soap(lr)),
+        ("soap", "SOAP, lr 1e-2, bases refreshed every 10 steps", 1e-2, false, (_, lr, _) => Optim.Soap(lr)),
     };
 
     /// <summary>The default selection.</summary>

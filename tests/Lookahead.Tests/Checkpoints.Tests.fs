@@ -153,7 +153,7 @@ let tests =
                 let file, p = setup ()
                 try
                     let text = Text.Encoding.Latin1.GetString(File.ReadAllBytes file)
-                    File.WriteAllBytes(file, Text.Encoding.Latin1.GetBytes(text.Replace("\"version\":\"2\"", "\"version\":\"9\"")))
+                    File.WriteAllBytes(file, Text.Encoding.Latin1.GetBytes(text.Replace("\"version\":\"3\"", "\"version\":\"9\"")))
                     fails (fun () -> Checkpoint.Load(file, Optim.Adam(0.01), p) |> ignore) [ "version 9" ]
                 finally File.Delete file
             }
@@ -162,9 +162,44 @@ let tests =
                 let file, p = setup ()
                 try
                     let text = Text.Encoding.Latin1.GetString(File.ReadAllBytes file)
-                    Expect.stringContains text "\"version\":\"2\"" "the file is version 2"
-                    File.WriteAllBytes(file, Text.Encoding.Latin1.GetBytes(text.Replace("\"version\":\"2\"", "\"version\":\"1\"")))
+                    Expect.stringContains text "\"version\":\"3\"" "the file is version 3"
+                    File.WriteAllBytes(file, Text.Encoding.Latin1.GetBytes(text.Replace("\"version\":\"3\"", "\"version\":\"1\"")))
                     fails (fun () -> Checkpoint.Load(file, Optim.Adam(0.01), p) |> ignore) [ "version 1"; "hyperparameters" ]
+                finally File.Delete file
+            }
+            // A file written by the library when it wrote version 2 (SHA-256): fixtures/checkpoint-v2-adam.fsx made it.
+            let v2 = Path.Combine(__SOURCE_DIRECTORY__, "fixtures", "checkpoint-v2-adam.ckpt")
+            let v2Setup () =
+                let p = TensorTree.Of(struct ("w", torch.tensor([| 0.5; -1.25; 2.0; 0.125; -0.75; 1.5 |], dtype = torch.float64).reshape(3L, 2L)), struct ("b", torch.tensor([| 0.25; -0.5 |], dtype = torch.float64)))
+                let adam = Optim.Adam(0.01)
+                let mutable s = adam.Init p
+                for k in 1 .. 3 do
+                    let g = p.Map(fun t -> t.mul((float k).ToScalar()).add((0.1).ToScalar()))
+                    let struct (u, next) = adam.Update(g, s, p, StepContext.Empty)
+                    s <- next
+                    for t, d in Seq.zip p.Tensors u.Tensors do t.add_(d) |> ignore
+                p, s
+            yield test "a version 2 file (SHA-256) written by the earlier library loads bit for bit" {
+                use _ = torch.NewDisposeScope()
+                let text = Text.Encoding.Latin1.GetString(File.ReadAllBytes v2)
+                Expect.stringContains text "\"version\":\"2\"" "the fixture is version 2"
+                Expect.stringContains text "\"sha256\":" "with a SHA-256"
+                let p, s = v2Setup ()
+                let loaded = Checkpoint.Load(v2, Optim.Adam(0.01), p)
+                leavesIdentical "version 2 state" loaded s
+                let saved = Checkpoint.LoadParameters v2
+                Expect.sequenceEqual saved.Names p.Names "parameter names"
+                for a, b in Seq.zip saved.Tensors p.Tensors do Expect.sequenceEqual (values a) (values b) "parameter values"
+            }
+            yield test "a version 2 file with a flipped data byte fails its SHA-256" {
+                use _ = torch.NewDisposeScope()
+                let file = temp ()
+                try
+                    let bytes = File.ReadAllBytes v2
+                    bytes.[bytes.Length - 3] <- bytes.[bytes.Length - 3] ^^^ 1uy
+                    File.WriteAllBytes(file, bytes)
+                    let p, _ = v2Setup ()
+                    fails (fun () -> Checkpoint.Load(file, Optim.Adam(0.01), p) |> ignore) [ "checksum mismatch" ]
                 finally File.Delete file
             }
             yield test "a runner keeps its state when the checkpoint does not match" {
