@@ -108,8 +108,12 @@ Target.create "notebooks" (fun _ ->
 // `--help` and replay one reference case.
 Target.create "pack" (fun _ ->
     let out = Path.Combine(root, "artifacts", "packages")
-    for project in [ "src/Lookahead.Core"; "src/Lookahead.Fs"; "src/Lookahead.Cli" ] do
+    for project in [ "src/Lookahead.Core"; "src/Lookahead.Fs" ] do
         run "dotnet" (sprintf "pack %s -c %s --no-build -nologo -o \"%s\"" project configuration out)
+    // The tool is packed per platform (src/Lookahead.Cli: RuntimeIdentifiers), so it is built for each here.
+    run "dotnet" (sprintf "pack src/Lookahead.Cli -c %s -nologo -o \"%s\"" configuration out)
+    for package in Directory.GetFiles(out, "*.nupkg") |> Array.sort do
+        printfn "package %s: %.1f MB" (Path.GetFileName package) (float (FileInfo(package).Length) / 1e6)
     let toolPath = Path.Combine(Path.GetTempPath(), sprintf "lookahead-tool-%d" (Random().Next()))
     try
         run "dotnet" (sprintf "tool install Lookahead.Cli --version 0.1.0 --tool-path \"%s\" --add-source \"%s\"" toolPath out)
