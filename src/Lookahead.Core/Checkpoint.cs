@@ -269,7 +269,7 @@ public static class Checkpoint
         }
 
         using var scope = NewDisposeScope();
-        var template = like ?? transform.Init(parameters);
+        var (template, device) = like is not null ? (like, (Device?)null) : Structure(transform, parameters);
         var tensorLeaves = template.Leaves().Where(l => l.Tensor is not null).ToDictionary(l => l.Path, l => l.Tensor!);
         var scalarLeaves = template.Leaves().Where(l => l.Tensor is null).Select(l => l.Path).ToHashSet();
         var savedTensors = entries.Keys.Where(k => k.StartsWith("state/", StringComparison.Ordinal)).Select(k => k["state/".Length..]).ToHashSet();
@@ -290,12 +290,32 @@ public static class Checkpoint
 
         // The state's bytes go straight from the file into new CPU tensors (then to the parameters' device); the
         // checksum is checked before any of them is handed out, and the scope frees them all if it fails.
-        var values = new Dictionary<string, Tensor>();
-        ReadData(path, file, h, e => e.Key.StartsWith("state/", StringComparison.Ordinal) ? values[e.Key["state/".Length..]] = Empty(e) : null);
-        var loaded = template.MapTensors((leaf, t) => values[leaf].device == t.device ? values[leaf] : values[leaf].to(t.device))
+        var values = entries.Values.Where(e => e.Key.StartsWith("state/", StringComparison.Ordinal)).ToDictionary(e => e.Key["state/".Length..], Empty);
+        ReadData(path, file, h, e => e.Key.StartsWith("state/", StringComparison.Ordinal) ? values[e.Key["state/".Length..]] : null);
+        var loaded = template.MapTensors((leaf, t) => values[leaf].device == (device ?? t.device) ? values[leaf] : values[leaf].to(device ?? t.device))
             .MapScalars((leaf, _) => meta.Scalars[leaf]);
         scope.MoveToOuter(OptState.Tensors(loaded).Cast<IDisposable>());
         return loaded;
+    }
+
+    /// <summary>
+    /// The state's structure (leaf paths, dtypes, shapes, scalars) for a load: <c>transform.Init</c> run on
+    /// storage-free "meta" copies of the parameters, so no state-sized memory is allocated and filled only to be
+    /// replaced; the loaded tensors then go to the parameters' one device (returned). When the parameters span
+    /// several devices, or an <c>Init</c> cannot run on meta tensors (it reads values), <c>Init</c> runs on the
+    /// parameters themselves and the device is null (each leaf keeps its template's device).
+    /// </summary>
+    static (IOptState Template, Device? Device) Structure(IGradientTransformation transform, TensorTree parameters)
+    {
+        var devices = parameters.Tensors.Select(t => t.device).Distinct().ToArray();
+        if (devices.Length == 1)
+        {
+            var meta = torch.device("meta");
+            var shadows = parameters.Map(t => t.to(meta));
+            try { return (transform.Init(shadows), devices[0]); }
+            catch (Exception e) when (e is not OutOfMemoryException) { }
+        }
+        return (transform.Init(parameters), null);
     }
 
     /// <summary>The parameter values stored in a checkpoint (new tensors on the CPU, owned by the caller).</summary>
