@@ -7,6 +7,7 @@
 #r "nuget: System.Reactive, 5.0.0"
 #r "nuget: Fake.Core.Target, 5.20.3"
 #load "build/Mutations.fsx"
+#load "build/Notebooks.fsx"
 
 open System
 open System.Diagnostics
@@ -84,24 +85,12 @@ Target.create "bench-quick" (fun p ->
     let extra = p.Context.Arguments |> String.concat " "
     run "dotnet" (sprintf "run --project benchmarks/Lookahead.Benchmarks -c %s --no-build -- --quick %s" configuration extra))
 
-// Executes every notebook's code cells in order: each notebooks/NAME.ipynb becomes notebooks/.NAME.generated.fsx
-// (same folder, so relative #r paths hold), run by `dotnet fsi`; a cell that throws (or an assertion that
-// fails) fails the target.
+// Executes every notebook in the real .NET Interactive kernel (dotnet-repl, pinned in .config/dotnet-tools.json):
+// a cell error fails the target; each executed notebook is exported with its outputs and charts to
+// docs/notebooks/NAME.html (build/Notebooks.fsx).
 Target.create "notebooks" (fun _ ->
-    let folder = Path.Combine(root, "notebooks")
-    for notebook in Directory.GetFiles(folder, "*.ipynb") |> Array.sort do
-        use doc = JsonDocument.Parse(File.ReadAllText notebook)
-        let cells =
-            [ for c in doc.RootElement.GetProperty("cells").EnumerateArray() do
-                if c.GetProperty("cell_type").GetString() = "code" then
-                    yield String.Join("", [ for l in c.GetProperty("source").EnumerateArray() -> l.GetString() ]) ]
-        let name = Path.GetFileNameWithoutExtension notebook
-        let script = Path.Combine(folder, "." + name + ".generated.fsx")
-        let body = cells |> List.mapi (fun i c -> sprintf "// ---- %s, code cell %d ----\n%s" name (i + 1) c)
-        let footer = sprintf "\n\nprintfn \"notebook %s: %d code cells ran\"\n" name cells.Length
-        File.WriteAllText(script, String.Join("\n\n", body) + footer)
-        printfn "running notebook %s (%d code cells)" name cells.Length
-        run "dotnet" (sprintf "fsi --quiet --nologo \"%s\"" script))
+    let timings = Notebooks.runAll root
+    printfn "notebooks: %d ran in the kernel in %.0f s" timings.Length (timings |> List.sumBy snd))
 
 // Packages: Lookahead.Core, Lookahead.Fs and the `lookahead` .NET tool (README, licence, XML docs, symbols)
 // in artifacts/packages; then the packaged tool is installed into a temporary tool path and must answer

@@ -1,0 +1,104 @@
+/// The notebooks in the real .NET Interactive kernel: each notebooks/NAME.ipynb is executed by dotnet-repl (the
+/// version pinned in .config/dotnet-tools.json) into artifacts/notebooks/NAME.ipynb; any cell error fails the run;
+/// the executed notebook is exported with its outputs and charts to docs/notebooks/NAME.html.
+module Notebooks
+
+#r "nuget: Markdig, 1.6.0"
+
+open System
+open System.Diagnostics
+open System.IO
+open System.Net
+open System.Text
+open System.Text.Json
+open Markdig
+
+/// The errors an executed notebook records: (code cell number, text), in order.
+let errors (executed: string) =
+    use doc = JsonDocument.Parse(File.ReadAllText executed)
+    [ let mutable code = 0
+      for c in doc.RootElement.GetProperty("cells").EnumerateArray() do
+        if c.GetProperty("cell_type").GetString() = "code" then
+            code <- code + 1
+            match c.TryGetProperty "outputs" with
+            | true, outputs ->
+                for o in outputs.EnumerateArray() do
+                    let kind = o.GetProperty("output_type").GetString()
+                    if kind = "error" then
+                        let text name = match o.TryGetProperty(name: string) with | true, v when v.ValueKind = JsonValueKind.String -> v.GetString() | _ -> ""
+                        yield code, sprintf "%s: %s" (text "ename") (text "evalue")
+                    elif kind = "stream" && (match o.TryGetProperty "name" with | true, n -> n.GetString() = "stderr" | _ -> false) then
+                        yield code, String.Join("", [ for l in o.GetProperty("text").EnumerateArray() -> l.GetString() ])
+            | _ -> () ]
+
+let private joined (e: JsonElement) =
+    if e.ValueKind = JsonValueKind.Array then String.Join("", [ for l in e.EnumerateArray() -> l.GetString() ]) else e.GetString()
+
+/// Writes an executed notebook as one HTML page: markdown rendered, code shown, outputs as the kernel gave them
+/// (text/html as is, so the SVG charts show; text as preformatted text).
+let export (executed: string) (title: string) (html: string) =
+    use doc = JsonDocument.Parse(File.ReadAllText executed)
+    let pipeline = Markdig.MarkdownPipelineBuilder().UseAdvancedExtensions().Build()
+    let sb = StringBuilder()
+    let add (s: string) = sb.Append(s) |> ignore
+    add (sprintf "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>%s</title><style>" (WebUtility.HtmlEncode title))
+    add "body{font-family:sans-serif;max-width:980px;margin:2em auto;line-height:1.45}pre{background:#f6f8fa;padding:.6em;overflow-x:auto}"
+    add "pre.out{background:#fff;border-left:3px solid #ccc}pre.err{background:#fff0f0;border-left:3px solid #d00}.cell{margin:1em 0}"
+    add "</style></head><body>"
+    add (sprintf "<p><em>Executed in the .NET Interactive kernel (dotnet-repl) by <code>dotnet fsi build.fsx notebooks</code>; the source is notebooks/%s.ipynb.</em></p>" (WebUtility.HtmlEncode title))
+    for c in doc.RootElement.GetProperty("cells").EnumerateArray() do
+        let source = joined (c.GetProperty "source")
+        match c.GetProperty("cell_type").GetString() with
+        | "markdown" -> add (sprintf "<div class=\"cell\">%s</div>" (Markdig.Markdown.ToHtml(source, pipeline)))
+        | "code" ->
+            add (sprintf "<div class=\"cell\"><pre><code>%s</code></pre>" (WebUtility.HtmlEncode source))
+            match c.TryGetProperty "outputs" with
+            | true, outputs ->
+                for o in outputs.EnumerateArray() do
+                    match o.GetProperty("output_type").GetString() with
+                    | "stream" -> add (sprintf "<pre class=\"out\">%s</pre>" (WebUtility.HtmlEncode(joined (o.GetProperty "text"))))
+                    | "error" -> add (sprintf "<pre class=\"err\">%s: %s</pre>" (WebUtility.HtmlEncode(o.GetProperty("ename").GetString())) (WebUtility.HtmlEncode(o.GetProperty("evalue").GetString())))
+                    | _ ->
+                        match o.TryGetProperty "data" with
+                        | true, data ->
+                            match data.TryGetProperty "text/html" with
+                            | true, h -> add (sprintf "<div class=\"out\">%s</div>" (joined h))
+                            | _ ->
+                                match data.TryGetProperty "text/plain" with
+                                | true, t -> add (sprintf "<pre class=\"out\">%s</pre>" (WebUtility.HtmlEncode(joined t)))
+                                | _ -> ()
+                        | _ -> ()
+            | _ -> ()
+            add "</div>"
+        | _ -> ()
+    add "</body></html>\n"
+    Directory.CreateDirectory(Path.GetDirectoryName html) |> ignore
+    File.WriteAllText(html, sb.ToString())
+
+/// Executes every notebook of `folder` in the kernel, fails on a cell error, exports each; returns the seconds each took.
+let runAll (root: string) =
+    let folder = Path.Combine(root, "notebooks")
+    let executedDir = Path.Combine(root, "artifacts", "notebooks")
+    Directory.CreateDirectory executedDir |> ignore
+    let restore = Process.Start(ProcessStartInfo("dotnet", "tool restore", WorkingDirectory = root, UseShellExecute = false))
+    restore.WaitForExit()
+    if restore.ExitCode <> 0 then failwithf "'dotnet tool restore' exited with %d" restore.ExitCode
+    [ for notebook in Directory.GetFiles(folder, "*.ipynb") |> Array.sort do
+        let name = Path.GetFileNameWithoutExtension notebook
+        let executed = Path.Combine(executedDir, name + ".ipynb")
+        if File.Exists executed then File.Delete executed
+        printfn "running notebook %s in the .NET Interactive kernel" name
+        let clock = Stopwatch.StartNew()
+        // The notebooks' relative paths (#r ../src/..., #load charts.fsx) are relative to their folder.
+        let psi = ProcessStartInfo("dotnet", sprintf "dotnet-repl --run \"%s\" --exit-after-run --output-format ipynb --output-path \"%s\"" notebook executed, WorkingDirectory = folder, UseShellExecute = false)
+        use p = Process.Start psi
+        p.WaitForExit()
+        let seconds = clock.Elapsed.TotalSeconds
+        if not (File.Exists executed) then failwithf "notebook %s: the kernel wrote no executed notebook (exit code %d)" name p.ExitCode
+        match errors executed with
+        | [] when p.ExitCode = 0 -> ()
+        | [] -> failwithf "notebook %s: the kernel exited with %d" name p.ExitCode
+        | problems -> failwithf "notebook %s failed:\n%s" name (problems |> List.map (fun (k, t) -> sprintf "  code cell %d: %s" k t) |> String.concat "\n")
+        export executed name (Path.Combine(root, "docs", "notebooks", name + ".html"))
+        printfn "notebook %s: ran in the kernel in %.0f s, exported to docs/notebooks/%s.html" name seconds name
+        yield name, seconds ]
