@@ -102,7 +102,7 @@ Target.create "pack" (fun _ ->
     // The tool is packed per platform (src/Lookahead.Cli: RuntimeIdentifiers), so it is built for each here.
     run "dotnet" (sprintf "pack src/Lookahead.Cli -c %s -nologo -o \"%s\"" configuration out)
     for package in Directory.GetFiles(out, "*.nupkg") |> Array.sort do
-        printfn "package %s: %.1f MB" (Path.GetFileName package) (float (FileInfo(package).Length) / 1e6)
+        printfn "package %s: %.3f MB" (Path.GetFileName package) (float (FileInfo(package).Length) / 1e6)
     let toolPath = Path.Combine(Path.GetTempPath(), sprintf "lookahead-tool-%d" (Random().Next()))
     try
         run "dotnet" (sprintf "tool install Lookahead.Cli --version 0.1.0 --tool-path \"%s\" --add-source \"%s\"" toolPath out)
