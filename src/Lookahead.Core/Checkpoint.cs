@@ -292,11 +292,13 @@ public static class Checkpoint
         // checksum is checked before any of them is handed out, and the scope frees them all if it fails.
         var values = entries.Values.Where(e => e.Key.StartsWith("state/", StringComparison.Ordinal)).ToDictionary(e => e.Key["state/".Length..], Empty);
         ReadData(path, file, h, e => e.Key.StartsWith("state/", StringComparison.Ordinal) ? values[e.Key["state/".Length..]] : null);
-        var loaded = template.MapTensors((leaf, t) => values[leaf].device == (device ?? t.device) ? values[leaf] : values[leaf].to(device ?? t.device))
+        var loaded = template.MapTensors((leaf, t) => SameDevice(values[leaf], device ?? t.device) ? values[leaf] : values[leaf].to(device ?? t.device))
             .MapScalars((leaf, _) => meta.Scalars[leaf]);
         scope.MoveToOuter(OptState.Tensors(loaded).Cast<IDisposable>());
         return loaded;
     }
+
+    static bool SameDevice(Tensor t, Device d) => t.device_type == d.type && (t.device_index == d.index || d.type == DeviceType.CPU);
 
     /// <summary>
     /// The state's structure (leaf paths, dtypes, shapes, scalars) for a load: <c>transform.Init</c> run on
@@ -307,12 +309,13 @@ public static class Checkpoint
     /// </summary>
     static (IOptState Template, Device? Device) Structure(IGradientTransformation transform, TensorTree parameters)
     {
-        var devices = parameters.Tensors.Select(t => t.device).Distinct().ToArray();
+        // By type and index: TorchSharp's Device compares by reference (every t.device is a new object).
+        var devices = parameters.Tensors.Select(t => (t.device_type, t.device_index)).Distinct().ToArray();
         if (devices.Length == 1)
         {
             var meta = torch.device("meta");
             var shadows = parameters.Map(t => t.to(meta));
-            try { return (transform.Init(shadows), devices[0]); }
+            try { return (transform.Init(shadows), parameters.Tensors.First().device); }
             catch (Exception e) when (e is not OutOfMemoryException) { }
         }
         return (transform.Init(parameters), null);
