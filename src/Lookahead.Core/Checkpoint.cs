@@ -208,7 +208,7 @@ public static class Checkpoint
     [DllImport("libc", EntryPoint = "close")] static extern int PosixClose(int fd);
 
     /// <summary>Flushes a directory's entries (the rename) to disk where the OS allows it (Linux, macOS); elsewhere a no-op.</summary>
-    static void SyncDirectory(string directory)
+    internal static void SyncDirectory(string directory)
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;
         try

@@ -518,7 +518,32 @@ public sealed class Runner : IDisposable
     public void Load(string path)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var loaded = Checkpoint.Load(path, _transform, _parameters, _state);
+        Adopt(Checkpoint.Load(path, _transform, _parameters, _state));
+    }
+
+    /// <summary>
+    /// Saves the optimizer state as a torch.optim state dict (<see cref="TorchStateDict.Save"/>): SGD, Adam, AdamW,
+    /// RMSprop and Adagrad; <paramref name="names"/> gives the PyTorch model's parameter order (null: the runner's).
+    /// </summary>
+    public void SaveTorchState(string path, IReadOnlyList<string>? names = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        TorchStateDict.Save(path, _transform, _state, _parameters, names);
+    }
+
+    /// <summary>
+    /// Restores a torch.optim state dict (<see cref="TorchStateDict.Load"/>, hyperparameters checked against the
+    /// runner's optimizer) into the runner's buffers; the parameters are not touched. Nothing changes if it does not match.
+    /// </summary>
+    public void LoadTorchState(string path, IReadOnlyList<string>? names = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Adopt(TorchStateDict.Load(path, _transform, _parameters, names));
+    }
+
+    /// <summary>Copies a loaded state of the runner's structure into its buffers and scalars, then frees it.</summary>
+    void Adopt(IOptState loaded)
+    {
         try
         {
             using var noGrad = no_grad();

@@ -9,6 +9,10 @@ let main argv =
         // Used by the identity tests: a second process prints the fingerprints it computes.
         Lookahead.Tests.Identity.printFingerprints ()
         0
+    elif argv = [| "--write-torch-fixtures" |] then
+        // Used once to make fixtures/torch-state-dicts (see its make.py).
+        Lookahead.Tests.TorchStateDicts.writeFixtures ()
+        0
     elif argv.Length = 2 && argv.[0] = "--checkpoint-save-loop" then
         // Used by the durability test: saves checkpoints until it is killed.
         Lookahead.Tests.CheckpointDurability.saveLoop argv.[1]
