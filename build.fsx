@@ -66,7 +66,12 @@ Target.create "compare" (fun p ->
     run "dotnet" (sprintf "run --project src/Lookahead.Cli -c %s --no-build -- compare %s" configuration extra))
 
 // A small F# Interactive script that trains an MLP with a composed optimizer.
-Target.create "demo" (fun _ -> run "dotnet" "fsi examples/train.fsx")
+// Its TorchSharp is found as the notebooks' is (Notebooks.withTorchNatives: robust to another libtorch on the host).
+Target.create "demo" (fun _ ->
+    let psi = Notebooks.withTorchNatives root (ProcessStartInfo("dotnet", "fsi examples/train.fsx", WorkingDirectory = root, UseShellExecute = false))
+    use p = Process.Start psi
+    p.WaitForExit()
+    if p.ExitCode <> 0 then failwithf "'dotnet fsi examples/train.fsx' exited with %d" p.ExitCode)
 
 // Replays every reference case through the compatibility map; ends with "N passed, N failed".
 Target.create "replay" (fun _ ->

@@ -75,6 +75,27 @@ let export (executed: string) (title: string) (html: string) =
     Directory.CreateDirectory(Path.GetDirectoryName html) |> ignore
     File.WriteAllText(html, sb.ToString())
 
+/// The folder of libtorch's native libraries in the built CLI (the same libtorch the notebooks' TorchSharp-cpu
+/// package brings), for LD_LIBRARY_PATH. TorchSharp first loads libtorch_cpu by name; on a host with another
+/// libtorch on the default library path (Debian's python3-torch installs libtorch 1.13 there) that name binds
+/// to the other one and LibTorchSharp then fails with an undefined symbol. Putting this folder first makes the
+/// name resolve to libtorch 2.10. None on other systems or before a build.
+let torchNativeFolder (root: string) =
+    if not (Runtime.InteropServices.RuntimeInformation.IsOSPlatform Runtime.InteropServices.OSPlatform.Linux) then None
+    else
+        let rid = if Runtime.InteropServices.RuntimeInformation.OSArchitecture = Runtime.InteropServices.Architecture.Arm64 then "linux-arm64" else "linux-x64"
+        let folder = Path.Combine(root, "src", "Lookahead.Cli", "bin", "Release", "net10.0", "runtimes", rid, "native")
+        if File.Exists(Path.Combine(folder, "libtorch_cpu.so")) then Some folder else None
+
+/// Puts `torchNativeFolder` first on a child process's LD_LIBRARY_PATH (see there why).
+let withTorchNatives (root: string) (psi: ProcessStartInfo) =
+    match torchNativeFolder root with
+    | Some folder ->
+        let existing = Environment.GetEnvironmentVariable "LD_LIBRARY_PATH"
+        psi.Environment.["LD_LIBRARY_PATH"] <- (if String.IsNullOrEmpty existing then folder else folder + ":" + existing)
+    | None -> ()
+    psi
+
 /// Executes every notebook of `folder` in the kernel, fails on a cell error, exports each; returns the seconds each took.
 let runAll (root: string) =
     let folder = Path.Combine(root, "notebooks")
@@ -91,7 +112,7 @@ let runAll (root: string) =
         let clock = Stopwatch.StartNew()
         // The notebooks' relative paths (#r ../src/..., #load charts.fsx) are relative to their folder.
         let psi = ProcessStartInfo("dotnet", sprintf "dotnet-repl --run \"%s\" --exit-after-run --output-format ipynb --output-path \"%s\"" notebook executed, WorkingDirectory = folder, UseShellExecute = false)
-        use p = Process.Start psi
+        use p = Process.Start(withTorchNatives root psi)
         p.WaitForExit()
         let seconds = clock.Elapsed.TotalSeconds
         if not (File.Exists executed) then failwithf "notebook %s: the kernel wrote no executed notebook (exit code %d)" name p.ExitCode
