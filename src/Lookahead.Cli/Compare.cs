@@ -48,6 +48,8 @@ public static class Compare
         ("c-adamw", "C-AdamW, lr 1e-2, weight decay 0.01", 1e-2, false, (_, lr, _) => Optim.CautiousAdamW(lr, weightDecay: 0.01)),
         ("prodigy", "Prodigy (lr 1: the step size is estimated)", 1.0, false, (_, lr, _) => Optim.Prodigy(lr)),
         ("soap", "SOAP, lr 1e-2, bases refreshed every 10 steps", 1e-2, false, (_, lr, _) => Optim.Soap(lr)),
+        ("adam-hd", "Adam-HD, lr 1e-2 at the start, hypergradient rate 1e-7 (the rate adapts itself: no schedule)", 1e-2, true, (_, lr, _) => Optim.AdamHD(lr, hypergradientLr: 1e-7)),
+        ("sgd-hd", "SGD-HD, momentum 0.9, lr 0.1 at the start, hypergradient rate 1e-4 (no schedule)", 0.1, true, (_, lr, _) => Optim.SgdHD(lr, 0.9, hypergradientLr: 1e-4)),
     };
 
     /// <summary>The default selection.</summary>

@@ -545,6 +545,20 @@ public static class Compatibility
                 return Optim.Prodigy(a.Num("lr"), b1, b2, a.NumOrNone("beta3"), a.Num("eps"), a.Num("weight_decay"), a.Flag("decouple"), a.Flag("use_bias_correction"),
                     a.Flag("safeguard_warmup"), a.Num("d0"), a.Num("d_coef"), a.Num("growth_rate"), a.Int("slice_p"));
             }),
+
+        // gbaydin/hypergradient-descent: the rate moves before the update that uses it; SGDHD dots over all
+        // parameters at once, AdamHD once per parameter inside its loop.
+        new("SGDHD",
+            [Num("lr"), Num("momentum", 0), Num("dampening", 0), Num("weight_decay", 0), Flag("nesterov", false), Num("hypergrad_lr", 1e-6)],
+            a => Optim.SgdHD(a.Num("lr"), a.Num("momentum"), a.Num("dampening"), a.Num("weight_decay"), a.Flag("nesterov"), a.Num("hypergrad_lr"))),
+
+        new("AdamHD",
+            [Num("lr", 1e-3), Pair("betas", 0.9, 0.999), Num("eps", 1e-8), Num("weight_decay", 0), Num("hypergrad_lr", 1e-8)],
+            a =>
+            {
+                var (b1, b2) = a.Pair("betas");
+                return Optim.AdamHD(a.Num("lr"), b1, b2, a.Num("eps"), a.Num("weight_decay"), a.Num("hypergrad_lr"));
+            }),
     ];
 
     /// <summary>ADOPT's <c>clip_lambda</c>: the official default (step^0.25) or None; any other function cannot be read from a case.</summary>

@@ -525,6 +525,32 @@ module Prodigy =
     let create (s: Settings) =
         Optim.Prodigy(s.lr, s.beta1, s.beta2, Option.toNullable s.beta3, s.eps, s.weightDecay, s.decouple, s.useBiasCorrection, s.safeguardWarmup, s.d0, s.dCoef, s.growthRate, s.slice)
 
+/// SGD-HD and SGDN-HD: SGD whose learning rate moves by hypergradient descent (one dot over all parameters); see Optim.SgdHD.
+module SgdHD =
+    /// The initial rate α₀, μ, dampening, λ (coupled), Nesterov's direction and the hypergradient rate β.
+    type Settings = { lr: float; momentum: float; dampening: float; weightDecay: float; nesterov: bool; hypergradientLr: float }
+    /// Optim.SgdHD's defaults (the official code's); lr, which it requires, is 1e-2 here.
+    let defaults =
+        let f = Factory "SgdHD"
+        { lr = f.Required("lr", 1e-2); momentum = f.Default "momentum"; dampening = f.Default "dampening"; weightDecay = f.Default "weightDecay"
+          nesterov = f.Default "nesterov"; hypergradientLr = f.Default "hypergradientLr" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.SgdHD(s.lr, s.momentum, s.dampening, s.weightDecay, s.nesterov, s.hypergradientLr)
+
+/// Adam-HD: Adam whose learning rate moves by hypergradient descent, once per parameter; see Optim.AdamHD.
+module AdamHD =
+    /// The initial rate α₀, β₁, β₂, ε (on the uncorrected root), λ (coupled) and the hypergradient rate β.
+    type Settings = { lr: float; beta1: float; beta2: float; eps: float; weightDecay: float; hypergradientLr: float }
+    /// Optim.AdamHD's defaults, the official code's.
+    let defaults =
+        let f = Factory "AdamHD"
+        { lr = f.Default "lr"; beta1 = f.Default "beta1"; beta2 = f.Default "beta2"; eps = f.Default "eps"; weightDecay = f.Default "weightDecay"
+          hypergradientLr = f.Default "hypergradientLr" }
+    /// The transform for these settings.
+    [<CompiledName("Create")>]
+    let create (s: Settings) = Optim.AdamHD(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.hypergradientLr)
+
 /// SOAP: Adam in the eigenbasis of Shampoo's factors; see Optim.Soap.
 module Soap =
     /// η, β₁, β₂, the factors' decay (None: β₂), ε, λ (after the update), the refresh period, the largest factored

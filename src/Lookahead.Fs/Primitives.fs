@@ -179,6 +179,12 @@ module Primitives =
     [<CompiledName("Cautious")>]
     let cautious (direction: IGradientTransformation) = Transforms.Cautious direction
 
+    /// Hypergradient descent on the learning rate around a unit step (the inner optimizer at rate 1): one dot over
+    /// all parameters per step (Global) or one per parameter (PerParameter, as Adam-HD).
+    [<CompiledName("HypergradientDescent")>]
+    let hypergradientDescent (scope: HypergradientScope) (lr: float) (hypergradientLr: float) (unitStep: IGradientTransformation) =
+        Transforms.HypergradientDescent(unitStep, lr, hypergradientLr, scope)
+
     /// Gradient accumulation: the inner step every k calls on the mean gradient, zero updates between.
     [<CompiledName("MultiSteps")>]
     let multiSteps (k: int) (inner: IGradientTransformation) = Transforms.MultiSteps(inner, k)

@@ -23,7 +23,8 @@ let private lrCases : (string * (float -> obj)) list =
       "CautiousAdamW", (fun lr -> box (Optim.CautiousAdamW lr)); "CautiousLion", (fun lr -> box (Optim.CautiousLion lr))
       "ScheduleFreeSgd", (fun lr -> box (Optim.ScheduleFreeSgd lr)); "ScheduleFreeAdamW", (fun lr -> box (Optim.ScheduleFreeAdamW lr))
       "Prodigy", (fun lr -> box (Optim.Prodigy lr)); "Soap", (fun lr -> box (Optim.Soap lr))
-      "Lamb", (fun lr -> box (Optim.Lamb lr)); "Lars", (fun lr -> box (Optim.Lars lr)) ]
+      "Lamb", (fun lr -> box (Optim.Lamb lr)); "Lars", (fun lr -> box (Optim.Lars lr))
+      "SgdHD", (fun lr -> box (Optim.SgdHD lr)); "AdamHD", (fun lr -> box (Optim.AdamHD lr)) ]
 
 let private betaCases : (string * string * (float -> obj)) list =
     [ "Adam", "beta1", (fun b -> box (Optim.Adam(beta1 = b))); "Adam", "beta2", (fun b -> box (Optim.Adam(beta2 = b)))
@@ -34,7 +35,8 @@ let private betaCases : (string * string * (float -> obj)) list =
       "Rsg", "mu", (fun b -> box (Optim.Rsg(0.1, mu = b))); "Qhm", "momentum", (fun b -> box (Optim.Qhm(0.1, b, 0.5)))
       "Adopt", "beta2", (fun b -> box (Optim.Adopt(beta2 = b))); "AdEMAMix", "beta3", (fun b -> box (Optim.AdEMAMix(beta3 = b)))
       "CautiousAdamW", "beta1", (fun b -> box (Optim.CautiousAdamW(beta1 = b))); "Prodigy", "beta1", (fun b -> box (Optim.Prodigy(beta1 = b)))
-      "ScheduleFreeAdamW", "beta2", (fun b -> box (Optim.ScheduleFreeAdamW(beta2 = b))); "Soap", "beta1", (fun b -> box (Optim.Soap(beta1 = b))) ]
+      "ScheduleFreeAdamW", "beta2", (fun b -> box (Optim.ScheduleFreeAdamW(beta2 = b))); "Soap", "beta1", (fun b -> box (Optim.Soap(beta1 = b)))
+      "AdamHD", "beta1", (fun b -> box (Optim.AdamHD(beta1 = b))) ]
 
 let private parametersFor () =
     TensorTree.Of(struct ("w", torch.randn([| 4L; 3L |], dtype = torch.float64)), struct ("b", torch.randn([| 3L |], dtype = torch.float64)))
@@ -82,6 +84,8 @@ let private table () : (string * (unit -> unit) * string list) list =
       yield "Adafactor with β₁ = 1", (fun () -> Optim.Adafactor(beta1 = Nullable 1.0) |> ignore), [ "beta1"; "[0, 1)" ]
       yield "Adafactor with a negative minDimSizeToFactor", (fun () -> Optim.Adafactor(minDimSizeToFactor = -1) |> ignore), [ "minDimSizeToFactor" ]
       yield "Prodigy with slice 0", (fun () -> Optim.Prodigy(slice = 0) |> ignore), [ "slice" ]
+      yield "SgdHD with a negative hypergradient rate", (fun () -> Optim.SgdHD(0.1, hypergradientLr = -1e-3) |> ignore), [ "hypergradientLr" ]
+      yield "HypergradientDescent with an undefined scope", (fun () -> Transforms.HypergradientDescent(Optim.Sgd 1.0, 0.1, 0.0, enum<HypergradientScope> 7) |> ignore), [ "scope"; "HypergradientScope" ]
       yield "Cautious with floor 0", (fun () -> Transforms.Cautious(Optim.Sgd 0.1, floor = 0.0) |> ignore), [ "floor" ]
       yield "CautiousLion with beta1 > beta2", (fun () -> Optim.CautiousLion(beta1 = 0.99, beta2 = 0.9) |> ignore), [ "beta1"; "beta2" ]
       yield "BoostPolicy with a window of 0", (fun () -> Transforms.Boosted((fun _ -> Optim.Sgd 0.1), BoostPolicy(Window = 0)) |> ignore), [ "Window" ]

@@ -77,6 +77,8 @@ let private optimizers : (string * Kind * (unit -> IGradientTransformation) * (u
       "ScheduleFreeSgd", Plain, (fun () -> ScheduleFreeSgd.create ScheduleFreeSgd.defaults), (fun () -> Optim.ScheduleFreeSgd())
       "ScheduleFreeAdamW", Plain, (fun () -> ScheduleFreeAdamW.create ScheduleFreeAdamW.defaults), (fun () -> Optim.ScheduleFreeAdamW())
       "Prodigy", Plain, (fun () -> Prodigy.create Prodigy.defaults), (fun () -> Optim.Prodigy())
+      "SgdHD", Plain, (fun () -> SgdHD.create SgdHD.defaults), (fun () -> Optim.SgdHD(0.01))
+      "AdamHD", Plain, (fun () -> AdamHD.create AdamHD.defaults), (fun () -> Optim.AdamHD())
       "Soap", Plain, (fun () -> Soap.create Soap.defaults), (fun () -> Optim.Soap())
       "Lamb", Plain, (fun () -> Lamb.create Lamb.defaults), (fun () -> Optim.Lamb())
       "Lars", Plain, (fun () -> Lars.create Lars.defaults), (fun () -> Optim.Lars())
@@ -223,6 +225,7 @@ let private wrapperTests =
                   "mix", Primitives.mix (fun t -> 1.0 / float t) (Transforms.Ema 0.9) (Transforms.Trace 0.5), Transforms.Mix(Transforms.Ema 0.9, Transforms.Trace 0.5, (fun t -> 1.0 / float t))
                   "cautious", Primitives.cautious adam, Transforms.Cautious adam
                   "multiSteps", Primitives.multiSteps 2 adam, Transforms.MultiSteps(adam, 2)
+                  "hypergradientDescent", Primitives.hypergradientDescent HypergradientScope.PerParameter 0.01 1e-3 (Optim.Sgd 1.0), Transforms.HypergradientDescent(Optim.Sgd 1.0, 0.01, 1e-3, HypergradientScope.PerParameter)
                   "averageParameters", Primitives.averageParameters ParameterAveraging.Uniform 0.9 adam, Transforms.AverageParameters(adam, ParameterAveraging.Uniform, 0.9)
                   "injectHyperparameters", Primitives.injectHyperparameters [ "lr", 0.01 ] (fun h -> Optim.Sgd h.["lr"]), Transforms.InjectHyperparameters((fun h -> Optim.Sgd h.["lr"]), struct ("lr", 0.01))
                   "adafactor's stages", Transforms.Chain(Primitives.scaleByFactoredRms (FactoredRmsOptions()), Primitives.clipByBlockRms 1.0, Primitives.scaleByParameterBlockRms 1e-3),

@@ -57,7 +57,7 @@ let private alternatives (p: RParameter) (value: obj) : obj list =
 
 /// Arguments whose other values the factory refuses on its own (covered with another base value below).
 let private baseOverrides : Map<string * string, (string * obj) list> =
-    Map [ ("Sgd", "nesterov"), [ "momentum", box 0.9 ] ]
+    Map [ ("Sgd", "nesterov"), [ "momentum", box 0.9 ]; ("SgdHD", "nesterov"), [ "momentum", box 0.9 ] ]
 
 let private matrix () = TensorTree.Of(struct ("w", torch.linspace(-1.0, 1.0, 12L, dtype = torch.float64).reshape(4L, 3L)))
 
