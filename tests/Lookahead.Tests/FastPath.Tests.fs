@@ -48,6 +48,8 @@ let optimizers : (string * (unit -> IGradientTransformation)) list =
       "c-adamw", fun () -> Optim.CautiousAdamW(0.01, weightDecay = 0.01)
       "c-lion", fun () -> Optim.CautiousLion(0.001)
       "prodigy", fun () -> Optim.Prodigy(1.0, weightDecay = 0.01)
+      "sgd-hd nesterov", fun () -> Optim.SgdHD(0.05, 0.9, weightDecay = 0.01, nesterov = true, hypergradientLr = 1e-3)
+      "adam-hd", fun () -> Optim.AdamHD(0.01, weightDecay = 0.01, hypergradientLr = 1e-4)
       "soap", fun () -> Optim.Soap(0.01, preconditionFrequency = 2, maxPreconditionDimension = 4)
       "lamb", fun () -> Optim.Lamb(0.01, weightDecay = 0.01)
       "lars", fun () -> Optim.Lars(0.1, weightDecay = 0.01)
