@@ -151,7 +151,7 @@ public static class Replay
         var prevGrads = root.TryGetProperty("prev_grads", out var pgr) && pgr.ValueKind == JsonValueKind.Array ? pgr.EnumerateArray().ToArray() : null;
         var evalTrajectory = root.TryGetProperty("eval_trajectory", out var et) && et.ValueKind == JsonValueKind.Array ? et.EnumerateArray().ToArray() : null;
         if (evalTrajectory is not null && evalTrajectory.Length != grads.Length) throw new CaseFormatException($"{name}: {grads.Length} gradient steps but {evalTrajectory.Length} eval_trajectory steps");
-        // Hypergradient descent: the group's learning rate after each step, against the state's "lr" leaf.
+        // Hypergradient descent: the group's learning rate after each step, against the rate in the state.
         var rates = optimizer is "SGDHD" or "AdamHD" && root.TryGetProperty("optimizer_scalars_after_step", out var sc) && sc.ValueKind == JsonValueKind.Array
             ? sc.EnumerateArray().Select((x, k) => x.TryGetProperty("lr", out var r) ? r.GetDouble() : throw new CaseFormatException($"{name}: optimizer_scalars_after_step[{k}] has no lr")).ToArray() : null;
         var states = optimizer.StartsWith("torch.optim.", StringComparison.Ordinal) && root.TryGetProperty("state_after_step", out var st) && st.ValueKind == JsonValueKind.Array
@@ -186,9 +186,7 @@ public static class Replay
             if (states is not null && k < states.Length) CompareTorchState(compare, states[k], state, k);
             if (rates is not null && k < rates.Length)
             {
-                var lr = state.Leaves().Where(x => x.Scalar is not null && x.Path.EndsWith("/lr", StringComparison.Ordinal)).ToArray();
-                if (lr.Length != 1) throw new InvalidOperationException($"{name}: {lr.Length} learning-rate leaves in Lookahead's state");
-                using var ours = tensor(new[] { lr[0].Scalar!.Value }, dtype: ScalarType.Float64);
+                using var ours = tensor(new[] { Hypergradient.LearningRate(state) }, dtype: ScalarType.Float64);
                 using var reference = tensor(new[] { rates[k] }, dtype: ScalarType.Float64);
                 compare.Values($"step {k + 1} learning rate", ours, reference);
             }

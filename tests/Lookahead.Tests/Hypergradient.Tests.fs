@@ -67,11 +67,8 @@ let private adamHdLoop lr b1 b2 eps wd hlr (p: Problem) =
             for j in 0 .. g.Length - 1 do th.[j] <- th.[j] - stepSize * mi.[j] / (sqrt vi.[j] + eps)
         yield theta |> List.map Array.copy, rate ]
 
-/// The state's learning-rate leaf.
-let rate (state: IOptState) =
-    match state.Leaves() |> Seq.filter (fun l -> l.Scalar.HasValue && l.Path.EndsWith "/lr") |> List.ofSeq with
-    | [ leaf ] -> leaf.Scalar.Value
-    | leaves -> failtestf "expected one learning-rate leaf, found %d" leaves.Length
+/// The state's hypergradient-descent rate.
+let rate (state: IOptState) = Hypergradient.LearningRate state
 
 /// Runs `tx` on the problem's gradient stream; per step the parameters and the state's rate.
 let private runWithRate (tx: IGradientTransformation) (p: Problem) =
@@ -138,6 +135,10 @@ let tests =
             // α₂ = α₁ + β⟨g, g⟩ = 0.1 + 0.5·0.3125 (the same gradient twice: consecutive steps agree, the rate grows).
             Expect.floatClose Accuracy.veryHigh (rate s2) 0.25625 "α ← α + β⟨g, dₜ₋₁⟩"
             Expect.floatClose Accuracy.veryHigh (values u2.Tensors.[0]).[0] (-0.25625 * 0.5) "the update uses the new rate"
+            Expect.throwsC (fun () -> Hypergradient.LearningRate(Optim.Sgd(0.1).Init theta) |> ignore) (fun e -> Expect.stringContains e.Message "no hypergradient-descent rate" "says there is none")
+            let two = Transforms.Chain(Optim.SgdHD(0.1), Optim.SgdHD(0.2))
+            Expect.equal (Hypergradient.LearningRates(two.Init theta).Values |> List.ofSeq) [ 0.1; 0.2 ] "one rate per node, in order"
+            Expect.throwsC (fun () -> Hypergradient.LearningRate(two.Init theta) |> ignore) (fun e -> Expect.stringContains e.Message "LearningRates" "points to the plural")
             let path = IO.Path.Combine(IO.Path.GetTempPath(), sprintf "lookahead-hd-%s.ckpt" (Guid.NewGuid().ToString "N"))
             try
                 Checkpoint.Save(path, tx, s2, theta)

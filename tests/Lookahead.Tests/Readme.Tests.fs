@@ -47,6 +47,16 @@ let tests =
             Expect.equal sampled.Method "sampled" "sampling asked for"
             Expect.equal sampled.Cases 50 "all 50 cases ran"
         }
+        test "the hypergradient examples in the README are compiled code: the rate grows from a too-small start" {
+            Expect.equal (readmeBlock "example:hypergradient" "csharp") (region (Path.Combine(repoRoot, "examples/Lookahead.Examples/HypergradientExample.cs")) "hypergradient") "README block = examples/Lookahead.Examples/HypergradientExample.cs"
+            Expect.equal (readmeBlock "example:hypergradient-fsharp" "fsharp") (region (Path.Combine(repoRoot, "tests/Lookahead.Tests/ReadmeExample.fs")) "hypergradient-fsharp") "README block = tests/Lookahead.Tests/ReadmeExample.fs"
+            let struct (rate, loss, plainLoss) = HypergradientExample.Run()
+            Expect.isGreaterThan rate 1e-2 "SGD-HD's rate grew more than tenfold from 1e-3"
+            Expect.isLessThan loss (plainLoss / 10.0) "and its loss is a tenth of plain SGD's at the starting rate"
+            let adamRate, adamLoss = ReadmeExample.trainLineAdamHD ()
+            Expect.isGreaterThan adamRate 1e-3 "Adam-HD's rate grew"
+            Expect.isLessThan adamLoss 0.05 "and the line is fitted"
+        }
         test "the F# example in the README is the compiled example, and it trains" {
             Expect.equal (readmeBlock "example:fsharp" "fsharp") (region (Path.Combine(repoRoot, "tests/Lookahead.Tests/ReadmeExample.fs")) "fsharp") "README block = tests/Lookahead.Tests/ReadmeExample.fs"
             let loss = ReadmeExample.trainLine ()

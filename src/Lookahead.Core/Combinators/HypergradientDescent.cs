@@ -37,7 +37,7 @@ public static partial class Transforms
     /// it is the inner optimizer's step at α₀. Weight decay coupled to the gradient goes before this combinator
     /// (<c>Chain(AddDecayedWeights(λ), HypergradientDescent(…))</c>), so that gₜ is the decayed gradient the
     /// official code dots; SGD-HD, SGDN-HD and Adam-HD are <see cref="Optim.SgdHD"/> and <see cref="Optim.AdamHD"/>.</para>
-    /// <para>State: <c>lr</c> (the current rate, readable and settable like any state leaf), <c>previous</c> (uₜ₋₁, one
+    /// <para>State: <c>hypergradient_lr</c> (the current rate: <see cref="Hypergradient.LearningRate"/>), <c>previous</c> (uₜ₋₁, one
     /// tensor like each parameter) and <c>inner</c>. The dots are float64 sums on the parameters' device
     /// (<see cref="Reducer"/>), brought to the host once per step. The combinator runs on the TorchSharp executor
     /// (the runner does not fuse it); its own traffic is one read of g and uₜ₋₁, and one write of uₜ₋₁ and of
@@ -57,15 +57,41 @@ public static partial class Transforms
     }
 }
 
+/// <summary>Reading the learning rate that <see cref="Transforms.HypergradientDescent"/> keeps in a state.</summary>
+public static class Hypergradient
+{
+    /// <summary>The name of the state leaf that holds the rate.</summary>
+    public const string Leaf = "hypergradient_lr";
+
+    /// <summary>
+    /// Every hypergradient-descent rate in <paramref name="state"/> (a runner's <see cref="Runner.State"/>, or a pure
+    /// state), by leaf path: one per <see cref="Transforms.HypergradientDescent"/> node (several under a partition).
+    /// </summary>
+    public static IReadOnlyDictionary<string, double> LearningRates(IOptState state) =>
+        Check.NotNull(state, nameof(state)).Leaves()
+            .Where(l => l.Scalar is not null && (l.Path == Leaf || l.Path.EndsWith("/" + Leaf, StringComparison.Ordinal)))
+            .ToDictionary(l => l.Path, l => l.Scalar!.Value);
+
+    /// <summary>The rate of the one hypergradient-descent node in <paramref name="state"/>: the rate its last step used (α₀ before the first).</summary>
+    public static double LearningRate(IOptState state)
+    {
+        var rates = LearningRates(state);
+        return rates.Count == 1 ? rates.Values.First()
+            : throw new ArgumentException(rates.Count == 0
+                ? "the state holds no hypergradient-descent rate (its optimizer has no HypergradientDescent node)"
+                : $"the state holds {rates.Count} hypergradient-descent rates ({string.Join(", ", rates.Keys)}): read them with LearningRates", nameof(state));
+    }
+}
+
 sealed class HypergradientDescentTransform(IGradientTransformation unitStep, double lr, double hypergradientLr, HypergradientScope scope) : DeclaredTransform, IComposite
 {
-    // Leaves: lr (the rate the last step used, α₀ before the first), previous (the last unit step), inner/….
+    // Leaves: hypergradient_lr (the rate the last step used, α₀ before the first), previous (the last unit step), inner/….
     readonly (StateLayout Layout, Slot<double> Lr, Slot<TensorTree> Previous, Slot<IOptState> Inner) _state = Declared(unitStep, lr);
 
     static (StateLayout, Slot<double>, Slot<TensorTree>, Slot<IOptState>) Declared(IGradientTransformation unitStep, double lr)
     {
         var layout = new StateLayout("hypergradient_descent");
-        var rate = layout.Real("lr", lr);
+        var rate = layout.Real(Hypergradient.Leaf, lr);
         var previous = layout.PerParameter("previous", SlotStart.Zeros);
         var inner = layout.Child("inner", unitStep.Init);
         return (layout.Seal(), rate, previous, inner);
