@@ -160,4 +160,12 @@ let tests =
             let after = [ for l in s1.Leaves() -> l.Path, (if isNull l.Tensor then [||] else values l.Tensor), l.Scalar ]
             Expect.equal after before "the state is unchanged"
             Expect.sequenceEqual (values g.Tensors.[0]) [| 1e10 |] "the gradient is unchanged"
+            // The runner: the same overflow leaves its state and the parameters as they were.
+            let parameters = TensorTree.Of(struct ("w", torch.tensor([| 1.0 |], dtype = torch.float64)))
+            use runner = new Runner(Optim.SgdHD(0.1, momentum = 0.9, hypergradientLr = 1e300), parameters)
+            runner.Step(TensorTree.Of(struct ("w", torch.tensor([| 1e10 |], dtype = torch.float64))), StepContext.Empty)
+            let snapshot () = [ for l in runner.State.Leaves() -> l.Path, (if isNull l.Tensor then [||] else values l.Tensor), l.Scalar ], values parameters.["w"]
+            let before = snapshot ()
+            Expect.throwsC (fun () -> runner.Step(TensorTree.Of(struct ("w", torch.tensor([| 1e10 |], dtype = torch.float64))), StepContext.Empty)) (fun e -> Expect.stringContains e.Message "hypergradientLr" "says what to change")
+            Expect.equal (snapshot ()) before "the runner's state and parameters are unchanged"
     ]

@@ -40,8 +40,9 @@ public static partial class Transforms
     /// <para>State: <c>hypergradient_lr</c> (the current rate: <see cref="Hypergradient.LearningRate"/>), <c>previous</c> (uₜ₋₁, one
     /// tensor like each parameter) and <c>inner</c>. The dots are float64 sums on the parameters' device
     /// (<see cref="Reducer"/>), brought to the host once per step. The combinator runs on the TorchSharp executor
-    /// (the runner does not fuse it); its own traffic is one read of g and uₜ₋₁, and one write of uₜ₋₁ and of
-    /// the update, besides the inner optimizer's.</para>
+    /// (the runner does not fuse it); besides the inner optimizer's traffic, the dots read g and uₜ₋₁, then uₜ
+    /// is copied into uₜ₋₁ and scaled in place (three more reads and two writes of the parameters' size per step).
+    /// A step that would make the rate non-finite is refused before anything is changed.</para>
     /// </remarks>
     /// <param name="unitStep">The inner optimizer with learning rate 1 (its update is the step per unit rate).</param>
     /// <param name="lr">The initial rate α₀ ≥ 0.</param>
