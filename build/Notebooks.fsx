@@ -75,17 +75,41 @@ let export (executed: string) (title: string) (html: string) =
     Directory.CreateDirectory(Path.GetDirectoryName html) |> ignore
     File.WriteAllText(html, sb.ToString())
 
-/// The folder of libtorch's native libraries in the built CLI (the same libtorch the notebooks' TorchSharp-cpu
-/// package brings), for LD_LIBRARY_PATH. TorchSharp first loads libtorch_cpu by name; on a host with another
-/// libtorch on the default library path (Debian's python3-torch installs libtorch 1.13 there) that name binds
-/// to the other one and LibTorchSharp then fails with an undefined symbol. Putting this folder first makes the
-/// name resolve to libtorch 2.10. None on other systems or before a build.
+/// The folder of libtorch's native libraries for LD_LIBRARY_PATH: the libtorch-cpu-linux-* package in the NuGet
+/// cache (NUGET_PACKAGES, else ~/.nuget/packages), at the version src/Lookahead.Cli/packages.lock.json resolves,
+/// which is the libtorch the notebooks' TorchSharp-cpu brings (the folder holds libtorch's libraries only). Why:
+/// TorchSharp first loads libtorch_cpu by name; on a host with another libtorch on the default library path
+/// (Debian's python3-torch installs libtorch 1.13 there) that name binds to the other one and LibTorchSharp then
+/// fails with an undefined symbol. Putting this folder first makes the name resolve to the right libtorch.
+/// None off Linux; on Linux a missing folder is reported (run a build first: it restores the package).
 let torchNativeFolder (root: string) =
     if not (Runtime.InteropServices.RuntimeInformation.IsOSPlatform Runtime.InteropServices.OSPlatform.Linux) then None
     else
         let rid = if Runtime.InteropServices.RuntimeInformation.OSArchitecture = Runtime.InteropServices.Architecture.Arm64 then "linux-arm64" else "linux-x64"
-        let folder = Path.Combine(root, "src", "Lookahead.Cli", "bin", "Release", "net10.0", "runtimes", rid, "native")
-        if File.Exists(Path.Combine(folder, "libtorch_cpu.so")) then Some folder else None
+        let package = "libtorch-cpu-" + rid
+        let lockFile = Path.Combine(root, "src", "Lookahead.Cli", "packages.lock.json")
+        let version =
+            if not (File.Exists lockFile) then None
+            else
+                use doc = JsonDocument.Parse(File.ReadAllText lockFile)
+                [ for framework in doc.RootElement.GetProperty("dependencies").EnumerateObject() do
+                    match framework.Value.TryGetProperty package with
+                    | true, entry -> yield entry.GetProperty("resolved").GetString()
+                    | _ -> () ] |> List.tryHead
+        let cache =
+            match Environment.GetEnvironmentVariable "NUGET_PACKAGES" with
+            | null | "" -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages")
+            | folder -> folder
+        match version with
+        | None ->
+            eprintfn "warning: %s has no %s entry; TorchSharp may bind another libtorch on this host" lockFile package
+            None
+        | Some v ->
+            let folder = Path.Combine(cache, package, v, "runtimes", rid, "native")
+            if File.Exists(Path.Combine(folder, "libtorch_cpu.so")) then Some folder
+            else
+                eprintfn "warning: %s not found (restore or build first); TorchSharp may bind another libtorch on this host" folder
+                None
 
 /// Puts `torchNativeFolder` first on a child process's LD_LIBRARY_PATH (see there why).
 let withTorchNatives (root: string) (psi: ProcessStartInfo) =

@@ -103,13 +103,13 @@ let tests =
             agree lr (sgdHdLoop lr mu damp wd nesterov hlr p) (runWithRate (Optim.SgdHD(lr, mu, damp, wd, nesterov, hlr)) p))
 
         property "Adam-HD ≡ the official AdamHD loop (the rate moves once per parameter; weight decay on and off)"
-            (Gen.zip3 genLongProblem (Gen.zip genRate genHypergradientRate) (Gen.zip (Gen.elements [ 0.0; 0.5; 0.9 ]) (Gen.elements [ 0.0; 0.01 ]))) (fun (p, (lr, hlr), (b1, wd)) ->
+            (Gen.zip3 genLongProblem (Gen.zip genRate genHypergradientRate) (Gen.zip3 (Gen.elements [ 0.0; 0.5; 0.9 ]) (Gen.elements [ 0.0; 0.01 ]) (Gen.elements [ 0.99, 1e-8; 0.999, 1e-8; 0.999, 1e-3 ]))) (fun (p, (lr, hlr), (b1, wd, (b2, eps))) ->
             let p = nonzero p
-            agree lr (adamHdLoop lr b1 0.999 1e-8 wd hlr p) (runWithRate (Optim.AdamHD(lr, b1, 0.999, 1e-8, wd, hlr)) p))
+            agree lr (adamHdLoop lr b1 b2 eps wd hlr p) (runWithRate (Optim.AdamHD(lr, b1, b2, eps, wd, hlr)) p))
 
-        property "Adam-HD's per-parameter rate differs from one global change when there are several parameters" (Gen.zip genLongProblem genRate) (fun (p, lr) ->
+        property "Adam-HD's per-parameter rate differs from one global change when there are several parameters" (Gen.zip (genLongProblem |> Gen.filter (fun p -> p.Params0.Length > 1)) genRate) (fun (p, lr) ->
             let p = nonzero p
-            if p.Params0.Length > 1 then
+            do
                 let unit = Transforms.Chain(Transforms.Precondition(PreconditionOptions(Decay = 0.999, Epsilon = 1e-8, EpsilonPlacement = EpsilonPlacement.Uncorrected), Transforms.Ema(0.9, debias = true)), Transforms.Scale -1.0)
                 let globalForm = Transforms.HypergradientDescent(unit, lr, 1e-2, HypergradientScope.Global)
                 let r = Equivalence.Compare(form (Optim.AdamHD(lr, hypergradientLr = 1e-2)), form globalForm, stream p [], p.Grads.Length, oracleTolerance)
@@ -139,6 +139,11 @@ let tests =
             let two = Transforms.Chain(Optim.SgdHD(0.1), Optim.SgdHD(0.2))
             Expect.equal (Hypergradient.LearningRates(two.Init theta).Values |> List.ofSeq) [ 0.1; 0.2 ] "one rate per node, in order"
             Expect.throwsC (fun () -> Hypergradient.LearningRate(two.Init theta) |> ignore) (fun e -> Expect.stringContains e.Message "LearningRates" "points to the plural")
+            let set = Hypergradient.WithLearningRate(s2, 0.5)
+            Expect.equal (rate set) 0.5 "the rate is settable between steps"
+            let struct (u3, _) = tx.Update(g, set, theta, StepContext.Empty)
+            Expect.floatClose Accuracy.veryHigh (values u3.Tensors.[0]).[0] (-(0.5 + 0.5 * 0.3125) * 0.5) "the next step starts from the set rate"
+            Expect.throwsC (fun () -> Hypergradient.WithLearningRate(s2, nan) |> ignore) (fun e -> Expect.stringContains e.Message "lr" "a non-finite rate is refused")
             let path = IO.Path.Combine(IO.Path.GetTempPath(), sprintf "lookahead-hd-%s.ckpt" (Guid.NewGuid().ToString "N"))
             try
                 Checkpoint.Save(path, tx, s2, theta)
@@ -148,7 +153,7 @@ let tests =
 
         testCase "bad input: negative rates and a missing inner optimizer are named; a rate that overflows changes nothing" <| fun () ->
             Expect.throwsC (fun () -> Optim.SgdHD(0.1, hypergradientLr = -1.0) |> ignore) (fun e -> Expect.stringContains e.Message "hypergradientLr" "names the parameter")
-            Expect.throwsC (fun () -> Optim.AdamHD(-0.1) |> ignore) (fun e -> Expect.stringContains e.Message "lr" "names the parameter")
+            Expect.throwsC (fun () -> Optim.AdamHD(-0.1) |> ignore) (fun e -> Expect.stringContains e.Message "lr = -0.1" "names the parameter")
             Expect.throwsC (fun () -> Transforms.HypergradientDescent(null, 0.1, 0.0) |> ignore) (fun e -> Expect.stringContains e.Message "unitStep" "names the parameter")
             use _ = torch.NewDisposeScope()
             let theta = TensorTree.Of(struct ("w", torch.tensor([| 1.0 |], dtype = torch.float64)))
@@ -160,6 +165,8 @@ let tests =
             let after = [ for l in s1.Leaves() -> l.Path, (if isNull l.Tensor then [||] else values l.Tensor), l.Scalar ]
             Expect.equal after before "the state is unchanged"
             Expect.sequenceEqual (values g.Tensors.[0]) [| 1e10 |] "the gradient is unchanged"
+            let nan = TensorTree.Of(struct ("w", torch.tensor([| nan |], dtype = torch.float64)))
+            Expect.throwsC (fun () -> tx.Update(nan, s1, theta, StepContext.Empty) |> ignore) (fun e -> Expect.stringContains e.Message "'w'" "a non-finite gradient names its tensor")
             // The runner: the same overflow leaves its state and the parameters as they were.
             let parameters = TensorTree.Of(struct ("w", torch.tensor([| 1.0 |], dtype = torch.float64)))
             use runner = new Runner(Optim.SgdHD(0.1, momentum = 0.9, hypergradientLr = 1e300), parameters)

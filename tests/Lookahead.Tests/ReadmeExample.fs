@@ -42,7 +42,7 @@ let trainLineAdamHD () =
         l.backward()
         Training.step Context.empty runner
         loss <- l.item<float>()
-    let rate = Lookahead.Hypergradient.LearningRate runner.State   // the rate as state: α₀ = 1e-3, moved every step
+    let rate = Lookahead.Hypergradient.LearningRate runner.State   // the rate as state: α₀ = 1e-3, moved from the second step on
     printfn "Adam-HD: rate 1e-3 → %.3g, loss %.4f" rate loss
     rate, loss
 // README:hypergradient-fsharp-end

@@ -37,12 +37,20 @@ public static partial class Transforms
     /// it is the inner optimizer's step at α₀. Weight decay coupled to the gradient goes before this combinator
     /// (<c>Chain(AddDecayedWeights(λ), HypergradientDescent(…))</c>), so that gₜ is the decayed gradient the
     /// official code dots; SGD-HD, SGDN-HD and Adam-HD are <see cref="Optim.SgdHD"/> and <see cref="Optim.AdamHD"/>.</para>
-    /// <para>State: <c>hypergradient_lr</c> (the current rate: <see cref="Hypergradient.LearningRate"/>), <c>previous</c> (uₜ₋₁, one
+    /// <para>State: <c>adapted_lr</c> (the current rate: <see cref="Hypergradient.LearningRate"/>, set with
+    /// <see cref="Hypergradient.WithLearningRate"/>), <c>previous</c> (uₜ₋₁, one
     /// tensor like each parameter) and <c>inner</c>. The dots are float64 sums on the parameters' device
     /// (<see cref="Reducer"/>), brought to the host once per step. The combinator runs on the TorchSharp executor
     /// (the runner does not fuse it); besides the inner optimizer's traffic, the dots read g and uₜ₋₁, then uₜ
     /// is copied into uₜ₋₁ and scaled in place (three more reads and two writes of the parameters' size per step).
-    /// A step that would make the rate non-finite is refused before anything is changed.</para>
+    /// A step that would make the rate non-finite (a gradient with NaN or ±∞ entries, or β too large) is refused
+    /// before this combinator changes anything; stateful transforms chained before it have stepped by then (a
+    /// runner changes its state in place), so keep such a step atomic by putting them inside
+    /// <paramref name="unitStep"/>, where they run after the check.</para>
+    /// <para>α₀ only seeds the state: the running rate is the state's, so a schedule or an injected value of
+    /// <paramref name="lr"/> (<see cref="Transforms.Scheduled"/>, <see cref="Transforms.InjectHyperparameters"/>)
+    /// does not change it after the first step; scale the update after this combinator instead, or set the rate
+    /// between steps with <see cref="Hypergradient.WithLearningRate"/>.</para>
     /// </remarks>
     /// <param name="unitStep">The inner optimizer with learning rate 1 (its update is the step per unit rate).</param>
     /// <param name="lr">The initial rate α₀ ≥ 0.</param>
@@ -62,7 +70,7 @@ public static partial class Transforms
 public static class Hypergradient
 {
     /// <summary>The name of the state leaf that holds the rate.</summary>
-    public const string Leaf = "hypergradient_lr";
+    public const string Leaf = "adapted_lr";
 
     /// <summary>
     /// Every hypergradient-descent rate in <paramref name="state"/> (a runner's <see cref="Runner.State"/>, or a pure
@@ -72,6 +80,17 @@ public static class Hypergradient
         Check.NotNull(state, nameof(state)).Leaves()
             .Where(l => l.Scalar is not null && (l.Path == Leaf || l.Path.EndsWith("/" + Leaf, StringComparison.Ordinal)))
             .ToDictionary(l => l.Path, l => l.Scalar!.Value);
+
+    /// <summary>
+    /// A state equal to <paramref name="state"/> (tensors shared, not copied) whose one hypergradient-descent rate is
+    /// <paramref name="lr"/>: the rate the next step starts from.
+    /// </summary>
+    public static IOptState WithLearningRate(IOptState state, double lr)
+    {
+        Check.Finite(lr, nameof(lr));
+        _ = LearningRate(state);
+        return state.MapScalars((path, v) => path == Leaf || path.EndsWith("/" + Leaf, StringComparison.Ordinal) ? lr : v);
+    }
 
     /// <summary>The rate of the one hypergradient-descent node in <paramref name="state"/>: the rate its last step used (α₀ before the first).</summary>
     public static double LearningRate(IOptState state)
@@ -86,7 +105,7 @@ public static class Hypergradient
 
 sealed class HypergradientDescentTransform(IGradientTransformation unitStep, double lr, double hypergradientLr, HypergradientScope scope) : DeclaredTransform, IComposite
 {
-    // Leaves: hypergradient_lr (the rate the last step used, α₀ before the first), previous (the last unit step), inner/….
+    // Leaves: adapted_lr (the rate the last step used, α₀ before the first), previous (the last unit step), inner/….
     readonly (StateLayout Layout, Slot<double> Lr, Slot<TensorTree> Previous, Slot<IOptState> Inner) _state = Declared(unitStep, lr);
 
     static (StateLayout, Slot<double>, Slot<TensorTree>, Slot<IOptState>) Declared(IGradientTransformation unitStep, double lr)
@@ -124,7 +143,12 @@ sealed class HypergradientDescentTransform(IGradientTransformation unitStep, dou
             else
                 for (int i = 0; i < dots.Length; i++) rates[i] = rate -= hypergradientLr * dots[i];
             if (!double.IsFinite(rate))
+            {
+                for (int i = 0; i < dots.Length; i++)
+                    if (!double.IsFinite(dots[i]))
+                        throw new ArgumentException($"{Label}: the hypergradient ⟨g, u⟩ of '{updates.Names[i]}' is {dots[i]}: the gradient or the previous step holds NaN or ±∞ entries; nothing was changed", "gradients");
                 throw new InvalidOperationException($"{Label}: the learning rate became {rate} (hypergradient {string.Join(", ", dots.Select(d => d.ToString("G6")))}): lower hypergradientLr; nothing was changed");
+            }
         }
         else Array.Fill(rates, rate);
         var inner = InPlace.Step(unitStep, updates, state.Get(_state.Inner), parameters, context);
