@@ -95,6 +95,9 @@ public static class OptState
     /// <summary>A state of the same structure and values, with fresh copies of every tensor.</summary>
     public static IOptState Clone(IOptState state) => state.MapTensors((_, t) => TensorTree.CloneDetached(t));
 
+    /// <summary>As <see cref="Clone"/>, but each copy stays in its original's autograd graph (the differentiable path).</summary>
+    internal static IOptState CloneInGraph(IOptState state) => state.MapTensors((_, t) => t.clone());
+
     /// <summary>Leaf helper for records: a scalar leaf.</summary>
     public static StateLeaf Scalar(string name, double value) => new(name, null, value);
 

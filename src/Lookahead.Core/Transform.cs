@@ -102,10 +102,12 @@ public abstract class Transform<TState> : IGradientTransformation, IInPlaceTrans
         parameters.CheckMatches(gradients, nameof(gradients), nameof(parameters));
         var typed = CastState(state);
         Validation.Check(this, parameters);
-        using var noGrad = no_grad();
+        // Differentiable.Update/Unroll: autograd stays on and the copies keep their graph (see Kernels.GraphOps).
+        bool graph = Kernels.Graph.Active;
+        using var noGrad = graph ? null : no_grad();
         using var scope = NewDisposeScope();
-        var updates = gradients.Clone();
-        var next = Step(updates, (TState)OptState.Clone(typed), parameters, context);
+        var updates = graph ? gradients.Map(t => t.clone()) : gradients.Clone();
+        var next = Step(updates, (TState)(graph ? OptState.CloneInGraph(typed) : OptState.Clone(typed)), parameters, context);
         var kept = updates.Tensors.Concat(OptState.Tensors(next)).ToList();
         if (kept.Distinct(ReferenceEqualityComparer.Instance).Count() != kept.Count)
             throw new InvalidOperationException($"{Label}: a tensor handle is returned twice (updates and state must not share handles)");
@@ -153,6 +155,8 @@ public static class InPlace
     {
         // Under the fused executor, a node that is not elementwise runs (with its subtree) on tensors, after the
         // kernels recorded so far have run.
+        if (Kernels.Graph.Active && (transform is not IDifferentiable d || d.Refusal is not null))
+            throw new NotSupportedException(Differentiable.Refusal(transform) ?? $"{transform.Name} has no differentiable form");
         if (Kernels.Elementwise.Recording && transform is not Kernels.IFusable { FusesAlone: true })
         {
             using var direct = Kernels.Elementwise.Suspend();

@@ -42,7 +42,7 @@ public static partial class Transforms
     }
 }
 
-sealed class ChainTransform(IGradientTransformation[] stages) : DeclaredTransform, IComposite, Kernels.IFusable
+sealed class ChainTransform(IGradientTransformation[] stages) : DeclaredTransform, IComposite, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 
@@ -78,7 +78,7 @@ sealed class ChainTransform(IGradientTransformation[] stages) : DeclaredTransfor
     }
 }
 
-sealed class NamedChainTransform((string Name, IGradientTransformation Transform)[] stages) : DeclaredTransform, IComposite, Kernels.IFusable
+sealed class NamedChainTransform((string Name, IGradientTransformation Transform)[] stages) : DeclaredTransform, IComposite, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 

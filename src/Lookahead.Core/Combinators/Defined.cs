@@ -28,7 +28,7 @@ public static partial class Transforms
 }
 
 /// <summary>A composition under the name and arguments of the factory that built it (<see cref="Transforms.Define"/>).</summary>
-sealed class DefinedTransform(Spec head, IGradientTransformation definition) : IGradientTransformation, IInPlaceTransform, IComposite, IValidating, Kernels.IFusable
+sealed class DefinedTransform(Spec head, IGradientTransformation definition) : IGradientTransformation, IInPlaceTransform, IComposite, IValidating, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 

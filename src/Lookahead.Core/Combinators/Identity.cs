@@ -6,7 +6,7 @@ public static partial class Transforms
     public static IGradientTransformation Identity() => IdentityTransform.Instance;
 }
 
-sealed class IdentityTransform : Transform<EmptyState>, Kernels.IFusable
+sealed class IdentityTransform : Transform<EmptyState>, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 

@@ -93,7 +93,7 @@ public static class Hyperparameters
         t is InjectedTransform i ? new[] { i } : t is IComposite c ? c.Children.SelectMany(Nodes) : Enumerable.Empty<InjectedTransform>();
 }
 
-sealed class InjectedTransform : DeclaredTransform, IComposite
+sealed class InjectedTransform : DeclaredTransform, IComposite, IDifferentiable
 {
     readonly Func<IReadOnlyDictionary<string, double>, IGradientTransformation> _factory;
     readonly IReadOnlyDictionary<string, double> _initial;

@@ -21,7 +21,7 @@ public static partial class Transforms
         new MixTransform(Check.NotNull(first, nameof(first)), Check.NotNull(second, nameof(second)), Check.NotNull(secondWeight, nameof(secondWeight)), name);
 }
 
-sealed class MixTransform(IGradientTransformation first, IGradientTransformation second, Func<long, double> secondWeight, string name) : DeclaredTransform, IComposite, Kernels.IFusable
+sealed class MixTransform(IGradientTransformation first, IGradientTransformation second, Func<long, double> secondWeight, string name) : DeclaredTransform, IComposite, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 

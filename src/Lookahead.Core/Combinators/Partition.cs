@@ -73,7 +73,7 @@ public static partial class Transforms
     }
 }
 
-sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : DeclaredTransform, IComposite, IValidating, Kernels.IFusable
+sealed class PartitionTransform(Func<ParameterInfo, string> label, (string Label, IGradientTransformation Transform)[] parts) : DeclaredTransform, IComposite, IValidating, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 

@@ -19,7 +19,7 @@ public static partial class Transforms
         new ScheduledTransform(Check.NotNull(factory, nameof(factory)), name);
 }
 
-sealed class ScheduledTransform(Func<long, IGradientTransformation> factory, string name) : DeclaredTransform, IComposite, Kernels.IFusable
+sealed class ScheduledTransform(Func<long, IGradientTransformation> factory, string name) : DeclaredTransform, IComposite, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
     /// <summary>The transform it runs is known only at each step and may not be elementwise: the update buffer stays in memory.</summary>

@@ -19,7 +19,7 @@ public static partial class Transforms
         new WhenTransform(Check.NotNull(condition, nameof(condition)), Check.NotNull(inner, nameof(inner)), name);
 }
 
-sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTransformation inner, string name) : DeclaredTransform, IComposite, Kernels.IFusable
+sealed class WhenTransform(Func<long, StepContext, bool> condition, IGradientTransformation inner, string name) : DeclaredTransform, IComposite, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 

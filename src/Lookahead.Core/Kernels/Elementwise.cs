@@ -38,15 +38,21 @@ internal static class Elementwise
             recorder.Record(kernel, groups, scratch);
             return;
         }
-        var ops = default(TensorOps);
+        if (Graph.Active) { RunOn<TKernel, GraphOps>(kernel, groups, scratch); return; }
+        RunOn<TKernel, TensorOps>(kernel, groups, scratch);
+    }
+
+    static void RunOn<TKernel, TOps>(in TKernel kernel, IReadOnlyList<Tensor[]> groups, Tensor[][]? scratch) where TKernel : struct, IKernel where TOps : struct, IArrayOps<Tensor>
+    {
+        var ops = default(TOps);
         for (int k = 0; k < groups.Count; k++)
         {
             var group = groups[k];
-            if (scratch is null || scratch.Length == 0) { kernel.Run<Tensor, TensorOps>(ops, group); continue; }
+            if (scratch is null || scratch.Length == 0) { kernel.Run<Tensor, TOps>(ops, group); continue; }
             var arrays = new Tensor[group.Length + scratch.Length];
             group.CopyTo(arrays, 0);
             for (int s = 0; s < scratch.Length; s++) arrays[group.Length + s] = scratch[s][k];
-            kernel.Run<Tensor, TensorOps>(ops, arrays);
+            kernel.Run<Tensor, TOps>(ops, arrays);
         }
     }
 

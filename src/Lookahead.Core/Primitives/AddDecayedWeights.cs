@@ -16,7 +16,7 @@ public static partial class Transforms
         new AddDecayedWeightsTransform(Check.NonNegative(weightDecay, nameof(weightDecay)));
 }
 
-sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptyState>, Kernels.IFusable
+sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptyState>, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 

@@ -48,8 +48,12 @@ public static partial class Transforms
         Check.NonNegative(gamma, nameof(gamma)) * (Check.UnitOpen(beta, nameof(beta)) / (1 - beta));
 }
 
-sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : DeclaredTransform, IValidating, IReducing, IFusable
+sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : DeclaredTransform, IValidating, IReducing, IFusable, IDifferentiable
 {
+    string? IDifferentiable.Refusal => clip
+        ? "MARS's clip divides by max(‖c‖, 1), a kink at ‖c‖ = 1, with the norm taken outside the graph; build it with clip = false"
+        : null;
+
     public bool FusesAlone => true;
 
     static readonly Reduction[] ClipNorms = { new(ReductionKind.SumOfSquares, ReductionScope.PerTensor, "updates") };

@@ -77,7 +77,7 @@ public static partial class Transforms
         new LookaheadShiftTransform(Check.NotNull(schedule, nameof(schedule)), Check.NotNull(momentum, nameof(momentum)));
 }
 
-sealed class LookaheadShiftTransform : DeclaredTransform, IComposite, Kernels.IFusable
+sealed class LookaheadShiftTransform : DeclaredTransform, IComposite, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 

@@ -83,7 +83,7 @@ public static partial class Transforms
     }
 }
 
-sealed class PreconditionTransform : DeclaredTransform, IComposite, Kernels.IFusable
+sealed class PreconditionTransform : DeclaredTransform, IComposite, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 

@@ -17,7 +17,7 @@ public static partial class Transforms
         new ScaleByScheduleTransform(Check.NotNull(schedule, nameof(schedule)), name);
 }
 
-sealed class ScaleTransform(double factor) : Transform<EmptyState>, Kernels.IFusable
+sealed class ScaleTransform(double factor) : Transform<EmptyState>, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 
@@ -31,7 +31,7 @@ sealed class ScaleTransform(double factor) : Transform<EmptyState>, Kernels.IFus
     }
 }
 
-sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) : DeclaredTransform, Kernels.IFusable
+sealed class ScaleByScheduleTransform(Func<long, double> schedule, string name) : DeclaredTransform, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 

@@ -45,7 +45,7 @@ public static partial class Transforms
         Trace(Check.UnitOpen(decay, nameof(decay), "EMA decay β"), decay, debias, startAtFirstUpdate);
 }
 
-sealed class TraceTransform(double decay, double dampening, bool debias, bool startAtFirstUpdate) : DeclaredTransform, Kernels.IFusable
+sealed class TraceTransform(double decay, double dampening, bool debias, bool startAtFirstUpdate) : DeclaredTransform, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 
