@@ -2,7 +2,7 @@
 /// steps with respect to the initial parameters and to the data against central finite differences of the pure path
 /// (which never records a graph and takes its gradients from the closed form), and SGD on a quadratic against its
 /// closed-form Jacobian; truncation; the graph freed after backward; refusals that name the primitive.
-module Lookahead.Tests.Differentiable
+module Lookahead.Tests.DifferentiablePath
 
 open System
 open Expecto
@@ -196,13 +196,16 @@ let tests =
             let transposeTimes (m: float[,]) = Array.init n (fun j -> Seq.sum (seq { for i in 0 .. n - 1 -> m.[i, j] * w.[i] }))
             let expectedTheta = transposeTimes powers.[steps]
             let expectedC = Array.init n (fun j -> lr * Seq.sum (seq { for t in 1 .. steps -> (transposeTimes powers.[steps - t]).[j] }))
-            use scope = torch.NewDisposeScope()
-            let x0 = (vec p.Theta0).requires_grad_(true)
-            let c = (vec p.C).requires_grad_(true)
-            use unrolled = Differentiable.Unroll(Optim.Sgd(lr), tree x0, (fun theta t -> trainLoss p c theta t), steps)
-            (flat unrolled.Parameters).dot(vec w).backward()
-            close 1e-12 "∂/∂θ₀" (x0.grad.data<float>().ToArray()) expectedTheta
-            close 1e-12 "∂/∂c" (c.grad.data<float>().ToArray()) expectedC
+            // θ₀ as views of one leaf (two tensors), and as the leaf itself (one tensor).
+            for asLeaf in [ false; true ] do
+                use scope = torch.NewDisposeScope()
+                let x0 = (vec p.Theta0).requires_grad_(true)
+                let c = (vec p.C).requires_grad_(true)
+                let initial = if asLeaf then TensorTree.Of(struct ("x", x0)) else tree x0
+                use unrolled = Differentiable.Unroll(Optim.Sgd(lr), initial, (fun theta t -> trainLoss p c theta t), steps)
+                (flat unrolled.Parameters).dot(vec w).backward()
+                close 1e-12 $"∂/∂θ₀ (leaf: {asLeaf})" (x0.grad.data<float>().ToArray()) expectedTheta
+                close 1e-12 $"∂/∂c (leaf: {asLeaf})" (c.grad.data<float>().ToArray()) expectedC
         }
 
         test "truncation: the last k steps are recorded; gradients equal those of the full unroll with the data detached before them" {

@@ -510,6 +510,35 @@ let private analysisTests =
         }
     ]
 
+let private differentiableTests =
+    testSequenced <| testList "Differentiable" [
+        test "unroll, unrollTruncated, update and refusal ≡ the C# API (bit-identical values and gradients)" {
+            use scope = torch.NewDisposeScope()
+            let target = torch.tensor([| 1.0; -2.0; 0.5 |], dtype = torch.float64)
+            let loss (theta: TensorTree) (_: int64) = (theta.["x"] - target).square().sum()
+            let run (unroll: TensorTree -> Unrolled) =
+                let x0 = torch.tensor([| 0.3; 0.1; -0.4 |], dtype = torch.float64).requires_grad_(true)
+                use u = unroll (TensorTree.Of(struct ("x", x0)))
+                u.Parameters.["x"].sum().backward()
+                u.Parameters.["x"].detach().data<float>().ToArray(), [| for l in u.Losses -> l.item<float>() |], (match x0.grad with null -> None | g -> Some (g.data<float>().ToArray())), u.RecordedSteps
+            let tx = Optim.Adam(0.1)
+            let lossFunc = Func<TensorTree, int64, torch.Tensor> loss
+            Expect.equal (run (fun t -> Differentiable.unroll tx t loss 6)) (run (fun t -> global.Lookahead.Differentiable.Unroll(tx, t, lossFunc, 6))) "unroll"
+            let truncated = run (fun t -> Differentiable.unrollTruncated 2 tx t loss 6)
+            Expect.equal truncated (run (fun t -> global.Lookahead.Differentiable.Unroll(tx, t, lossFunc, 6, 2))) "unrollTruncated"
+            let _, _, g0, recorded = truncated
+            Expect.equal (g0, recorded) (None, 2) "a truncated unroll does not reach θ₀"
+            Expect.equal (Differentiable.refusal (Optim.Lion 1e-3)) (Some (global.Lookahead.Differentiable.Refusal(Optim.Lion 1e-3))) "refusal"
+            Expect.equal (Differentiable.refusal tx) None "Adam is differentiable"
+            let p = TensorTree.Of(struct ("x", torch.tensor([| 0.3; 0.1; -0.4 |], dtype = torch.float64)))
+            let g = TensorTree.Of(struct ("x", torch.tensor([| 1.0; 2.0; 3.0 |], dtype = torch.float64).requires_grad_(true)))
+            let u, _ = Differentiable.update tx g (tx.Init p) p StepContext.Empty
+            let struct (c, _) = global.Lookahead.Differentiable.Update(tx, g, tx.Init p, p, StepContext.Empty)
+            Expect.isTrue u.["x"].requires_grad "the F# update is recorded"
+            Expect.equal (u.["x"].detach().data<float>().ToArray()) (c.["x"].detach().data<float>().ToArray()) "update"
+        }
+    ]
+
 [<Tests>]
 let tests =
-    testList "F# layer ≡ C# API" [ defaultTests; trajectoryTests; wrapperTests; guardTests; checkpointTests; scheduleTests; trainingTests; analysisTests ]
+    testList "F# layer ≡ C# API" [ defaultTests; trajectoryTests; wrapperTests; guardTests; checkpointTests; scheduleTests; trainingTests; analysisTests; differentiableTests ]
