@@ -8,6 +8,8 @@ using Lookahead.Benchmarks;
 //     of the benchmark (by reflection, so options added to the runner later can be chosen without code changes).
 // dotnet run -c Release -- --checkpoint [PARAMETERS] [DIRECTORY]
 //     checkpoint save/load of Adam's state (default 1e8 parameters) against a plain file stream of the same bytes.
+// dotnet run -c Release -- --unroll-memory [PARAMETERS]
+//     the resident memory a recorded Differentiable.Unroll keeps per step (default 1e6 parameters).
 // dotnet run -c Release -- [BenchmarkDotNet args]    the BenchmarkDotNet suite (long)
 if (args.Length > 0 && args[0] == "--checkpoint")
 {
@@ -15,6 +17,8 @@ if (args.Length > 0 && args[0] == "--checkpoint")
     string directory = args.Length > 2 ? args[2] : System.IO.Path.Combine(System.IO.Path.GetTempPath(), "lookahead-checkpoint-bench");
     return CheckpointBench.Run(count, directory);
 }
+if (args.Length > 0 && args[0] == "--unroll-memory")
+    return UnrollMemory.Run(args.Length > 1 ? long.Parse(args[1], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture) : 1_000_000);
 if (args.Contains("--quick"))
 {
     int Value(string name, int fallback)

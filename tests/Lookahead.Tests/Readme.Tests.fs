@@ -57,6 +57,14 @@ let tests =
             Expect.isGreaterThan adamRate 1e-3 "Adam-HD's rate grew"
             Expect.isLessThan adamLoss 0.05 "and the line is fitted"
         }
+        test "the differentiable-optimizer examples in the README are compiled code: bad labels found, an initialisation learned" {
+            Expect.equal (readmeBlock "example:differentiable" "csharp") (region (Path.Combine(repoRoot, "examples/Lookahead.Examples/DifferentiableExample.cs")) "differentiable") "README block = examples/Lookahead.Examples/DifferentiableExample.cs"
+            Expect.equal (readmeBlock "example:differentiable-fsharp" "fsharp") (region (Path.Combine(repoRoot, "tests/Lookahead.Tests/ReadmeExample.fs")) "differentiable-fsharp") "README block = tests/Lookahead.Tests/ReadmeExample.fs"
+            let struct (corrupted, flagged) = DifferentiableExample.Run()
+            Expect.sequenceEqual flagged corrupted "the six largest ∂L_val/∂weight are the six corrupted examples"
+            let before, after = ReadmeExample.learnInitialisation ()
+            Expect.isLessThan after (before / 10.0) "the learned initialisation fits a new task in 5 steps ten times better than θ₀ = 0"
+        }
         test "the F# example in the README is the compiled example, and it trains" {
             Expect.equal (readmeBlock "example:fsharp" "fsharp") (region (Path.Combine(repoRoot, "tests/Lookahead.Tests/ReadmeExample.fs")) "fsharp") "README block = tests/Lookahead.Tests/ReadmeExample.fs"
             let loss = ReadmeExample.trainLine ()
