@@ -31,6 +31,20 @@ public static class Check
     public static double Unit(double value, string name, string? what = null) =>
         value >= 0 && value <= 1 ? value : throw Fail(name, value, "[0, 1]", what);
 
+    // The same checks of a hyperparameter's value (a tensor hyperparameter passes through unchanged).
+
+    /// <summary>Requires a finite value.</summary>
+    internal static Hyper Finite(Hyper value, string name, string? what = null) { Finite(value.Value, name, what); return value; }
+
+    /// <summary>Requires a finite value ≥ 0.</summary>
+    internal static Hyper NonNegative(Hyper value, string name, string? what = null) { NonNegative(value.Value, name, what); return value; }
+
+    /// <summary>Requires 0 ≤ value &lt; 1.</summary>
+    internal static Hyper UnitOpen(Hyper value, string name, string? what = null) { UnitOpen(value.Value, name, what); return value; }
+
+    /// <summary>Requires 0 ≤ value ≤ 1.</summary>
+    internal static Hyper Unit(Hyper value, string name, string? what = null) { Unit(value.Value, name, what); return value; }
+
     /// <summary>Requires a finite value ≤ <paramref name="max"/>.</summary>
     public static double AtMost(double value, double max, string name, string? what = null) =>
         double.IsFinite(value) && value <= max ? value : throw Fail(name, value, $"(-∞, {F(max)}]", what);

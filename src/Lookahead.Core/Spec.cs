@@ -129,6 +129,7 @@ public sealed class Spec : IEquatable<Spec>
         string s => s,
         bool b => b ? "true" : "false",
         double d => Format(d),
+        Hyper h => Format(h.Value),   // a tensor hyperparameter is the same optimizer as its value
         float f => Format((double)f),
         Enum e => e.ToString(),
         IConvertible c when value is int or long or short or byte or uint or ulong => c.ToString(CultureInfo.InvariantCulture),

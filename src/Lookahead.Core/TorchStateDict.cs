@@ -10,11 +10,11 @@ namespace Lookahead;
 /// <summary>The torch.optim classes whose state dicts <see cref="TorchStateDict"/> reads and writes.</summary>
 public enum TorchOptimizerKind
 {
-    /// <summary><c>torch.optim.SGD</c> (with or without momentum, dampening, Nesterov): <see cref="Optim.Sgd"/>.</summary>
+    /// <summary><c>torch.optim.SGD</c> (with or without momentum, dampening, Nesterov): <c>Optim.Sgd</c>.</summary>
     Sgd,
-    /// <summary><c>torch.optim.Adam</c> (incl. AMSGrad): <see cref="Optim.Adam"/>.</summary>
+    /// <summary><c>torch.optim.Adam</c> (incl. AMSGrad): <c>Optim.Adam</c>.</summary>
     Adam,
-    /// <summary><c>torch.optim.AdamW</c> (incl. AMSGrad): <see cref="Optim.AdamW"/>.</summary>
+    /// <summary><c>torch.optim.AdamW</c> (incl. AMSGrad): <c>Optim.AdamW</c>.</summary>
     AdamW,
     /// <summary><c>torch.optim.RMSprop</c> (incl. centered and momentum): <see cref="Optim.RmsProp"/>.</summary>
     RmsProp,
@@ -27,8 +27,8 @@ public enum TorchOptimizerKind
 /// read into the state of the corresponding Lookahead optimizer, and a Lookahead state written as a state dict that
 /// <c>opt.load_state_dict(torch.load(path))</c> continues from. SGD, Adam, AdamW (both with AMSGrad), RMSprop and
 /// Adagrad are mapped; they are the optimizers whose Lookahead compositions follow torch's rule exactly
-/// (<see cref="Optim.Sgd"/>, <see cref="Optim.Adam"/>, <see cref="Optim.AdamW"/>, <see cref="Optim.RmsProp"/>,
-/// <see cref="Optim.Adagrad"/>, and <see cref="Optim.HeavyBall"/>, <see cref="Optim.NesterovSgd"/>,
+/// (<c>Optim.Sgd</c>, <c>Optim.Adam</c>, <c>Optim.AdamW</c>, <see cref="Optim.RmsProp"/>,
+/// <see cref="Optim.Adagrad"/>, and <see cref="Optim.HeavyBall"/>, <c>Optim.NesterovSgd</c>,
 /// <see cref="Optim.AmsGrad"/>, which are defined through them).
 /// </summary>
 /// <remarks>

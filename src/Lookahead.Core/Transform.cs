@@ -105,6 +105,7 @@ public abstract class Transform<TState> : IGradientTransformation, IInPlaceTrans
         // Differentiable.Update/Unroll: autograd stays on and the copies keep their graph (see Kernels.GraphOps).
         bool graph = Kernels.Graph.Active;
         using var noGrad = graph ? null : no_grad();
+        using var numbers = Hyper.NumbersOnly();
         using var scope = NewDisposeScope();
         var updates = graph ? gradients.Map(t => t.clone()) : gradients.Clone();
         var next = Step(updates, (TState)(graph ? OptState.CloneInGraph(typed) : OptState.Clone(typed)), parameters, context);
@@ -162,6 +163,7 @@ public static class InPlace
             using var direct = Kernels.Elementwise.Suspend();
             return Step(transform, updates, state, parameters, context);
         }
+        using var numbers = Hyper.NumbersOnly();
         if (transform is IInPlaceTransform inPlace) return inPlace.StepInPlace(updates, state, parameters, context);
         var (result, next) = transform.Update(updates, state, parameters, context);
         updates.CheckMatches(result, $"updates returned by {transform.Name}", "incoming updates");

@@ -11,6 +11,8 @@ type Factory(owner: Type, name: string) =
     let methods =
         owner.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static)
         |> Array.filter (fun m -> m.Name = name)
+        // The overload of numbers (an optimizer's Hyper overload, for tensor hyperparameters, has no defaults).
+        |> Array.filter (fun m -> m.GetParameters() |> Array.forall (fun p -> p.ParameterType <> typeof<Hyper>))
     let method =
         match methods with
         | [| m |] -> m

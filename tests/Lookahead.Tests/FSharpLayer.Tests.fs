@@ -112,7 +112,7 @@ let private renamed = Map [ "marsType", "type" ]
 /// null, which the C# body resolves) must equal the F# field's value, and every C# parameter with a default must
 /// have an F# field.
 let private mismatches (factory: string) (settings: obj) : string list =
-    let m = typeof<Optim>.GetMethod factory
+    let m = (Factory factory).Method   // the overload of numbers (not the Hyper one)
     let parameters = m.GetParameters() |> Array.map (fun p -> p.Name, p) |> Map.ofArray
     let fields = FSharpType.GetRecordFields(settings.GetType())
     let fieldNames = fields |> Array.map (fun f -> renamed |> Map.tryFind f.Name |> Option.defaultValue f.Name) |> Set.ofArray

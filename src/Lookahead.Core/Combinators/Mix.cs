@@ -17,11 +17,18 @@ public static partial class Transforms
     /// <param name="second">B.</param>
     /// <param name="secondWeight">w(t), finite at every step.</param>
     /// <param name="name">Shown in <see cref="IGradientTransformation.Name"/>.</param>
-    public static IGradientTransformation Mix(IGradientTransformation first, IGradientTransformation second, Func<long, double> secondWeight, string name = "mix") =>
+    public static IGradientTransformation Mix(IGradientTransformation first, IGradientTransformation second, Func<long, double> secondWeight, string name = "mix")
+    {
+        Check.NotNull(secondWeight, nameof(secondWeight));
+        return Mix(first, second, t => (Hyper)secondWeight(t), name);
+    }
+
+    /// <summary>The mix with a weight schedule whose values may be tensor hyperparameters (<see cref="Hyper"/>).</summary>
+    internal static IGradientTransformation Mix(IGradientTransformation first, IGradientTransformation second, Func<long, Hyper> secondWeight, string name = "mix") =>
         new MixTransform(Check.NotNull(first, nameof(first)), Check.NotNull(second, nameof(second)), Check.NotNull(secondWeight, nameof(secondWeight)), name);
 }
 
-sealed class MixTransform(IGradientTransformation first, IGradientTransformation second, Func<long, double> secondWeight, string name) : DeclaredTransform, IComposite, Kernels.IFusable, IDifferentiable
+sealed class MixTransform(IGradientTransformation first, IGradientTransformation second, Func<long, Hyper> secondWeight, string name) : DeclaredTransform, IComposite, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 
@@ -43,13 +50,13 @@ sealed class MixTransform(IGradientTransformation first, IGradientTransformation
 
     protected override string Label => name;
 
-    public override Spec Spec => Spec.Of("mix").With("name", name).With("first", first).With("second", second).WithProbes("second_weight", secondWeight);
+    public override Spec Spec => Spec.Of("mix").With("name", name).With("first", first).With("second", second).WithProbes("second_weight", t => secondWeight(t).Value);
 
     public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
         long t = state.Get(_state.Count) + 1;
-        double w = secondWeight(t);
-        if (!double.IsFinite(w)) throw new InvalidOperationException($"{name}: the weight of the second transform is {w} at step {t}; it must be finite");
+        Hyper w = secondWeight(t);
+        if (!double.IsFinite(w.Value)) throw new InvalidOperationException($"{name}: the weight of the second transform is {w} at step {t}; it must be finite");
         // The copy of the incoming update is scratch laid out like it (so the fused executor runs B's kernels in the
         // same pass), given back here; the children's states are theirs (not in a dispose scope of this step).
         var copy = Buffers.RentLike(updates);
@@ -70,8 +77,8 @@ sealed class MixTransform(IGradientTransformation first, IGradientTransformation
 }
 
 /// <summary>u ← u + w·b over (u, b).</summary>
-readonly struct AddWeighted(double w) : Kernels.IKernel
+readonly struct AddWeighted(Hyper w) : Kernels.IKernel
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => ops.AddScaled(a[0], a[1], w);
+    public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> => Kernels.Coefficients.AddScaled(ops, a[0], a[1], w);
 }

@@ -153,10 +153,10 @@ internal readonly struct CopyInKernel : IKernel
 }
 
 /// <summary>a[0] ← s·a[0].</summary>
-internal readonly struct ScaleKernel(double factor) : IKernel
+internal readonly struct ScaleKernel(Hyper factor) : IKernel
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => ops.Mul(a[0], factor);
+    public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => Coefficients.Mul(ops, a[0], factor);
 }
 
 /// <summary>The runner's last stage: θ ← θ + u over (u, θ).</summary>

@@ -1,4 +1,5 @@
 using System;
+using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -36,6 +37,41 @@ internal readonly struct GraphOps : IArrayOps<Tensor>
 
     /// <inheritdoc />
     public Tensor Copy(Tensor into, Tensor from) => into.copy_(from);
+
+    // With a tensor coefficient s (a hyperparameter in the graph): its gradient needs the array's value, so the product
+    // is taken from a copy that nothing writes again.
+
+    /// <summary>x ← s·x for a 0-d tensor s.</summary>
+    internal static Tensor Mul(Tensor x, Tensor s)
+    {
+        using var xc = x.clone();
+        return Into(x, xc.mul(s));
+    }
+
+    /// <summary>x ← x / s for a 0-d tensor s.</summary>
+    internal static Tensor Div(Tensor x, Tensor s)
+    {
+        using var xc = x.clone();
+        return Into(x, xc.div(s));
+    }
+
+    /// <summary>y ← y + w·x for a 0-d tensor w.</summary>
+    internal static Tensor AddScaled(Tensor y, Tensor x, Tensor w)
+    {
+        using var xc = x.clone();
+        using var p = xc.mul(w);
+        return y.add_(p);
+    }
+
+    /// <summary>y ← y + (w·x)·z for a 0-d tensor w.</summary>
+    internal static Tensor AddProduct(Tensor y, Tensor x, Tensor z, Tensor w)
+    {
+        using var xc = x.clone();
+        using var zc = ReferenceEquals(x, z) ? null : z.clone();
+        using var wx = xc.mul(w);
+        using var one = 1.0.ToScalar();
+        return y.addcmul_(wx, zc ?? xc, value: one);
+    }
 
     /// <inheritdoc />
     public Tensor Mul(Tensor x, double s) { using var c = s.ToScalar(); return x.mul_(c); }
@@ -140,4 +176,67 @@ internal static class Graph
     {
         public void Dispose() { grad.Dispose(); _depth--; }
     }
+}
+
+/// <summary>
+/// The array operations with a hyperparameter (<see cref="Hyper"/>) as the coefficient: on every executor the
+/// operation of <see cref="IArrayOps{TArray}"/> with the value, except under <see cref="GraphOps"/> with a tensor
+/// hyperparameter, where the coefficient is the tensor, so that its gradient is recorded. A kernel whose coefficients
+/// come from hyperparameters calls these instead of the <c>ops</c> methods; its arithmetic is still written once.
+/// </summary>
+public static class Coefficients
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static bool Recorded<TOps>(in Hyper h) => typeof(TOps) == typeof(GraphOps) && h.Tensor is not null;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Tensor AsTensor<TArray>(TArray x) => (Tensor)(object)x!;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static TArray AsArray<TArray>(Tensor x) => (TArray)(object)x;
+
+    /// <summary>x ← s·x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray Mul<TArray, TOps>(TOps ops, TArray x, Hyper s) where TOps : struct, IArrayOps<TArray> =>
+        Recorded<TOps>(s) ? AsArray<TArray>(GraphOps.Mul(AsTensor(x), s.Tensor!)) : ops.Mul(x, s.Value);
+
+    /// <summary>x ← x / s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray Div<TArray, TOps>(TOps ops, TArray x, Hyper s) where TOps : struct, IArrayOps<TArray> =>
+        Recorded<TOps>(s) ? AsArray<TArray>(GraphOps.Div(AsTensor(x), s.Tensor!)) : ops.Div(x, s.Value);
+
+    /// <summary>x ← x + c.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray Add<TArray, TOps>(TOps ops, TArray x, Hyper c) where TOps : struct, IArrayOps<TArray> =>
+        Recorded<TOps>(c) ? AsArray<TArray>(AsTensor(x).add_(c.Tensor!)) : ops.Add(x, c.Value);
+
+    /// <summary>y ← y + w·x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray AddScaled<TArray, TOps>(TOps ops, TArray y, TArray x, Hyper w) where TOps : struct, IArrayOps<TArray> =>
+        Recorded<TOps>(w) ? AsArray<TArray>(GraphOps.AddScaled(AsTensor(y), AsTensor(x), w.Tensor!)) : ops.AddScaled(y, x, w.Value);
+
+    /// <summary>y ← y + (w·x)·z.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray AddProduct<TArray, TOps>(TOps ops, TArray y, TArray x, TArray z, Hyper w) where TOps : struct, IArrayOps<TArray> =>
+        Recorded<TOps>(w) ? AsArray<TArray>(GraphOps.AddProduct(AsTensor(y), AsTensor(x), AsTensor(z), w.Tensor!)) : ops.AddProduct(y, x, z, w.Value);
+
+    /// <summary>y ← a·y + w·x (<see cref="Mul{TArray, TOps}"/> skipped for a plain a = 1).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray MulAdd<TArray, TOps>(TOps ops, TArray y, Hyper a, TArray x, Hyper w) where TOps : struct, IArrayOps<TArray> =>
+        Recorded<TOps>(a) || Recorded<TOps>(w) ? AddScaled(ops, a.Value == 1 && a.Tensor is null ? y : Mul(ops, y, a), x, w) : ops.MulAdd(y, a.Value, x, w.Value);
+
+    /// <summary>y ← a·y + (w·x)·z (<see cref="Mul{TArray, TOps}"/> skipped for a plain a = 1).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray MulAddProduct<TArray, TOps>(TOps ops, TArray y, Hyper a, TArray x, TArray z, Hyper w) where TOps : struct, IArrayOps<TArray> =>
+        Recorded<TOps>(a) || Recorded<TOps>(w) ? AddProduct(ops, a.Value == 1 && a.Tensor is null ? y : Mul(ops, y, a), x, z, w) : ops.MulAddProduct(y, a.Value, x, z, w.Value);
+
+    /// <summary>into ← from / c.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray CopyDiv<TArray, TOps>(TOps ops, TArray into, TArray from, Hyper c) where TOps : struct, IArrayOps<TArray> =>
+        Recorded<TOps>(c) ? Div(ops, ops.Copy(into, from), c) : ops.CopyDiv(into, from, c.Value);
+
+    /// <summary>x ← x / c + e.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray DivAdd<TArray, TOps>(TOps ops, TArray x, Hyper c, Hyper e) where TOps : struct, IArrayOps<TArray> =>
+        Recorded<TOps>(c) || Recorded<TOps>(e) ? Add(ops, Div(ops, x, c), e) : ops.DivAdd(x, c.Value, e.Value);
 }

@@ -27,6 +27,16 @@ public static class Moments
     public static TArray AccumulateSquare<TArray, TOps>(TOps ops, TArray v, TArray x, double decay, double weight) where TOps : struct, IArrayOps<TArray>
         => ops.MulAddProduct(v, decay, x, x, weight);
 
+    /// <summary>m ← β·m + w·x with hyperparameter coefficients (<see cref="Coefficients"/>; a plain β = 1 skips the multiplication).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray Accumulate<TArray, TOps>(TOps ops, TArray m, TArray x, Hyper decay, Hyper weight) where TOps : struct, IArrayOps<TArray>
+        => Coefficients.MulAdd(ops, m, decay, x, weight);
+
+    /// <summary>v ← β·v + w·x² with hyperparameter coefficients (<see cref="Coefficients"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TArray AccumulateSquare<TArray, TOps>(TOps ops, TArray v, TArray x, Hyper decay, Hyper weight) where TOps : struct, IArrayOps<TArray>
+        => Coefficients.MulAddProduct(ops, v, decay, x, x, weight);
+
     /// <summary>m ← max(m, x).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TArray RunningMax<TArray, TOps>(TOps ops, TArray m, TArray x) where TOps : struct, IArrayOps<TArray> => ops.Max(m, x);

@@ -7,19 +7,25 @@ namespace Lookahead;
 public static class AdEMAMixSchedule
 {
     /// <summary>α_t = α·t/T while t &lt; T, then α; α throughout when <paramref name="warmup"/> is null.</summary>
-    public static double Alpha(long t, double alpha, int? warmup) => warmup is int w && t < w ? alpha * t / w : alpha;
+    public static double Alpha(long t, double alpha, int? warmup) => Alpha(t, (Hyper)alpha, warmup).Value;
+
+    /// <summary><see cref="Alpha(long, double, int?)"/> of a hyperparameter that may be a tensor (<see cref="Hyper"/>).</summary>
+    internal static Hyper Alpha(long t, Hyper alpha, int? warmup) => warmup is int w && t < w ? alpha * t / w : alpha;
 
     /// <summary>
     /// β₃ₜ interpolated linearly in half-life space from β₁ to β₃: with f(b) = ln ½ / ln(b + 1e-8) − 1 and
     /// f⁻¹(h) = ½^(1/(h + 1)), β₃ₜ = f⁻¹((1 − a)f(β₁) + a·f(β₃)), a = t/T, while t &lt; T; exactly β₃ from t = T on
     /// (and throughout when <paramref name="warmup"/> is null). The 1e-8 is the official code's.
     /// </summary>
-    public static double Beta3(long t, double beta1, double beta3, int? warmup)
+    public static double Beta3(long t, double beta1, double beta3, int? warmup) => Beta3(t, (Hyper)beta1, (Hyper)beta3, warmup).Value;
+
+    /// <summary><see cref="Beta3(long, double, double, int?)"/> of hyperparameters that may be tensors (<see cref="Hyper"/>).</summary>
+    internal static Hyper Beta3(long t, Hyper beta1, Hyper beta3, int? warmup)
     {
         if (warmup is not int w || t >= w) return beta3;
-        static double HalfLife(double b) => Math.Log(0.5) / Math.Log(b + 1e-8) - 1;
+        static Hyper HalfLife(Hyper b) => Math.Log(0.5) / Hyper.Log(b + 1e-8) - 1;
         double a = (double)t / w;
-        return Math.Pow(0.5, 1 / ((1 - a) * HalfLife(beta1) + a * HalfLife(beta3) + 1));
+        return Hyper.Pow(0.5, 1 / ((1 - a) * HalfLife(beta1) + a * HalfLife(beta3) + 1));
     }
 }
 
@@ -40,7 +46,11 @@ public static partial class Optim
     /// <param name="alphaWarmup">T_α &gt; 0, or null (no warm-up).</param>
     /// <param name="eps">ε ≥ 0; default 1e-8.</param>
     /// <param name="weightDecay">λ ≥ 0, decoupled; default 0.</param>
-    public static IGradientTransformation AdEMAMix(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double beta3 = 0.9999, double alpha = 2, int? beta3Warmup = null, int? alphaWarmup = null, double eps = 1e-8, double weightDecay = 0)
+    public static IGradientTransformation AdEMAMix(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double beta3 = 0.9999, double alpha = 2, int? beta3Warmup = null, int? alphaWarmup = null, double eps = 1e-8, double weightDecay = 0) =>
+        AdEMAMix((Hyper)lr, beta1, beta2, beta3, alpha, beta3Warmup, alphaWarmup, eps, weightDecay);
+
+    /// <summary>AdEMAMix with hyperparameters that may be tensors (<see cref="Hyper"/>, differentiable under <see cref="Differentiable"/>); every argument is given. Otherwise as the overload of doubles.</summary>
+    public static IGradientTransformation AdEMAMix(Hyper lr, Hyper beta1, Hyper beta2, Hyper beta3, Hyper alpha, int? beta3Warmup, int? alphaWarmup, Hyper eps, Hyper weightDecay)
     {
         Check.UnitOpen(beta1, nameof(beta1));
         Check.UnitOpen(beta3, nameof(beta3));

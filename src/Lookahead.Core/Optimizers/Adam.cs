@@ -7,6 +7,10 @@ public static partial class Optim
     static PreconditionOptions AdamMoment(double beta2, double eps, bool amsgrad) =>
         new() { Decay = Check.UnitOpen(beta2, nameof(beta2)), Epsilon = Check.NonNegative(eps, nameof(eps)), AmsGrad = amsgrad };
 
+    /// <summary>Adam's second moment with β₂ and ε that may be tensors (<see cref="Hyper"/>).</summary>
+    static PreconditionOptions AdamMoment(Hyper beta2, Hyper eps, bool amsgrad) =>
+        AdamMoment(beta2.Value, eps.Value, amsgrad) with { DecayHyper = beta2, EpsilonHyper = eps };
+
     /// <summary>
     /// Adam (Kingma &amp; Ba 2015) with torch.optim.Adam's semantics: g ← g + λθ (coupled);
     /// m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − η·(m/(1−β₁ᵗ)) / (sqrt(v)/sqrt(1−β₂ᵗ) + ε).
@@ -18,7 +22,11 @@ public static partial class Optim
     /// <param name="eps">ε ≥ 0; default 1e-8.</param>
     /// <param name="weightDecay">λ ≥ 0, coupled L2; default 0.</param>
     /// <param name="amsgrad">AMSGrad (Reddi et al. 2018); default false.</param>
-    public static IGradientTransformation Adam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, bool amsgrad = false) => Define("adam", Chain(
+    public static IGradientTransformation Adam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, bool amsgrad = false) =>
+        Adam((Hyper)lr, beta1, beta2, eps, weightDecay, amsgrad);
+
+    /// <summary>Adam with hyperparameters that may be tensors (<see cref="Hyper"/>, differentiable under <see cref="Differentiable"/>); every argument is given. Otherwise as the overload of doubles.</summary>
+    public static IGradientTransformation Adam(Hyper lr, Hyper beta1, Hyper beta2, Hyper eps, Hyper weightDecay, bool amsgrad) => Define("adam", Chain(
             AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
             Precondition(AdamMoment(beta2, eps, amsgrad), Ema(Check.UnitOpen(beta1, nameof(beta1)), debias: true)),
             Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("amsgrad", amsgrad));
@@ -33,12 +41,16 @@ public static partial class Optim
     /// <param name="eps">ε ≥ 0; default 1e-8.</param>
     /// <param name="weightDecay">λ ≥ 0, decoupled; default 1e-2.</param>
     /// <param name="amsgrad">AMSGrad; default false.</param>
-    public static IGradientTransformation AdamW(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 1e-2, bool amsgrad = false) => Define("adam_w", Chain(
+    public static IGradientTransformation AdamW(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 1e-2, bool amsgrad = false) =>
+        AdamW((Hyper)lr, beta1, beta2, eps, weightDecay, amsgrad);
+
+    /// <summary>AdamW with hyperparameters that may be tensors (<see cref="Hyper"/>, differentiable under <see cref="Differentiable"/>); every argument is given. Otherwise as the overload of doubles.</summary>
+    public static IGradientTransformation AdamW(Hyper lr, Hyper beta1, Hyper beta2, Hyper eps, Hyper weightDecay, bool amsgrad) => Define("adam_w", Chain(
             Precondition(AdamMoment(beta2, eps, amsgrad), Ema(Check.UnitOpen(beta1, nameof(beta1)), debias: true)),
             AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
             Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("amsgrad", amsgrad));
 
-    /// <summary>AMSGrad (Reddi et al. 2018): <see cref="Adam"/> with the running maximum of v in the denominator.</summary>
+    /// <summary>AMSGrad (Reddi et al. 2018): <c>Adam</c> with the running maximum of v in the denominator.</summary>
     public static IGradientTransformation AmsGrad(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0) => Define("ams_grad", Adam(lr, beta1, beta2, eps, weightDecay, amsgrad: true), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay));
 
     /// <summary>

@@ -6,7 +6,7 @@ public static partial class Optim
 {
     /// <summary>
     /// SGD-HD and SGDN-HD (Baydin et al. 2018; gbaydin/hypergradient-descent's <c>SGDHD</c>): torch's SGD
-    /// (<see cref="Sgd"/>) whose learning rate moves by hypergradient descent before each step, with one dot over all
+    /// (<c>Sgd</c>) whose learning rate moves by hypergradient descent before each step, with one dot over all
     /// parameters of the weight-decayed gradient g = ∇f + λθ and the previous direction (the previous g, the momentum
     /// buffer, or the previous Nesterov direction g + μb): α ← α + β⟨g, dₜ₋₁⟩, then θ ← θ − α·d.
     /// </summary>

@@ -21,7 +21,7 @@ public static partial class Optim
     /// MARS (Yuan et al. 2024, "MARS: Unleashing the Power of Variance Reduction for Training Large Models";
     /// AGI-Arena/MARS <c>MARS</c>). For tensors of rank ≥ 2 (all tensors with <paramref name="optimize1d"/>):
     /// c = g + γβ₁/(1−β₁)·(g − g_prev), clipped to unit norm per tensor when ‖c‖ &gt; 1
-    /// (<see cref="GradientCorrection"/>), m = EMA_β₁(c), then
+    /// (<c>GradientCorrection</c>), m = EMA_β₁(c), then
     /// AdamW: θ ← θ − η(λθ + m̂/(sqrt(v̂) + ε)) with v = EMA_β₂(c²);
     /// Lion: θ ← θ − η(λθ + sign m);
     /// Shampoo: θ ← θ − η(NS₅(m/(1−β₁))·√max(1, rows/cols) + λθ), Newton–Schulz in MARS's arrangement with ε.
@@ -44,7 +44,11 @@ public static partial class Optim
     public static IGradientTransformation Mars(
         double lr = 3e-3, double beta1 = 0.95, double beta2 = 0.99, double eps = 1e-8, double weightDecay = 0, bool amsgrad = false,
         double gamma = 0.025, bool exact = false, MarsType type = MarsType.AdamW, bool optimize1d = false,
-        double lr1d = 3e-3, (double, double)? betas1d = null, double weightDecay1d = 0.1, bool clip = true)
+        double lr1d = 3e-3, (double, double)? betas1d = null, double weightDecay1d = 0.1, bool clip = true) =>
+        Mars((Hyper)lr, beta1, beta2, eps, weightDecay, amsgrad, gamma, exact, type, optimize1d, lr1d, betas1d, weightDecay1d, clip);
+
+    /// <summary>MARS with hyperparameters that may be tensors (<see cref="Hyper"/>, differentiable under <see cref="Differentiable"/>); every argument is given. Otherwise as the overload of doubles.</summary>
+    public static IGradientTransformation Mars(Hyper lr, Hyper beta1, Hyper beta2, Hyper eps, Hyper weightDecay, bool amsgrad, Hyper gamma, bool exact, MarsType type, bool optimize1d, double lr1d, (double, double)? betas1d, double weightDecay1d, bool clip)
     {
         Check.NonNegative(lr, nameof(lr), "learning rate");
         Check.UnitOpen(beta1, nameof(beta1));
@@ -62,7 +66,7 @@ public static partial class Optim
                 Chain(
                     Ema(beta1),
                     Scale(1 / (1 - beta1)),
-                    Orthogonalise(new OrthogonaliserOptions { Arrangement = NewtonSchulzArrangement.Mars, Epsilon = Check.NonNegative(eps, nameof(eps)), Steps = 5 }),
+                    Orthogonalise(new OrthogonaliserOptions { Arrangement = NewtonSchulzArrangement.Mars, Epsilon = Check.NonNegative(eps.Value, nameof(eps)), Steps = 5 }),
                     ScaleByShape(ShapeScaling.Muon),
                     AddDecayedWeights(weightDecay),
                     Scale(-lr)),
@@ -72,7 +76,7 @@ public static partial class Optim
         var mars = Chain(GradientCorrection(MarsScale(gamma, beta1), clip, exact), rule);
         if (optimize1d) return Define("mars", mars, ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("amsgrad", amsgrad), ("gamma", gamma), ("exact", exact), ("type", type), ("optimize1d", optimize1d), ("lr1d", lr1d), ("betas1d", betas1d), ("weightDecay1d", weightDecay1d), ("clip", clip));
         var (b1, b2) = betas1d ?? (0.9, 0.95);
-        return Define("mars", Partition(Parameters.RankAtLeast(2), mars, AdamW(lr1d, b1, b2, eps, weightDecay1d)), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("amsgrad", amsgrad), ("gamma", gamma), ("exact", exact), ("type", type), ("optimize1d", optimize1d), ("lr1d", lr1d), ("betas1d", betas1d), ("weightDecay1d", weightDecay1d), ("clip", clip));
+        return Define("mars", Partition(Parameters.RankAtLeast(2), mars, AdamW((Hyper)lr1d, b1, b2, eps, weightDecay1d, false)), ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weightDecay", weightDecay), ("amsgrad", amsgrad), ("gamma", gamma), ("exact", exact), ("type", type), ("optimize1d", optimize1d), ("lr1d", lr1d), ("betas1d", betas1d), ("weightDecay1d", weightDecay1d), ("clip", clip));
     }
 
     /// <summary>The default routing of MARS-M and Muon: tensors of rank ≥ 2 whose name does not look like an embedding or output head (embed_tokens, lm_head, wpe, wte).</summary>

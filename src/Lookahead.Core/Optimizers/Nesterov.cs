@@ -51,7 +51,11 @@ public static partial class Optim
     /// <param name="nu">ν, finite.</param>
     /// <param name="weightDecay">λ ≥ 0; default 0.</param>
     /// <param name="weightDecayType">Coupled (default) or direct.</param>
-    public static IGradientTransformation Qhm(double lr, double momentum, double nu, double weightDecay = 0, QhmWeightDecay weightDecayType = QhmWeightDecay.Gradient)
+    public static IGradientTransformation Qhm(double lr, double momentum, double nu, double weightDecay = 0, QhmWeightDecay weightDecayType = QhmWeightDecay.Gradient) =>
+        Qhm((Hyper)lr, momentum, nu, weightDecay, weightDecayType);
+
+    /// <summary>QHM with hyperparameters that may be tensors (<see cref="Hyper"/>, differentiable under <see cref="Differentiable"/>); every argument is given. Otherwise as the overload of doubles.</summary>
+    public static IGradientTransformation Qhm(Hyper lr, Hyper momentum, Hyper nu, Hyper weightDecay, QhmWeightDecay weightDecayType)
     {
         Check.NonNegative(weightDecay, nameof(weightDecay));
         return Define("qhm", Chain(
@@ -93,17 +97,21 @@ public static partial class Optim
     /// <param name="momentum">β ∈ [0, 1); the paper's default 0.999.</param>
     /// <param name="mu">Observation factor μ ∈ [0, 1); default 0.1.</param>
     /// <param name="weightDecay">λ ≥ 0, coupled; default 0.</param>
-    public static IGradientTransformation Rsg(double lr, double momentum = 0.999, double mu = 0.1, double weightDecay = 0) => Define("rsg", Chain(
+    public static IGradientTransformation Rsg(double lr, double momentum = 0.999, double mu = 0.1, double weightDecay = 0) =>
+        Rsg((Hyper)lr, momentum, mu, weightDecay);
+
+    /// <summary>RSG with hyperparameters that may be tensors (<see cref="Hyper"/>, differentiable under <see cref="Differentiable"/>); every argument is given. Otherwise as the overload of doubles.</summary>
+    public static IGradientTransformation Rsg(Hyper lr, Hyper momentum, Hyper mu, Hyper weightDecay) => Define("rsg", Chain(
             AddDecayedWeights(Check.NonNegative(weightDecay, nameof(weightDecay))),
             RemoteObservation(momentum, mu),
             Scale(-Check.NonNegative(lr, nameof(lr), "learning rate"))), ("lr", lr), ("momentum", momentum), ("mu", mu), ("weightDecay", weightDecay));
 
     /// <summary>RSG's direction (1−β)(1−μ)·m̃ + μ·g over the undamped trace m̃: the lookahead shift of the fast form.</summary>
-    static IGradientTransformation RemoteObservation(double momentum, double mu)
+    static IGradientTransformation RemoteObservation(Hyper momentum, Hyper mu)
     {
         Check.UnitOpen(momentum, nameof(momentum));
         Check.UnitOpen(mu, nameof(mu), "observation factor");
-        return LookaheadShift(ShiftSchedule.Constant(mu, (1 - momentum) * (1 - mu)), Trace(momentum));
+        return LookaheadShift(ShiftSchedule.Constant(mu, (1 - momentum) * (1 - mu)), Trace(momentum, 0));
     }
 
     /// <summary>
@@ -140,7 +148,7 @@ public static partial class Optim
     /// ARSG with the observation-boost policy (OBSB, the ARSG paper §3): start with a small μ₀ (0.05); each
     /// time the loss flattens (<see cref="BoostPolicy"/>), double μ (kept below 1) and scale the step so that the
     /// curvature RSG converges fastest on is kept: at boost level ℓ, α_ℓ = α·τ*(μ₀2^ℓ)/τ*(μ₀), with τ*(μ) the
-    /// argmin over τ = αλ of the gain factor r_g of <see cref="Rsg"/>(1, β₁, μ), computed from RSG's own
+    /// argmin over τ = αλ of the gain factor r_g of <c>Rsg</c>(1, β₁, μ), computed from RSG's own
     /// realisation (<see cref="QuadraticDynamics.FastestCurvature"/>). At β₁ = 0.999 the first boost (μ 0.05 → 0.1)
     /// divides α by 4.03, the paper's "roughly divided by 4". Needs the loss in the context.
     /// </summary>

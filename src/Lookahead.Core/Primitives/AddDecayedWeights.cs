@@ -12,11 +12,18 @@ public static partial class Transforms
     /// first in a chain it is the coupled L2 term of torch's <c>weight_decay</c> (g ← g + λ·θ).
     /// </summary>
     /// <param name="weightDecay">λ ≥ 0.</param>
-    public static IGradientTransformation AddDecayedWeights(double weightDecay) =>
-        new AddDecayedWeightsTransform(Check.NonNegative(weightDecay, nameof(weightDecay)));
+    public static IGradientTransformation AddDecayedWeights(double weightDecay) => AddDecayedWeights((Hyper)weightDecay);
+
+    /// <summary>Adds decayed weights, u ← u + λ·θ, with λ a hyperparameter that may be a tensor (<see cref="Hyper"/>).</summary>
+    /// <param name="weightDecay">λ ≥ 0.</param>
+    internal static IGradientTransformation AddDecayedWeights(Hyper weightDecay)
+    {
+        Check.NonNegative(weightDecay.Value, nameof(weightDecay));
+        return new AddDecayedWeightsTransform(weightDecay);
+    }
 }
 
-sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptyState>, Kernels.IFusable, IDifferentiable
+sealed class AddDecayedWeightsTransform(Hyper weightDecay) : Transform<EmptyState>, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 
@@ -25,7 +32,7 @@ sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptySta
 
     public override EmptyState Step(TensorTree updates, EmptyState state, TensorTree parameters, StepContext context)
     {
-        if (weightDecay == 0) return state;
+        if (weightDecay.Value == 0 && !weightDecay.IsTensor) return state;   // a tensor λ = 0 still has a derivative
         Kernels.Elementwise.Run(new DecayKernel(this), updates, parameters);
         return state;
     }
@@ -39,5 +46,5 @@ sealed class AddDecayedWeightsTransform(double weightDecay) : Transform<EmptySta
     /// <summary>u ← u + λ·θ on one block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal TArray Kernel<TArray, TOps>(TOps ops, TArray u, TArray theta) where TOps : struct, Kernels.IArrayOps<TArray> =>
-        ops.AddScaled(u, theta, weightDecay);
+        Kernels.Coefficients.AddScaled(ops, u, theta, weightDecay);
 }

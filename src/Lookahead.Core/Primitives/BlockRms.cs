@@ -22,8 +22,8 @@ public static partial class Transforms
         new ScaleByParameterBlockRmsTransform(Check.NonNegative(minScale, nameof(minScale)));
 
     /// <summary>
-    /// Replaces the updates by the parameters: u ← θ. Stateless. With <see cref="Mix"/> it adds a transformed copy of
-    /// the parameters to an update: <c>Mix(Identity(), ReplaceWithParameters(), _ =&gt; λ)</c> is <see cref="AddDecayedWeights"/>(λ),
+    /// Replaces the updates by the parameters: u ← θ. Stateless. With <c>Mix</c> it adds a transformed copy of
+    /// the parameters to an update: <c>Mix(Identity(), ReplaceWithParameters(), _ =&gt; λ)</c> is <c>AddDecayedWeights</c>(λ),
     /// and Adafactor's weight decay scaled by its step size puts the step's scalings after it.
     /// </summary>
     public static IGradientTransformation ReplaceWithParameters() => ReplaceWithParametersTransform.Instance;

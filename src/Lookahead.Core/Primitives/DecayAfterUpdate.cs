@@ -7,7 +7,7 @@ public static partial class Transforms
     /// <summary>
     /// Weight decay applied to the parameters after the update: θ ← (θ + u)(1 − c), as the update u ← u − c·(θ + u).
     /// SOAP's order (the official code decays the already updated parameters); AdamW's is
-    /// <see cref="AddDecayedWeights"/> before the learning rate. Stateless.
+    /// <c>AddDecayedWeights</c> before the learning rate. Stateless.
     /// </summary>
     /// <param name="rate">c ∈ [0, 1] (SOAP: lr·λ).</param>
     public static IGradientTransformation DecayAfterUpdate(double rate) => new DecayAfterUpdateTransform(Check.Unit(rate, nameof(rate), "decay rate"));

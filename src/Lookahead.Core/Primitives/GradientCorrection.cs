@@ -31,7 +31,7 @@ public static partial class Transforms
     /// c₁ = (1+s)·g₁. Exact variant: g_prev is the gradient at the previous iterate on the current
     /// batch, read from <see cref="ContextKeys.PreviousIterateGradient"/>; it may be absent only on
     /// the first step (where it counts as zero, as in the official code).</para>
-    /// <para>MARS uses s = γβ/(1−β) (<see cref="MarsScale"/>); in the note's reading this is a lookahead
+    /// <para>MARS uses s = γβ/(1−β) (<c>MarsScale</c>); in the note's reading this is a lookahead
     /// of μ = s. Applied after a momentum, the same map turns vₜ₊₁ into vₜ₊₁ + μ(vₜ₊₁ − vₜ) (the
     /// note's form 7b).</para>
     /// </remarks>
@@ -39,16 +39,30 @@ public static partial class Transforms
     /// <param name="clip">Per-tensor unit-norm clipping of c.</param>
     /// <param name="exact">Take g_prev from the context instead of the state.</param>
     public static IGradientTransformation GradientCorrection(double scale, bool clip = false, bool exact = false) =>
-        new GradientCorrectionTransform(Check.Finite(scale, nameof(scale)), clip, exact);
+        GradientCorrection((Hyper)scale, clip, exact);
+
+    /// <summary>The gradient correction with a scale that may be a tensor (<see cref="Hyper"/>); otherwise as the overload of doubles.</summary>
+    internal static IGradientTransformation GradientCorrection(Hyper scale, bool clip = false, bool exact = false)
+    {
+        Check.Finite(scale.Value, nameof(scale));
+        return new GradientCorrectionTransform(scale, clip, exact);
+    }
 
     /// <summary>MARS's correction scale s = γ·β/(1−β) (the note's lookahead μ; β = 0.9, γ = 1 gives 9).</summary>
     /// <param name="gamma">γ ≥ 0.</param>
     /// <param name="beta">β ∈ [0, 1).</param>
-    public static double MarsScale(double gamma, double beta) =>
-        Check.NonNegative(gamma, nameof(gamma)) * (Check.UnitOpen(beta, nameof(beta)) / (1 - beta));
+    public static double MarsScale(double gamma, double beta) => MarsScale((Hyper)gamma, (Hyper)beta).Value;
+
+    /// <summary>MARS's correction scale γ·β/(1−β) of hyperparameters that may be tensors (<see cref="Hyper"/>).</summary>
+    internal static Hyper MarsScale(Hyper gamma, Hyper beta)
+    {
+        Check.NonNegative(gamma.Value, nameof(gamma));
+        Check.UnitOpen(beta.Value, nameof(beta));
+        return gamma * (beta / (1 - beta));
+    }
 }
 
-sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : DeclaredTransform, IValidating, IReducing, IFusable, IDifferentiable
+sealed class GradientCorrectionTransform(Hyper scale, bool clip, bool exact) : DeclaredTransform, IValidating, IReducing, IFusable, IDifferentiable
 {
     string? IDifferentiable.Refusal => clip
         ? "MARS's clip divides by max(‖c‖, 1), a kink at ‖c‖ = 1, with the norm taken outside the graph; build it with clip = false"
@@ -133,10 +147,10 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
     }
 
     /// <summary>The first step without a previous gradient: c = g + s·g, as g ← g + s·g.</summary>
-    readonly struct Scaled(double scale) : IKernel
+    readonly struct Scaled(Hyper scale) : IKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => ops.AddScaled(a[0], a[0], scale);
+        public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, IArrayOps<TArray> => Coefficients.AddScaled(ops, a[0], a[0], scale);
     }
 
     /// <summary>Over (g, g_prev, scratch).</summary>
@@ -164,6 +178,6 @@ sealed class GradientCorrectionTransform(double scale, bool clip, bool exact) : 
     {
         ops.AddScaled(ops.Copy(diff, g), previous, -1);
         if (!exact) ops.Copy(previous, g);
-        ops.AddScaled(g, diff, scale);
+        Coefficients.AddScaled(ops, g, diff, scale);
     }
 }

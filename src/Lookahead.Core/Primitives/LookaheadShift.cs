@@ -24,8 +24,15 @@ public interface IShiftSchedule
 public static class ShiftSchedule
 {
     /// <summary>Constant weights: u = a·g + b·m.</summary>
-    public static IShiftSchedule Constant(double gradientWeight, double momentumWeight) =>
-        new ConstantShift(Check.Finite(gradientWeight, nameof(gradientWeight)), Check.Finite(momentumWeight, nameof(momentumWeight)));
+    public static IShiftSchedule Constant(double gradientWeight, double momentumWeight) => Constant((Hyper)gradientWeight, (Hyper)momentumWeight);
+
+    /// <summary>Constant weights that may be tensors (<see cref="Hyper"/>): u = a·g + b·m.</summary>
+    internal static IShiftSchedule Constant(Hyper gradientWeight, Hyper momentumWeight)
+    {
+        Check.Finite(gradientWeight.Value, nameof(gradientWeight));
+        Check.Finite(momentumWeight.Value, nameof(momentumWeight));
+        return new ConstantShift(gradientWeight, momentumWeight);
+    }
 
     /// <summary>
     /// NAdam's (Dozat 2016; torch ≥ 2.0): μₜ = β₁(1 − ½·0.96^(tψ)), Πₜ = μ₁⋯μₜ,
@@ -38,10 +45,10 @@ public static class ShiftSchedule
     public static IShiftSchedule NAdam(double beta1, double momentumDecay, bool torch113 = false) =>
         new NAdamShift(Check.UnitOpen(beta1, nameof(beta1)), Check.NonNegative(momentumDecay, nameof(momentumDecay)), torch113);
 
-    sealed record ConstantShift(double A, double B) : IShiftSchedule
+    internal sealed record ConstantShift(Hyper A, Hyper B) : IShiftSchedule
     {
         public double InitialCarry => 0;
-        public (double, double, double) At(long step, double carry) => (A, B, carry);
+        public (double, double, double) At(long step, double carry) => (A.Value, B.Value, carry);
     }
 
     sealed record NAdamShift(double Beta1, double Psi, bool Torch113) : IShiftSchedule
@@ -65,9 +72,15 @@ public static partial class Transforms
     /// and the gradient "at the lookahead point" of Nesterov-type methods is this mix.
     /// </summary>
     /// <param name="nu">ν; any finite number (ν &gt; 1 looks further ahead).</param>
-    /// <param name="momentum">The transform that produces m, typically <see cref="Ema"/>.</param>
-    public static IGradientTransformation LookaheadShift(double nu, IGradientTransformation momentum) =>
-        LookaheadShift(ShiftSchedule.Constant(1 - Check.Finite(nu, nameof(nu)), nu), momentum);
+    /// <param name="momentum">The transform that produces m, typically <c>Ema</c>.</param>
+    public static IGradientTransformation LookaheadShift(double nu, IGradientTransformation momentum) => LookaheadShift((Hyper)nu, momentum);
+
+    /// <summary>The lookahead shift u = (1−ν)·g + ν·m with ν a hyperparameter that may be a tensor (<see cref="Hyper"/>).</summary>
+    internal static IGradientTransformation LookaheadShift(Hyper nu, IGradientTransformation momentum)
+    {
+        Check.Finite(nu.Value, nameof(nu));
+        return LookaheadShift(ShiftSchedule.Constant(1 - nu, nu), momentum);
+    }
 
     /// <summary>
     /// Lookahead shift with weights from a schedule: u = aₜ·g + bₜ·m. Torch's Nesterov SGD is
@@ -111,7 +124,9 @@ sealed class LookaheadShiftTransform : DeclaredTransform, IComposite, Kernels.IF
     public override DeclaredState Step(TensorTree updates, DeclaredState state, TensorTree parameters, StepContext context)
     {
         long t = state.Get(_count) + 1;
-        var (a, b, carry) = schedule.At(t, state.Get(_carry));
+        var (av, bv, carry) = schedule.At(t, state.Get(_carry));
+        // Constant weights keep their hyperparameters (tensors, under Differentiable); a schedule's are numbers.
+        var (a, b) = schedule is ShiftSchedule.ConstantShift c ? (c.A, c.B) : ((Hyper)av, (Hyper)bv);
         // Scratch: g, kept while the momentum transform overwrites the buffer.
         var groups = Buffers.Groups(updates);
         var raw = new Tensor[groups.Count];
@@ -131,8 +146,9 @@ sealed class LookaheadShiftTransform : DeclaredTransform, IComposite, Kernels.IF
 }
 
 /// <summary>u ← b·m + a·g over (u holding m, the kept g).</summary>
-readonly struct Combine(double a, double b) : Kernels.IKernel
+readonly struct Combine(Hyper a, Hyper b) : Kernels.IKernel
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Run<TArray, TOps>(TOps ops, System.ReadOnlySpan<TArray> x) where TOps : struct, Kernels.IArrayOps<TArray> => ops.AddScaled(ops.Mul(x[0], b), x[1], a);
+    public void Run<TArray, TOps>(TOps ops, System.ReadOnlySpan<TArray> x) where TOps : struct, Kernels.IArrayOps<TArray> =>
+        Kernels.Coefficients.AddScaled(ops, Kernels.Coefficients.Mul(ops, x[0], b), x[1], a);
 }

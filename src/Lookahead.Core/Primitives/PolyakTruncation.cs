@@ -71,7 +71,7 @@ public static partial class Transforms
     /// (Loizou et al. 2021; Gower et al.). Reads the loss from <see cref="ContextKeys.Loss"/>.
     /// </summary>
     /// <remarks>
-    /// <para>The direction d is an <see cref="Ema"/> of g (the momentum model) or g itself; D comes from the
+    /// <para>The direction d is an <c>Ema</c> of g (the momentum model) or g itself; D comes from the
     /// <see cref="Precondition"/> primitive's moment kernels. ‖d‖²_D = ⟨d, D⁻¹d⟩ is summed over all tensors,
     /// so the step is global. When ‖d‖²_D = 0 the step is 0.</para>
     /// <para>All reductions stay on the parameters' device as 0-d float64 tensors: no host round trip per step.</para>

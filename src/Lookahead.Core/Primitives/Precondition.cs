@@ -58,6 +58,13 @@ public sealed record PreconditionOptions
     public double SecondMomentNu { get; init; } = 1;
     /// <summary>Variance rectification; default none.</summary>
     public Rectification Rectification { get; init; } = Rectification.None;
+
+    // Tensor hyperparameters (Hyper) for β₂ and ε, set by the optimizers' Hyper overloads. A tensor applies while its
+    // value is the option's (a `with { Decay = … }` that changes the number leaves the tensor behind).
+    internal Hyper? DecayHyper { get; init; }
+    internal Hyper? EpsilonHyper { get; init; }
+    internal Hyper Beta2 => DecayHyper is { } h && h.Value == Decay ? h : Decay;
+    internal Hyper Eps => EpsilonHyper is { } h && h.Value == Epsilon ? h : Epsilon;
 }
 
 public static partial class Transforms
@@ -69,7 +76,7 @@ public static partial class Transforms
     /// replaced by its running maximum for AMSGrad and by v − (EMA of g)² when centered.
     /// </summary>
     /// <remarks>
-    /// Adam (Kingma &amp; Ba 2015) is this with N = <see cref="Ema"/>(β₁, debias); RMSprop (Tieleman &amp;
+    /// Adam (Kingma &amp; Ba 2015) is this with N = <c>Ema</c>(β₁, debias); RMSprop (Tieleman &amp;
     /// Hinton 2012) with N = identity and no bias correction; Adagrad (Duchi et al. 2011) with an
     /// undamped sum (β₂ = 1); AMSGrad (Reddi et al. 2018) with <see cref="PreconditionOptions.AmsGrad"/>.
     /// The numerator is a transform rather than a chain predecessor because v must see the raw g.
@@ -203,7 +210,7 @@ public sealed class DiagonalPreconditioner
     /// <summary>The moment updates from the raw <paramref name="g"/>, in place on the state's tensors; returns the state at the new count.</summary>
     public DeclaredState Accumulate(TensorTree g, DeclaredState state)
     {
-        double beta = o.Decay;
+        Hyper beta = o.Beta2;
         var v = state.Get(SecondMoment);
         var kernel = new Moments(this);
         // Over (g, v, [mean], [v_max]).
@@ -225,8 +232,8 @@ public sealed class DiagonalPreconditioner
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void AccumulateKernel<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray>
     {
-        double beta = o.Decay;
-        Kernels.Moments.AccumulateSquare(ops, a[1], a[0], beta, o.Damped ? 1 - beta : 1);
+        Hyper beta = o.Beta2;
+        Kernels.Moments.AccumulateSquare(ops, a[1], a[0], beta, o.Damped ? 1 - beta : (Hyper)1);
         if (Mean is not null) Kernels.Moments.Accumulate(ops, a[2], a[0], beta, 1 - beta);
         if (MaxSecondMoment is not null) Kernels.Moments.RunningMax(ops, a[^1], a[1]);
     }
@@ -287,7 +294,7 @@ public sealed class DiagonalPreconditioner
     }
 
     /// <summary>Over (u, v or v_max, [mean], [into], scratch): u ← u/D (·r), or into ← u/D (·r) with u unchanged.</summary>
-    readonly struct Quotient(DiagonalPreconditioner d, double sqrtCorrection, double rect, bool into) : Kernels.IKernel
+    readonly struct Quotient(DiagonalPreconditioner d, Hyper sqrtCorrection, double rect, bool into) : Kernels.IKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray>
@@ -301,7 +308,7 @@ public sealed class DiagonalPreconditioner
     }
 
     /// <summary>Over (g, v, [mean], scratch): scratch ← D, read from the raw g (QHAdam's D, built before the numerator overwrites g).</summary>
-    internal readonly struct DenominatorOnly(DiagonalPreconditioner d, double sqrtCorrection) : Kernels.IKernel
+    internal readonly struct DenominatorOnly(DiagonalPreconditioner d, Hyper sqrtCorrection) : Kernels.IKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Run<TArray, TOps>(TOps ops, ReadOnlySpan<TArray> a) where TOps : struct, Kernels.IArrayOps<TArray> =>
@@ -324,7 +331,7 @@ public sealed class DiagonalPreconditioner
 
 
     /// <summary>√(1 − βᵗ) at count <paramref name="t"/> (1 without bias correction): computed once per step, outside the kernels.</summary>
-    internal double SqrtCorrection(long t) => o.BiasCorrection ? Math.Sqrt(1 - Math.Pow(o.Decay, t)) : 1;
+    internal Hyper SqrtCorrection(long t) => o.BiasCorrection ? Hyper.Sqrt(1 - Hyper.Pow(o.Beta2, t)) : 1;
 
     /// <summary>
     /// D on one block into <paramref name="denom"/>, from v (or v_max), the centred mean (read only when
@@ -332,7 +339,7 @@ public sealed class DiagonalPreconditioner
     /// ν₂ ≠ 1): the elementwise kernel behind <see cref="Divide"/>, over any <see cref="Kernels.IArrayOps{TArray}"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal TArray Denominator<TArray, TOps>(TOps ops, TArray denom, TArray v, bool centered, TArray mean, TArray g, double sqrtCorrection) where TOps : struct, Kernels.IArrayOps<TArray>
+    internal TArray Denominator<TArray, TOps>(TOps ops, TArray denom, TArray v, bool centered, TArray mean, TArray g, Hyper sqrtCorrection) where TOps : struct, Kernels.IArrayOps<TArray>
     {
         double nu = o.SecondMomentNu;
         if (!centered && nu == 1 && o.EpsilonRoot == 0) ops.SqrtOf(denom, v);   // Adam's case: √v in one pass
@@ -344,15 +351,15 @@ public sealed class DiagonalPreconditioner
             if (centered) ops.ClampMin(ops.AddProduct(denom, mean, mean, -1), 0);
             if (nu != 1)
             {
-                ops.AddProduct(ops.Mul(ops.Div(denom, sqrtCorrection * sqrtCorrection), nu), g, g, 1 - nu);
+                ops.AddProduct(ops.Mul(Kernels.Coefficients.Div(ops, denom, sqrtCorrection * sqrtCorrection), nu), g, g, 1 - nu);
                 if (o.EpsilonRoot != 0) ops.Add(denom, o.EpsilonRoot);   // v̂ is already corrected here
-                return ops.Add(ops.Sqrt(denom), o.Epsilon);
+                return Kernels.Coefficients.Add(ops, ops.Sqrt(denom), o.Eps);
             }
-            if (o.EpsilonRoot != 0) ops.Add(denom, o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : o.EpsilonRoot);
+            if (o.EpsilonRoot != 0) Kernels.Coefficients.Add(ops, denom, o.EpsilonPlacement == EpsilonPlacement.Corrected ? o.EpsilonRoot * sqrtCorrection * sqrtCorrection : (Hyper)o.EpsilonRoot);
             ops.Sqrt(denom);
         }
         return o.EpsilonPlacement == EpsilonPlacement.Corrected
-            ? ops.DivAdd(denom, sqrtCorrection, o.Epsilon)
-            : ops.Div(ops.Add(denom, o.Epsilon), sqrtCorrection);
+            ? Kernels.Coefficients.DivAdd(ops, denom, sqrtCorrection, o.Eps)
+            : Kernels.Coefficients.Div(ops, Kernels.Coefficients.Add(ops, denom, o.Eps), sqrtCorrection);
     }
 }

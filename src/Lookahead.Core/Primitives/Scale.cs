@@ -7,8 +7,15 @@ public static partial class Transforms
 {
     /// <summary>Scales the updates: u ← s·u. Stateless.</summary>
     /// <param name="factor">s, any finite number; an optimizer's learning rate enters as <c>Scale(-lr)</c>.</param>
-    public static IGradientTransformation Scale(double factor) =>
-        new ScaleTransform(Check.Finite(factor, nameof(factor)));
+    public static IGradientTransformation Scale(double factor) => Scale((Hyper)factor);
+
+    /// <summary>Scales the updates by a hyperparameter that may be a tensor (<see cref="Hyper"/>): u ← s·u.</summary>
+    /// <param name="factor">s, finite; a tensor makes s differentiable under <see cref="Differentiable"/>.</param>
+    internal static IGradientTransformation Scale(Hyper factor)
+    {
+        Check.Finite(factor.Value, nameof(factor));
+        return new ScaleTransform(factor);
+    }
 
     /// <summary>Scales the updates by a schedule of the step: u ← s(t)·u, with t = 1, 2, … the step being taken.</summary>
     /// <param name="schedule">s(t); must return a finite number for every step it is asked about.</param>
@@ -17,7 +24,7 @@ public static partial class Transforms
         new ScaleByScheduleTransform(Check.NotNull(schedule, nameof(schedule)), name);
 }
 
-sealed class ScaleTransform(double factor) : Transform<EmptyState>, Kernels.IFusable, IDifferentiable
+sealed class ScaleTransform(Hyper factor) : Transform<EmptyState>, Kernels.IFusable, IDifferentiable
 {
     public bool FusesAlone => true;
 
