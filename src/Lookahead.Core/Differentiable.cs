@@ -24,9 +24,10 @@ namespace Lookahead;
 /// (Muon; its bf16 variant has no useful derivative and the float one is not recorded), and the transforms whose
 /// scalars come from reductions over the arrays (D-Adaptation, Prodigy, trust ratios, cautious masks, guards).
 /// AMSGrad's running maximum passes the gradient to the operand it keeps.</para>
-/// <para><b>What is not differentiated.</b> Hyperparameters are numbers (doubles) inside the primitives, so a
-/// derivative with respect to a learning rate or a β is not available through this path; the states a transform's
-/// <c>Init</c> creates are constants (every differentiable primitive starts from zeros or a fill).</para>
+/// <para><b>Hyperparameters.</b> A hyperparameter given as a tensor (<see cref="Hyper.Of"/>, through the Hyper
+/// overloads of the optimizers) reaches the recorded kernels as a tensor coefficient, so it receives a gradient;
+/// one given as a number is a constant. The states a transform's <c>Init</c> creates are constants (every
+/// differentiable primitive starts from zeros or a fill).</para>
 /// <para><b>Ownership.</b> As <see cref="IGradientTransformation.Update"/>: arguments are borrowed, results owned
 /// by the caller. The graph lives as long as some result tensor refers to it; backward with the default
 /// <c>retain_graph = false</c> frees its saved values, and disposing the results frees the rest.</para>

@@ -9,6 +9,14 @@ open Lookahead
 /// `unrolled.Parameters` or the losses; dispose the result after backward.
 [<RequireQualifiedAccess>]
 module Differentiable =
+    /// A hyperparameter that is a plain number (for the optimizers' Hyper overloads; C# converts implicitly).
+    [<CompiledName("Number")>]
+    let number (value: float) : Hyper = Hyper.op_Implicit value
+
+    /// A hyperparameter that is a 0-d tensor gradients reach (its value is read now).
+    [<CompiledName("Tensor")>]
+    let tensor (t: torch.Tensor) : Hyper = Hyper.Of t
+
     /// None if tx (and everything it runs) is differentiable, else Some reason naming the first node that is not.
     [<CompiledName("Refusal")>]
     let refusal (tx: IGradientTransformation) : string option = Option.ofObj (global.Lookahead.Differentiable.Refusal tx)

@@ -62,6 +62,13 @@ let tests =
             Expect.equal (readmeBlock "example:differentiable-fsharp" "fsharp") (region (Path.Combine(repoRoot, "tests/Lookahead.Tests/ReadmeExample.fs")) "differentiable-fsharp") "README block = tests/Lookahead.Tests/ReadmeExample.fs"
             let struct (corrupted, flagged) = DifferentiableExample.Run()
             Expect.sequenceEqual flagged corrupted "the six largest ∂L_val/∂weight are the six corrupted examples"
+            Expect.equal (readmeBlock "example:hyperparameter-gradient" "csharp") (region (Path.Combine(repoRoot, "examples/Lookahead.Examples/DifferentiableExample.cs")) "hyperparameter-gradient") "README block = DifferentiableExample.LearnRate"
+            let struct (struct (lr0, b0, loss0), struct (lr1, b1, loss1)) = DifferentiableExample.LearnRate()
+            Expect.floatClose Accuracy.veryHigh lr0 1e-3 "the starting rate (exp of its log)"
+            Expect.equal b0 0.5 "the starting β₁"
+            Expect.isGreaterThan lr1 (10.0 * lr0) "the learning rate learned by gradient grew more than tenfold"
+            Expect.isGreaterThan b1 b0 "β₁ moved up"
+            Expect.isLessThan loss1 (loss0 / 10.0) "the loss after 30 steps fell more than tenfold"
             let before, after = ReadmeExample.learnInitialisation ()
             Expect.isLessThan after (before / 10.0) "the learned initialisation fits a new task in 5 steps ten times better than θ₀ = 0"
         }
