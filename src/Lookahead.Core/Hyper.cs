@@ -19,7 +19,9 @@ namespace Lookahead;
 /// there are any (with autograd on, as new tensors that the current dispose scope tracks); the double result is what
 /// every executor uses, so the values never depend on whether a tensor is attached.</para>
 /// <para><b>Ownership.</b> The tensor is borrowed: <see cref="Of"/> neither copies nor disposes it, and its value is
-/// read once, there (change the tensor, then build the optimizer again to use the new value).</para>
+/// read once, there (change the tensor, then build the optimizer again to use the new value). Building an optimizer
+/// from tensor hyperparameters makes tensors of their arithmetic (−lr, 1 − ν, …) that belong to the dispose scope
+/// current at the time: build the optimizer inside the scope that runs its recorded steps, as the examples do.</para>
 /// </remarks>
 public readonly struct Hyper : IEquatable<Hyper>
 {
