@@ -100,7 +100,7 @@ public static class Differentiable
         int firstRecorded = steps - recorded + 1;
 
         var losses = new List<Tensor>(steps);
-        var owned = new List<Tensor>();   // leaves made here (disposed when they are replaced)
+        var owned = new List<Tensor>();   // the leaves θ starts from when recording begins (disposed with the result)
         TensorTree theta = firstRecorded == 1 ? Leaves(initial, owned) : initial;
         bool thetaOwned = false;
         IOptState state = transform.Init(initial);
@@ -167,7 +167,11 @@ public static class Differentiable
         }
     }
 
-    /// <summary>A leaf that requires grad for each tensor: the tensor itself (aliased) when it already requires grad and <paramref name="keep"/> is given, else a detached copy of its value.</summary>
+    /// <summary>
+    /// For each tensor, one that requires grad: a new handle to the tensor itself when it already requires grad and
+    /// <paramref name="keep"/> is given (gradients reach the caller's leaf), else a detached handle to the same storage
+    /// with its own autograd state (the caller's tensor is neither written nor marked).
+    /// </summary>
     static TensorTree Leaves(TensorTree tree, List<Tensor>? keep)
     {
         var leaves = tree.Map(t =>

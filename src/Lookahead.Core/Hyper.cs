@@ -109,9 +109,13 @@ public readonly struct Hyper : IEquatable<Hyper>
     /// <summary>aᵗ for a step count t ≥ 0 (<see cref="Math.Pow"/> on the value).</summary>
     public static Hyper Pow(Hyper a, long t) => Pow(a, (double)t);
     /// <summary>aᵇ with a real exponent.</summary>
-    public static Hyper Pow(Hyper a, double b) => Map(a, Math.Pow(a.Value, b), x => { using var e = b.ToScalar(); return x.pow(e); });
+    public static Hyper Pow(Hyper a, double b) =>
+        a.Tensor is null || !KeepTensors ? new Hyper(Math.Pow(a.Value, b), null)   // no closure on the runner's path
+            : Map(a, Math.Pow(a.Value, b), x => { using var e = b.ToScalar(); return x.pow(e); });
     /// <summary>bᵉ for a number base b and a hyperparameter exponent e (the tensor as exp(e·ln b)).</summary>
-    public static Hyper Pow(double b, Hyper e) => Map(e, Math.Pow(b, e.Value), x => { using var l = Math.Log(b).ToScalar(); using var p = x.mul(l); return p.exp(); });
+    public static Hyper Pow(double b, Hyper e) =>
+        e.Tensor is null || !KeepTensors ? new Hyper(Math.Pow(b, e.Value), null)
+            : Map(e, Math.Pow(b, e.Value), x => { using var l = Math.Log(b).ToScalar(); using var p = x.mul(l); return p.exp(); });
     /// <summary>√a.</summary>
     public static Hyper Sqrt(Hyper a) => Map(a, Math.Sqrt(a.Value), x => x.sqrt());
     /// <summary>ln a.</summary>
