@@ -92,10 +92,9 @@ public sealed unsafe class TrafficLoop : IDisposable
     {
         if (t.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || t.device_type != TorchSharp.DeviceType.CPU || !t.is_contiguous())
             throw new ArgumentException("the traffic loop needs contiguous float32 or bfloat16 tensors on the CPU", nameof(t));
-        // TorchSharp's storage objects do not cover bfloat16: LibTorchSharp's own export gives the first element's address.
-        if (t.dtype == ScalarType.BFloat16) return THSTensor_data(t.Handle);
-        using var storage = t.storage<float>();
-        return storage.data_ptr() + (nint)(t.storage_offset() * sizeof(float));
+        // LibTorchSharp's own export gives the first element's address. (TorchSharp's storage objects do not cover
+        // bfloat16, and inside a dispose scope a storage object keeps its tensor's memory alive until the scope ends.)
+        return THSTensor_data(t.Handle);
     }
 
     [System.Runtime.InteropServices.DllImport("LibTorchSharp")]

@@ -86,7 +86,8 @@ internal static unsafe class NarrowFloats
     /// <summary>
     /// The address of <paramref name="t"/>'s first element (storage plus offset) for any dtype, read from
     /// LibTorchSharp's own export without making a TorchSharp storage object; for float32 and float64 a host where
-    /// that export cannot be bound falls back to the storage. Zero when neither applies.
+    /// that export cannot be bound falls back to the storage, inside a dispose scope of its own (a storage object made
+    /// in the caller's scope would keep the tensor's memory alive until that scope ends). Zero when neither applies.
     /// </summary>
     public static IntPtr DataPointer(Tensor t)
     {
@@ -95,6 +96,7 @@ internal static unsafe class NarrowFloats
             try { return THSTensor_data(t.Handle); }
             catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { _nativeData = false; }
         }
+        using var scope = torch.NewDisposeScope();
         return t.dtype switch
         {
             ScalarType.Float32 => t.storage<float>().data_ptr() + (nint)(t.storage_offset() * 4),
