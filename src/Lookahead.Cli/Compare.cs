@@ -84,7 +84,8 @@ public static class Compare
         "learning-rate sweep (multipliers of its default rate) × seeds, every run on a linear warm-up (5 % of the steps)\n" +
         "+ cosine schedule. The table shows each optimizer's best rate (lowest mean final loss over the seeds) and, at\n" +
         "that rate, the mean ± standard deviation over seeds of the final loss and the metric, and steps to target;\n" +
-        "a best rate at either end of the sweep is marked (edge): widen --lrs to see past it.\n" +
+        "where an optimizer's best rate is the lowest or highest tried, the default sweep goes on past it, half a\n" +
+        "decade at a time (up to " + MaxExtensions + " times), until the best rate is inside; one still at an end is marked (edge).\n" +
         "Writes loss curves (at the best rate, mean over seeds) and learning-rate sensitivity plots (mean final loss\n" +
         "against the rate, band from the best to the worst seed) as PNG and HTML, the runs as CSV. Seeded and\n" +
         "deterministic: the files are identical across runs on one machine; no download.\n" +
@@ -98,7 +99,8 @@ public static class Compare
         "  --steps N           steps per run (default: each task's own)\n" +
         "  --seed N            first seed of data and initialisation (default 1)\n" +
         "  --seeds N           seeds per rate: seed, seed + 1, … (default 3)\n" +
-        "  --lrs F,F,...       learning-rate multipliers of each optimizer's default (default " + string.Join(",", DefaultMultipliers.Select(m => m.ToString(C))) + ")\n" +
+        "  --lrs F,F,...       learning-rate multipliers of each optimizer's default (default " + string.Join(",", DefaultMultipliers.Select(m => m.ToString(C))) + ",\n" +
+        "                      extended past an edge); a grid given here is run as given\n" +
         "  --data PATH.csv     your own data instead of the built-in tasks (with --task, in addition to them): a header\n" +
         "                      row, then one example per row; every column but the target is a numeric feature. Each\n" +
         "                      seed splits the rows 80/20 (training/validation), standardises the features with the\n" +
@@ -247,26 +249,38 @@ public static class Compare
         }
         else
         {
+            // The default grid is extended past an edge (below); an explicit --lrs grid is run as given.
+            int extended = 0;
             AnsiConsole.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
                 .Start(ctx =>
                 {
                     var bars = tasks.ToDictionary(t => t, t => ctx.AddTask(t.Name, maxValue: runs.Count(r => r.Task == t)));
-                    foreach (var group in runs.GroupBy(r => (r.Task, r.Seed)))
+                    var pending = runs.ToList();
+                    for (int round = 0; pending.Count > 0; round++)
                     {
-                        using (var scope = NewDisposeScope()) group.Key.Task.Prepare(group.Key.Seed);
-                        foreach (var run in group)
+                        foreach (var group in pending.GroupBy(r => (r.Task, r.Seed)))
                         {
-                            bars[run.Task].Description = $"{run.Task.Name}: {run.Optimizer} lr {run.Lr.ToString("g3", C)} seed {run.Seed}";
-                            Train(run, quick, () => { });
-                            bars[run.Task].Increment(1);
+                            using (var scope = NewDisposeScope()) group.Key.Task.Prepare(group.Key.Seed);
+                            foreach (var run in group)
+                            {
+                                bars[run.Task].Description = $"{run.Task.Name}: {run.Optimizer} lr {run.Lr.ToString("g3", C)} seed {run.Seed}";
+                                Train(run, quick, () => { });
+                                bars[run.Task].Increment(1);
+                            }
+                            bars[group.Key.Task].Description = group.Key.Task.Name;
                         }
-                        bars[group.Key.Task].Description = group.Key.Task.Name;
+                        pending = lrsGiven || round == MaxExtensions ? new List<Run>() : Extension(runs, seed, seeds);
+                        runs.AddRange(pending);
+                        extended += pending.Count;
+                        foreach (var t in tasks) bars[t].MaxValue = runs.Count(r => r.Task == t);
                     }
                 });
+            if (extended > 0) AnsiConsole.MarkupLine($"{extended} more runs past the edges of the sweep, where an optimizer's best rate was the lowest or highest tried");
         }
         var results = (from t in tasks
                        from o in optimizers
-                       let byRate = multipliers.Select(m => (Lr: m * Catalog.Single(c => c.Name == o).Lr, Runs: runs.Where(r => r.Task == t && r.Optimizer == o && r.Multiplier == m).ToArray())).ToList()
+                       let byRate = runs.Where(r => r.Task == t && r.Optimizer == o).Select(r => r.Multiplier).Distinct().OrderBy(m => m)
+                           .Select(m => (Lr: m * Catalog.Single(c => c.Name == o).Lr, Runs: runs.Where(r => r.Task == t && r.Optimizer == o && r.Multiplier == m).ToArray())).ToList()
                        select new Result(t, o, byRate, BestIndex(byRate.Select(b => b.Runs).ToList()))).ToList();
         Directory.CreateDirectory(output);
         WriteCsv(Path.Combine(output, "losses.csv"), runs);
@@ -286,6 +300,36 @@ public static class Compare
         if (!quick) files.AddRange(tasks.Select(t => $"lr-{t.Name}.png"));
         AnsiConsole.MarkupLine($"wrote [bold]{Markup.Escape(Path.GetFullPath(output))}[/]: {string.Join(", ", files)} ({clock.Elapsed.TotalSeconds:0} s)");
         return 0;
+    }
+
+    /// <summary>How many times the default sweep is extended past an edge, half a decade each time (at most 1.5 decades further).</summary>
+    public const int MaxExtensions = 3;
+
+    /// <summary>
+    /// The default grid's multiplier k half-decades from 1 (10^(k/2), to 3 significant digits: 0.1, 0.316, 1, 3.16, 10
+    /// for k = −2…2, then 31.6, 100, 316, … and 0.0316, 0.01, …).
+    /// </summary>
+    public static double GridMultiplier(int k) => double.Parse(Math.Pow(10, k / 2.0).ToString("g3", C), C);
+
+    /// <summary>
+    /// New runs (every seed) one half-decade past the edge for each task and optimizer whose best rate so far is the
+    /// lowest or the highest it was run at; none once every best rate is inside its sweep.
+    /// </summary>
+    static List<Run> Extension(List<Run> runs, long seed, int seeds)
+    {
+        var more = new List<Run>();
+        foreach (var pair in runs.GroupBy(r => (r.Task, r.Optimizer)))
+        {
+            var byRate = pair.GroupBy(r => r.Multiplier).OrderBy(g => g.Key).Select(g => g.ToArray()).ToList();
+            int best = BestIndex(byRate);
+            if (byRate.Count < 2 || (best != 0 && best != byRate.Count - 1)) continue;
+            int k = (int)Math.Round(2 * Math.Log10(byRate[best][0].Multiplier)) + (best == 0 ? -1 : 1);
+            double m = GridMultiplier(k);
+            var entry = Catalog.Single(c => c.Name == pair.Key.Optimizer);
+            more.AddRange(Enumerable.Range(0, seeds).Select(j => new Run(pair.Key.Task, pair.Key.Optimizer, m, seed + j)
+                { Total = byRate[best][0].Total, Lr = m * entry.Lr }));
+        }
+        return more;
     }
 
     /// <summary>The rate whose runs have the lowest mean final loss (a diverged run counts as +∞); the first such on ties.</summary>

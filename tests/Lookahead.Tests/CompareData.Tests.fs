@@ -132,18 +132,61 @@ let tests =
                 Expect.equal summary.Length (2 + 2) "a header, a rule and one row per optimizer"
                 Expect.isTrue (summary.[2].StartsWith "| moons | adam |" && summary.[2].Contains "val acc") "the row names the task, the optimizer and the validation metric"
                 let runs = File.ReadAllLines(Path.Combine(dir, "a", "runs.csv"))
-                Expect.equal runs.Length (1 + 2 * 3 * 2) "one line per optimizer, rate and seed"
+                Expect.equal runs.Length (1 + 2 * 3 * 2) "one line per optimizer, rate and seed (a grid given with --lrs is not extended)"
                 for f in [ "losses.csv"; "report.html"; "loss-moons.png"; "lr-moons.png" ] do
                     Expect.isTrue (File.Exists(Path.Combine(dir, "a", f))) (sprintf "%s written" f)
                 let code2, _ = run (Path.Combine(dir, "b")) ""
                 Expect.equal code2 0 "second run"
-                for f in [ "summary.md"; "runs.csv"; "losses.csv"; "report.html" ] do
+                for f in [ "summary.md"; "runs.csv"; "losses.csv"; "report.html"; "loss-moons.png"; "lr-moons.png" ] do
                     Expect.sequenceEqual (File.ReadAllBytes(Path.Combine(dir, "b", f))) (File.ReadAllBytes(Path.Combine(dir, "a", f))) (sprintf "%s byte-identical" f)
                 let code3, lines3 = run (Path.Combine(dir, "c")) " --task logistic --lrs 1 --seeds 1"
                 Expect.equal code3 0 (String.Join("\n", lines3))
                 let both = File.ReadAllLines(Path.Combine(dir, "c", "summary.md"))
                 Expect.equal (both |> Array.filter (fun l -> l.StartsWith "| logistic |") |> Array.length) 2 "the built-in task's rows"
                 Expect.equal (both |> Array.filter (fun l -> l.StartsWith "| moons |") |> Array.length) 2 "the file's rows"
+            finally Directory.Delete(dir, true)
+        }
+    
+        test "the default sweep goes on past an edge half a decade at a time until the best rate is inside, at most 3 times" {
+            let dir = folder ()
+            try
+                let out = Path.Combine(dir, "sweep")
+                let code, lines = Oracle.lookahead (sprintf "compare --task logistic,mlp --optimizers sgd,adam --steps 40 --seeds 2 --out \"%s\"" out)
+                Expect.equal code 0 (String.Join("\n", lines))
+                // runs.csv: task,optimizer,lr,seed,steps,final_loss,... (a diverged run has no final loss: +∞ here)
+                let rows =
+                    File.ReadAllLines(Path.Combine(out, "runs.csv")).[1..]
+                    |> Array.map (fun l -> l.Split ',')
+                    |> Array.map (fun f -> (f.[0], f.[1]), float f.[2], (if f.[5] = "" then infinity else float f.[5]))
+                let defaults = dict [ "sgd", 0.1; "adam", 0.01 ]
+                // The half-decade grid written out here: 10^(k/2) to 3 significant digits.
+                let grid = dict [ -5, 0.00316; -4, 0.01; -3, 0.0316; -2, 0.1; -1, 0.316; 0, 1.0; 1, 3.16; 2, 10.0; 3, 31.6; 4, 100.0; 5, 316.0 ]
+                let mutable extendedPairs = 0
+                for (task, opt), group in rows |> Array.groupBy (fun (k, _, _) -> k) do
+                    let name = sprintf "%s/%s" task opt
+                    let byRate = group |> Array.groupBy (fun (_, lr, _) -> lr) |> Array.map (fun (lr, rs) -> lr, rs |> Array.averageBy (fun (_, _, f) -> f), rs.Length) |> Array.sortBy (fun (lr, _, _) -> lr)
+                    for (lr, _, n) in byRate do Expect.equal n 2 (sprintf "%s: lr %g has a run per seed" name lr)
+                    let ks = byRate |> Array.map (fun (lr, _, _) -> grid |> Seq.find (fun kv -> abs (kv.Value * defaults.[opt] - lr) <= 1e-12 * lr) |> fun kv -> kv.Key)
+                    Expect.sequenceEqual ks [| ks.[0] .. ks.[ks.Length - 1] |] (sprintf "%s: consecutive half-decades" name)
+                    Expect.isTrue (ks.[0] <= -2 && ks.[ks.Length - 1] >= 2) (sprintf "%s: the default grid is all there" name)
+                    let extra = ks.Length - 5
+                    Expect.isLessThanOrEqual extra 3 (sprintf "%s: at most 3 extensions" name)
+                    Expect.isFalse (ks.[0] < -2 && ks.[ks.Length - 1] > 2) (sprintf "%s: extended on one side only" name)
+                    let best (rates: (float * float * int)[]) = rates |> Array.mapi (fun i (_, m, _) -> i, m) |> Array.minBy snd |> fst
+                    let up = ks.[ks.Length - 1] > 2
+                    // Each extension was due: before it, the best was at the end it extends.
+                    for j in 0 .. extra - 1 do
+                        let before = if up then byRate.[.. 4 + j] else byRate.[extra - j ..]
+                        let b = best before
+                        Expect.equal b (if up then before.Length - 1 else 0) (sprintf "%s: extension %d followed a best rate at the %s end" name (j + 1) (if up then "top" else "bottom"))
+                    // And it stopped for a reason: the best is inside, or 3 extensions were made.
+                    let b = best byRate
+                    Expect.isTrue ((b > 0 && b < byRate.Length - 1) || extra = 3) (sprintf "%s: stopped with the best rate inside or after 3 extensions (best %d of %d)" name b byRate.Length)
+                    let row = File.ReadAllLines(Path.Combine(out, "summary.md")) |> Array.find (fun l -> l.StartsWith(sprintf "| %s | %s |" task opt))
+                    Expect.equal (row.Contains "(edge)") (b = 0 || b = byRate.Length - 1) (sprintf "%s: (edge) exactly when the best rate is at an end: %s" name row)
+                    if extra > 0 then extendedPairs <- extendedPairs + 1
+                Expect.isGreaterThan extendedPairs 0 "some pair was extended (the test reaches the branch)"
+                Expect.isTrue (lines |> Array.exists (fun l -> l.Contains "more runs past the edges of the sweep")) "the extension is reported"
             finally Directory.Delete(dir, true)
         }
     ]
