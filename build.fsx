@@ -99,7 +99,7 @@ Target.create "notebooks" (fun _ ->
 
 // Packages: Lookahead.Core, Lookahead.Fs and the `lookahead` .NET tool (README, licence, XML docs, symbols)
 // in artifacts/packages; then the packaged tool is installed into a temporary tool path and must answer
-// `--help` and replay one reference case.
+// `--help` and replay one reference case, and a script referencing the packages must take an optimizer step.
 Target.create "pack" (fun _ ->
     let out = Path.Combine(root, "artifacts", "packages")
     for project in [ "src/Lookahead.Core"; "src/Lookahead.Fs" ] do
@@ -117,7 +117,38 @@ Target.create "pack" (fun _ ->
         let cases = if Directory.Exists shared then shared else Path.Combine(root, "tests", "oracle", "cases")
         run tool (sprintf "replay \"%s\"" (Path.Combine(cases, "mars_adamw_defaults.json")))
     finally
-        if Directory.Exists toolPath then Directory.Delete(toolPath, true))
+        if Directory.Exists toolPath then Directory.Delete(toolPath, true)
+    // A script that references the packages from the folder, as the README's "Packages" section shows (the folder
+    // as a source, Lookahead.Fs and a native bundle), must take an Adam step. NuGet caches a package by version,
+    // so this version's Lookahead packages are removed from the cache first (as the README tells a user to do).
+    let cache =
+        match Environment.GetEnvironmentVariable "NUGET_PACKAGES" with
+        | null | "" -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages")
+        | folder -> folder
+    for id in [ "lookahead.core"; "lookahead.fs" ] do
+        let cached = Path.Combine(cache, id, "0.1.0")
+        if Directory.Exists cached then Directory.Delete(cached, true)
+    let script = Path.Combine(Path.GetTempPath(), sprintf "lookahead-package-check-%d.fsx" (Random().Next()))
+    File.WriteAllLines(script, [
+        sprintf "#i \"nuget: %s\"" out
+        "#r \"nuget: Lookahead.Fs, 0.1.0\""
+        "#r \"nuget: TorchSharp-cpu, 0.107.0\""
+        "open TorchSharp"
+        "open Lookahead"
+        "let theta = TensorTree.Of(struct (\"w\", torch.ones(3L)))"
+        "let adam = Optim.Adam(0.1)"
+        "let struct (u, _) = adam.Update(theta.Map(fun t -> torch.ones_like t), adam.Init theta, theta, StepContext.Empty)"
+        "let values = u.[\"w\"].data<float32>().ToArray()"
+        "// Adam's first step with a gradient of ones is -lr / (1 + eps) per entry."
+        "if values |> Array.exists (fun v -> abs (float v + 0.1) > 1e-6) then failwithf \"unexpected update %A\" values"
+        "printfn \"package check: a script referencing the packages took an Adam step %A\" values" ])
+    try
+        let psi = Notebooks.withTorchNatives root (ProcessStartInfo("dotnet", sprintf "fsi \"%s\"" script, WorkingDirectory = root, UseShellExecute = false))
+        use p = Process.Start psi
+        p.WaitForExit()
+        if p.ExitCode <> 0 then failwithf "the script referencing the packages (%s) exited with %d" script p.ExitCode
+    finally
+        File.Delete script)
 
 // The long soak: 100,000 runner steps per optimizer on 256 × 128 matrices (the test command runs 20,000 on 8 × 4).
 Target.create "soak" (fun _ ->

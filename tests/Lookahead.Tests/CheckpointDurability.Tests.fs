@@ -1,6 +1,6 @@
 /// Checkpoints at model scale: a process killed (SIGKILL) at random points while saving leaves the previous
-/// checkpoint loadable bit for bit; saving and loading stream the tensors (no managed copy of a tensor); 16-bit
-/// tensors round-trip.
+/// checkpoint loadable bit for bit; saving and loading stream the tensors (no managed copy of a tensor, a tensor
+/// over 2 GiB); 16-bit tensors round-trip.
 module Lookahead.Tests.CheckpointDurability
 
 open System
@@ -113,6 +113,44 @@ let tests =
                 Expect.isLessThan (bigLoad - smallLoad) (2L <<< 20) (sprintf "load: %d bytes for 1e3 floats, %d for 8e6" smallLoad bigLoad)
             finally
                 File.Delete path
+        }
+
+        test "a tensor over 2 GiB saves and loads bit for bit, and a flipped byte past 2 GiB is caught" {
+            // 2^29 + 12345 int32 values: 2 GiB + 48 KiB in one tensor, so offsets and lengths pass int's range.
+            let n = (1L <<< 29) + 12345L
+            let available =
+                if not (File.Exists "/proc/meminfo") then None else
+                File.ReadAllLines "/proc/meminfo" |> Array.tryFind (fun l -> l.StartsWith "MemAvailable:")
+                |> Option.map (fun l -> int64 (l.Split(' ', StringSplitOptions.RemoveEmptyEntries).[1]) * 1024L)
+            let dir = Path.GetTempPath()
+            let freeDisk = DriveInfo(dir).AvailableFreeSpace
+            match available with
+            | Some bytes when bytes >= 4L * n * 4L && freeDisk >= 3L * n * 4L ->
+                let path = Path.Combine(dir, sprintf "lookahead-big-%d.ckpt" (Random.Shared.Next()))
+                try
+                    use _ = torch.NewDisposeScope()
+                    let big = torch.arange(0L, n, dtype = torch.int32)
+                    let parameters = TensorTree.Of(struct ("big", big))
+                    let tx = Optim.Sgd(0.1)
+                    Checkpoint.Save(path, tx, tx.Init parameters, parameters)
+                    Expect.isGreaterThan (FileInfo(path).Length) (n * 4L) "the file holds the tensor"
+                    let back = Checkpoint.LoadParameters path
+                    Expect.equal back.["big"].shape [| n |] "shape"
+                    Expect.isTrue (back.["big"].eq(big).all().item<bool>()) "every value"
+                    // The last value is n − 1 (set here, not read back from the code under test).
+                    Expect.equal (back.["big"].[n - 1L].item<int>()) (int (n - 1L)) "the last value, past 2 GiB"
+                    back.["big"].Dispose()
+                    // One byte flipped near the end of the file (inside the tensor, past 2 GiB into it).
+                    using (new FileStream(path, FileMode.Open, FileAccess.ReadWrite)) (fun f ->
+                        f.Position <- f.Length - 100L
+                        let b = f.ReadByte()
+                        f.Position <- f.Length - 100L
+                        f.WriteByte(byte (b ^^^ 0x40)))
+                    let e = Expect.throwsC (fun () -> Checkpoint.LoadParameters path |> ignore) id
+                    Expect.stringContains e.Message "checksum mismatch" "the damage is caught"
+                finally
+                    File.Delete path
+            | _ -> skiptestf "needs %d GB of available memory and %d GB of free disk" (16L * n / 1_000_000_000L) (12L * n / 1_000_000_000L)
         }
 
         test "bfloat16 and float16 parameters round-trip bit for bit, and a wrong dtype on load is named" {

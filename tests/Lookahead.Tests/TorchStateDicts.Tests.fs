@@ -1,6 +1,6 @@
 /// torch.optim state dicts in and out (TorchStateDict): files saved by real PyTorch 1.13 load and Lookahead continues
 /// as PyTorch did; files Lookahead writes are what PyTorch loaded and continued from (fixtures/torch-state-dicts,
-/// made by its make.py and write-lookahead.fsx); what is refused, and that a refused call changes nothing.
+/// made by its make.py and this project's --write-torch-fixtures); what is refused, and that a refused call changes nothing.
 module Lookahead.Tests.TorchStateDicts
 
 open System
