@@ -120,6 +120,32 @@ let withTorchNatives (root: string) (psi: ProcessStartInfo) =
     | None -> ()
     psi
 
+/// Executes one notebook in the kernel (its relative paths are relative to its folder), writing the executed copy
+/// to `executed`; returns the kernel's exit code and the cells that failed (`errors`). Fails if nothing was written.
+let execute (root: string) (notebook: string) (executed: string) =
+    if File.Exists executed then File.Delete executed
+    let psi = ProcessStartInfo("dotnet", sprintf "dotnet-repl --run \"%s\" --exit-after-run --output-format ipynb --output-path \"%s\"" notebook executed, WorkingDirectory = Path.GetDirectoryName notebook, UseShellExecute = false)
+    use p = Process.Start(withTorchNatives root psi)
+    p.WaitForExit()
+    if not (File.Exists executed) then failwithf "notebook %s: the kernel wrote no executed notebook (exit code %d)" (Path.GetFileNameWithoutExtension notebook) p.ExitCode
+    p.ExitCode, errors executed
+
+/// The check that a failing cell is caught: a two-cell notebook whose second cell throws must be reported as failing
+/// in cell 2 (and its first cell must not be), or the notebooks' run could not be trusted to fail.
+let selfCheck (root: string) =
+    // Inside the repository: the kernel is a local tool, found from the working folder through .config/.
+    let dir = Path.Combine(root, "artifacts", sprintf "notebook-check-%d" (Random().Next()))
+    Directory.CreateDirectory dir |> ignore
+    try
+        let notebook = Path.Combine(dir, "failing.ipynb")
+        let cell (source: string) = sprintf "{\"cell_type\":\"code\",\"execution_count\":null,\"metadata\":{\"dotnet_interactive\":{\"language\":\"fsharp\"},\"polyglot_notebook\":{\"kernelName\":\"fsharp\"}},\"outputs\":[],\"source\":[%s]}" (JsonSerializer.Serialize source)
+        File.WriteAllText(notebook, sprintf "{\"cells\":[%s,%s],\"metadata\":{\"kernelspec\":{\"display_name\":\".NET (F#)\",\"language\":\"F#\",\"name\":\".net-fsharp\"},\"language_info\":{\"name\":\"F#\"},\"polyglot_notebook\":{\"kernelInfo\":{\"defaultKernelName\":\"fsharp\",\"items\":[{\"aliases\":[],\"name\":\"fsharp\"}]}}},\"nbformat\":4,\"nbformat_minor\":5}" (cell "let answer = 6 * 7\nanswer") (cell "if answer = 42 then failwith \"a deliberate failure\""))
+        match execute root notebook (Path.Combine(dir, "failing.executed.ipynb")) with
+        | _, [ 2, text ] when text.Contains "a deliberate failure" -> printfn "notebook check: a failing cell is reported (cell 2: %s)" (text.Trim().Split([| '\n' |]).[0].Trim())
+        | code, problems -> failwithf "notebook check: a notebook whose second cell throws was not reported as failing there (exit code %d, reported: %A)" code problems
+    finally
+        try Directory.Delete(dir, true) with _ -> ()
+
 /// Executes every notebook of `folder` in the kernel, fails on a cell error, exports each; returns the seconds each took.
 let runAll (root: string) =
     let folder = Path.Combine(root, "notebooks")
@@ -128,21 +154,17 @@ let runAll (root: string) =
     let restore = Process.Start(ProcessStartInfo("dotnet", "tool restore", WorkingDirectory = root, UseShellExecute = false))
     restore.WaitForExit()
     if restore.ExitCode <> 0 then failwithf "'dotnet tool restore' exited with %d" restore.ExitCode
+    selfCheck root
     [ for notebook in Directory.GetFiles(folder, "*.ipynb") |> Array.sort do
         let name = Path.GetFileNameWithoutExtension notebook
         let executed = Path.Combine(executedDir, name + ".ipynb")
-        if File.Exists executed then File.Delete executed
         printfn "running notebook %s in the .NET Interactive kernel" name
         let clock = Stopwatch.StartNew()
-        // The notebooks' relative paths (#r ../src/..., #load charts.fsx) are relative to their folder.
-        let psi = ProcessStartInfo("dotnet", sprintf "dotnet-repl --run \"%s\" --exit-after-run --output-format ipynb --output-path \"%s\"" notebook executed, WorkingDirectory = folder, UseShellExecute = false)
-        use p = Process.Start(withTorchNatives root psi)
-        p.WaitForExit()
+        let code, problems = execute root notebook executed
         let seconds = clock.Elapsed.TotalSeconds
-        if not (File.Exists executed) then failwithf "notebook %s: the kernel wrote no executed notebook (exit code %d)" name p.ExitCode
-        match errors executed with
-        | [] when p.ExitCode = 0 -> ()
-        | [] -> failwithf "notebook %s: the kernel exited with %d" name p.ExitCode
+        match problems with
+        | [] when code = 0 -> ()
+        | [] -> failwithf "notebook %s: the kernel exited with %d" name code
         | problems -> failwithf "notebook %s failed:\n%s" name (problems |> List.map (fun (k, t) -> sprintf "  code cell %d: %s" k t) |> String.concat "\n")
         export executed name (Path.Combine(root, "docs", "notebooks", name + ".html"))
         printfn "notebook %s: ran in the kernel in %.0f s, exported to docs/notebooks/%s.html" name seconds name

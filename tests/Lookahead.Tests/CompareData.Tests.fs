@@ -1,5 +1,6 @@
 /// `lookahead compare --data PATH.csv --target COLUMN`: reading the user's file (kinds inferred or given, classes,
-/// quoting), malformed files refused with the line and column, and the sweep's outputs on such a task.
+/// quoting), malformed files refused with the line and column, and the sweep's outputs on such a task; the sweep's
+/// extension past an edge and `--quick` on the built-in tasks.
 module Lookahead.Tests.CompareData
 
 open System
@@ -40,7 +41,7 @@ let private numeric (targets: string list) (n: int) =
 
 [<Tests>]
 let tests =
-    testSequenced <| testList "compare on a CSV file" [
+    testSequenced <| testList "compare: CSV files and the sweep" [
         test "kinds: text labels and few integers are classes (numeric order, 1 and 1.0 one class), non-integers and many integers regression, --task-kind overrides" {
             let dir = folder ()
             try
@@ -187,6 +188,20 @@ let tests =
                     if extra > 0 then extendedPairs <- extendedPairs + 1
                 Expect.isGreaterThan extendedPairs 0 "some pair was extended (the test reaches the branch)"
                 Expect.isTrue (lines |> Array.exists (fun l -> l.Contains "more runs past the edges of the sweep")) "the extension is reported"
+            finally Directory.Delete(dir, true)
+        }
+    
+        test "--quick runs each optimizer once, at its default rate with one seed, and writes no sensitivity plot" {
+            let dir = folder ()
+            try
+                let out = Path.Combine(dir, "quick")
+                let code, lines = Oracle.lookahead (sprintf "compare --task logistic --optimizers sgd,adam --quick --steps 5 --out \"%s\"" out)
+                Expect.equal code 0 (String.Join("\n", lines))
+                let runs = File.ReadAllLines(Path.Combine(out, "runs.csv")).[1..] |> Array.map (fun l -> l.Split ',')
+                Expect.equal (runs |> Array.map (fun f -> f.[1], float f.[2], f.[3], f.[4])) [| "sgd", 0.1, "1", "5"; "adam", 0.01, "1", "5" |] "one run each: optimizer, its default rate, seed 1, 5 steps"
+                Expect.isFalse (File.Exists(Path.Combine(out, "lr-logistic.png"))) "no sensitivity plot without a sweep"
+                Expect.isTrue (File.Exists(Path.Combine(out, "loss-logistic.png"))) "the loss plot"
+                Expect.isFalse (File.ReadAllText(Path.Combine(out, "summary.md")).Contains "(edge)") "one rate is no sweep: no edge"
             finally Directory.Delete(dir, true)
         }
     ]

@@ -97,7 +97,7 @@ let private compare (what: string) (names: string list) (actual: Map<string, flo
                 worst <- max worst (abs (x - y) / (atol + rtol * abs y))
     worst
 
-let private cases = [ "sgd_momentum"; "sgd_nesterov"; "adam"; "adam_amsgrad"; "adamw_amsgrad"; "rmsprop_centered_momentum"; "rmsprop"; "adagrad" ]
+let private cases = [ "sgd_momentum"; "sgd_nesterov"; "adam"; "adam_amsgrad"; "adamw"; "adamw_amsgrad"; "rmsprop_centered_momentum"; "rmsprop"; "adagrad" ]
 
 /// The continuation PyTorch ran from Lookahead's files (make.py continue).
 let private fromLookahead (case: Case) =
