@@ -101,7 +101,15 @@ let config =
             match Int32.TryParse s with
             | true, n when n > 0 -> n
             | _ -> failwithf "LOOKAHEAD_PROPERTY_CASES: expected a positive integer, got '%s'" s
-    { FsCheckConfig.defaultConfig with maxTest = cases }
+    // A failure's "Focus on error" line gives (seed, gamma, size): LOOKAHEAD_PROPERTY_REPLAY="seed,gamma,size" replays it.
+    let replay =
+        match Environment.GetEnvironmentVariable "LOOKAHEAD_PROPERTY_REPLAY" with
+        | null | "" -> None
+        | s ->
+            match s.Split(',') |> Array.map (fun x -> x.Trim().TrimEnd('U', 'L')) with
+            | [| a; b; n |] -> Some (UInt64.Parse a, UInt64.Parse b, Some (Int32.Parse n))
+            | _ -> failwithf "LOOKAHEAD_PROPERTY_REPLAY: expected 'seed,gamma,size' from a failure's 'Focus on error' line, got '%s'" s
+    { FsCheckConfig.defaultConfig with maxTest = cases; replay = replay }
 
 /// A property over a generator of meaningful cases (no NaN or ∞).
 let property name (g: Gen<'a>) (f: 'a -> unit) =

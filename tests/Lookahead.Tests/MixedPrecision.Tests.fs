@@ -59,7 +59,8 @@ let ulp (half: torch.ScalarType) (x: float) =
 /// apart may round to neighbouring 16-bit values, at most once per step) plus the float32 bound `atol + rtol·|b|`
 /// (a parameter much smaller than its update, e.g. under a Polyak step size that is one global scalar, carries the
 /// update's float32 difference, many of its own 16-bit units); the state within `atol + rtol·|b|` (a state value
-/// summed over all parameters within 1e-2 relative when k > 0), and in float32 (or float64 for scalars).
+/// summed over all parameters within 1e-2 relative when k > 0; Kahan's compensation with its parameter's 16-bit
+/// allowance, and θ + c in float32), and in float32 (or float64 for scalars).
 let compareMixed what half (k: float) (atol: float) (rtol: float) (names: string list) (a: Snapshot list) (b: Snapshot list) =
     Expect.sameLayout (what + ": parameters") names (a |> List.map (fun s -> s.Params)) (b |> List.map (fun s -> s.Params))
     List.iteri2 (fun step (x: Snapshot) (y: Snapshot) ->
@@ -77,9 +78,24 @@ let compareMixed what half (k: float) (atol: float) (rtol: float) (names: string
             // carries the parameters' allowed 16-bit differences: within 1e-2 relative when k > 0.
             let perParameter = names |> List.exists (fun n -> path.EndsWith("/" + n))
             let rtol = if perParameter || k = 0.0 then rtol else max rtol 1e-2
+            // Kahan's compensation c is the part of θ + c the 16-bit θ cannot hold: where two correct runs round θ to
+            // neighbouring 16-bit values (a float32 result at a rounding tie), c differs by the same unit the other
+            // way. So c gets the parameters' 16-bit allowance, and the sum θ + c, the summed parameters, must agree in
+            // float32 (twice the bound: θ + c is as large as θ).
+            let compensated = path.Contains "compensation/" && k > 0.0
+            let owner = if compensated then names |> List.tryFindIndex (fun n -> path.EndsWith("/" + n)) else None
             for i in 0 .. xs.Length - 1 do
-                if not (Expect.within atol rtol ys.[i] xs.[i] || (Double.IsNaN xs.[i] && Double.IsNaN ys.[i])) then
-                    failtestf "%s: step %d, state '%s' [%d]: %.9g vs %.9g" what (step + 1) path i xs.[i] ys.[i]) a b
+                match owner with
+                | Some t ->
+                    let px, py = x.Params.[t].[i], y.Params.[t].[i]
+                    let unit = k * float (step + 1) * ulp half (max (abs px) (abs py))
+                    if not (abs (xs.[i] - ys.[i]) <= unit + atol + rtol * abs ys.[i]) then
+                        failtestf "%s: step %d, state '%s' [%d]: %.9g vs %.9g (more than the parameter's %g allowed)" what (step + 1) path i xs.[i] ys.[i] unit
+                    if not (Expect.within (2.0 * atol) (2.0 * rtol) (py + ys.[i]) (px + xs.[i])) then
+                        failtestf "%s: step %d, θ + c of '%s' [%d]: %.9g vs %.9g" what (step + 1) names.[t] i (px + xs.[i]) (py + ys.[i])
+                | None ->
+                    if not (Expect.within atol rtol ys.[i] xs.[i] || (Double.IsNaN xs.[i] && Double.IsNaN ys.[i])) then
+                        failtestf "%s: step %d, state '%s' [%d]: %.9g vs %.9g" what (step + 1) path i xs.[i] ys.[i]) a b
 
 let torchSharp, fused = FusedExecutor.torchSharp, FusedExecutor.fused
 
